@@ -1,0 +1,458 @@
+//! Every flag, its default and its validation. Flags follow the Prometheus exporter
+//! style (`--web.listen-address`, `--collector.NAME` / `--no-collector.NAME`, ...).
+//! A bad value is one line naming the flag, the value and what is accepted, and exit
+//! status 2.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use crate::procfs::Roots;
+use crate::source::{SourceInfo, SOURCES};
+
+/// The default port. The Prometheus wiki's 9100-9999 list has been fully allocated since
+/// 2023; 9861 is not the port of any widely deployed exporter (README, "Port").
+pub const DEFAULT_PORT: u16 = 9861;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Logfmt,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen_address: String,
+    pub telemetry_path: String,
+    pub roots: Roots,
+    pub sample_interval: Duration,
+    pub peak_window: Duration,
+    pub sources: Vec<&'static SourceInfo>,
+    pub conntrack_per_cpu: bool,
+    pub log_level: log::LevelFilter,
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen_address: format!(":{DEFAULT_PORT}"),
+            telemetry_path: "/metrics".into(),
+            roots: Roots::default(),
+            sample_interval: Duration::from_millis(250),
+            peak_window: Duration::from_secs(60),
+            sources: SOURCES.iter().filter(|s| s.default_enabled).collect(),
+            conntrack_per_cpu: false,
+            log_level: log::LevelFilter::Info,
+            log_format: LogFormat::Logfmt,
+        }
+    }
+}
+
+/// What the command line asks for instead of a running exporter.
+#[derive(Debug)]
+pub enum CliExit {
+    /// `--help` or `--version`: print to stdout, exit 0.
+    Print(String),
+    /// A bad flag or value: one line for stderr, exit 2.
+    Usage(String),
+}
+
+/// Parses a Prometheus-style duration: `250ms`, `5s`, `1m`, `1h`, or a sum such as `1m30s`.
+///
+/// # Errors
+/// A message saying what is accepted.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    const ACCEPTED: &str = "expected a duration such as 250ms, 5s, 1m or 1h30m";
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(ACCEPTED.into());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(ACCEPTED.into());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| ACCEPTED.to_string())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86_400),
+            _ => return Err(ACCEPTED.into()),
+        };
+        rest = &rest[unit_len..];
+        let part = u32::try_from(n)
+            .ok()
+            .and_then(|n| unit.checked_mul(n))
+            .ok_or_else(|| ACCEPTED.to_string())?;
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| ACCEPTED.to_string())?;
+    }
+    Ok(total)
+}
+
+fn parse_sample_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(10) || d > Duration::from_secs(60) {
+        return Err("expected a duration from 10ms to 1m, such as 250ms".into());
+    }
+    Ok(d)
+}
+
+fn parse_peak_window(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+        return Err("expected a duration from 1s to 1h, such as 60s".into());
+    }
+    Ok(d)
+}
+
+fn parse_telemetry_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') || s == "/" || s.starts_with("/-/") || s.contains(char::is_whitespace) {
+        return Err(
+            "expected an absolute URL path other than / and /-/..., such as /metrics".into(),
+        );
+    }
+    Ok(s.to_string())
+}
+
+/// Accepts `:PORT`, `HOST:PORT` and `[IPv6]:PORT` as Go exporters do.
+fn parse_listen_address(s: &str) -> Result<String, String> {
+    const ACCEPTED: &str = "expected [HOST]:PORT, such as :9861, 127.0.0.1:9861 or [::1]:9861";
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| ACCEPTED.to_string())?;
+    port.parse::<u16>().map_err(|_| ACCEPTED.to_string())?;
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(ACCEPTED.into());
+    }
+    Ok(s.to_string())
+}
+
+fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+    match s {
+        "debug" => Ok(log::LevelFilter::Debug),
+        "info" => Ok(log::LevelFilter::Info),
+        "warn" => Ok(log::LevelFilter::Warn),
+        "error" => Ok(log::LevelFilter::Error),
+        _ => Err("expected one of debug, info, warn, error".into()),
+    }
+}
+
+fn parse_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "logfmt" => Ok(LogFormat::Logfmt),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("expected logfmt or json".into()),
+    }
+}
+
+fn command() -> Command {
+    let d = Config::default();
+    let mut cmd = Command::new("netpressure_exporter")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Prometheus exporter for conntrack, socket and file-descriptor pressure, sampled sub-second")
+        .disable_version_flag(true)
+        .arg(Arg::new("version").long("version").action(ArgAction::Version).help("Print the version"))
+        .arg(
+            Arg::new("web.listen-address")
+                .long("web.listen-address")
+                .value_name("[HOST]:PORT")
+                .default_value(d.listen_address)
+                .value_parser(parse_listen_address)
+                .help("Address on which to expose metrics and the web interface"),
+        )
+        .arg(
+            Arg::new("web.telemetry-path")
+                .long("web.telemetry-path")
+                .value_name("PATH")
+                .default_value(d.telemetry_path)
+                .value_parser(parse_telemetry_path)
+                .help("Path under which to expose metrics"),
+        )
+        .arg(
+            Arg::new("path.procfs")
+                .long("path.procfs")
+                .value_name("DIR")
+                .default_value("/proc")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("procfs mountpoint (e.g. /host/proc in a container)"),
+        )
+        .arg(
+            Arg::new("path.sysfs")
+                .long("path.sysfs")
+                .value_name("DIR")
+                .default_value("/sys")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("sysfs mountpoint"),
+        )
+        .arg(
+            Arg::new("sample.interval")
+                .long("sample.interval")
+                .value_name("DURATION")
+                .default_value("250ms")
+                .value_parser(parse_sample_interval)
+                .help("How often every enabled source is sampled (10ms to 1m)"),
+        )
+        .arg(
+            Arg::new("sample.peak-window")
+                .long("sample.peak-window")
+                .value_name("DURATION")
+                .default_value("60s")
+                .value_parser(parse_peak_window)
+                .help("Sliding window over which _peak gauges keep their maximum (1s to 1h)"),
+        )
+        .arg(
+            Arg::new("collector.disable-defaults")
+                .long("collector.disable-defaults")
+                .action(ArgAction::SetTrue)
+                .help("Disable every collector not enabled explicitly with --collector.NAME"),
+        )
+        .arg(
+            Arg::new("collector.conntrack.per-cpu")
+                .long("collector.conntrack.per-cpu")
+                .action(ArgAction::SetTrue)
+                .help("Serve conntrack counters per CPU (a cpu label) instead of summed"),
+        )
+        .arg(
+            Arg::new("log.level")
+                .long("log.level")
+                .value_name("LEVEL")
+                .default_value("info")
+                .value_parser(parse_level)
+                .help("Only log messages with the given severity or above: debug, info, warn, error"),
+        )
+        .arg(
+            Arg::new("log.format")
+                .long("log.format")
+                .value_name("FORMAT")
+                .default_value("logfmt")
+                .value_parser(parse_format)
+                .help("Output format of log messages: logfmt or json"),
+        );
+    for s in SOURCES {
+        let on = format!("collector.{}", s.name);
+        let off = format!("no-collector.{}", s.name);
+        let default = if s.default_enabled {
+            "enabled"
+        } else {
+            "disabled"
+        };
+        cmd = cmd
+            .arg(
+                Arg::new(on.clone())
+                    .long(on.clone())
+                    .action(ArgAction::SetTrue)
+                    .overrides_with(off.clone())
+                    .help(format!(
+                        "Enable the {} collector: {} (default: {default})",
+                        s.name, s.help
+                    )),
+            )
+            .arg(
+                Arg::new(off.clone())
+                    .long(off)
+                    .action(ArgAction::SetTrue)
+                    .overrides_with(on)
+                    .help(format!("Disable the {} collector", s.name)),
+            );
+    }
+    cmd
+}
+
+fn get<T: Clone + Send + Sync + 'static>(m: &ArgMatches, id: &str) -> Option<T> {
+    m.get_one::<T>(id).cloned()
+}
+
+impl Config {
+    /// Parses the command line (the first item is the program name).
+    ///
+    /// # Errors
+    /// [`CliExit`] for help, version, or a bad flag.
+    pub fn from_args<I, T>(args: I) -> Result<Config, CliExit>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let m = command()
+            .try_get_matches_from(args)
+            .map_err(|e| match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    CliExit::Print(e.render().to_string())
+                }
+                _ => CliExit::Usage(one_line(&e)),
+            })?;
+        let d = Config::default();
+        let disable_defaults = m.get_flag("collector.disable-defaults");
+        let sources = SOURCES
+            .iter()
+            .filter(|s| {
+                if m.get_flag(&format!("collector.{}", s.name)) {
+                    true
+                } else if m.get_flag(&format!("no-collector.{}", s.name)) {
+                    false
+                } else {
+                    s.default_enabled && !disable_defaults
+                }
+            })
+            .collect();
+        Ok(Config {
+            listen_address: get(&m, "web.listen-address").unwrap_or(d.listen_address),
+            telemetry_path: get(&m, "web.telemetry-path").unwrap_or(d.telemetry_path),
+            roots: Roots {
+                procfs: get(&m, "path.procfs").unwrap_or(d.roots.procfs),
+                sysfs: get(&m, "path.sysfs").unwrap_or(d.roots.sysfs),
+            },
+            sample_interval: get(&m, "sample.interval").unwrap_or(d.sample_interval),
+            peak_window: get(&m, "sample.peak-window").unwrap_or(d.peak_window),
+            sources,
+            conntrack_per_cpu: m.get_flag("collector.conntrack.per-cpu"),
+            log_level: get(&m, "log.level").unwrap_or(d.log_level),
+            log_format: get(&m, "log.format").unwrap_or(d.log_format),
+        })
+        .and_then(Config::validate)
+    }
+
+    fn validate(self) -> Result<Config, CliExit> {
+        if self.peak_window < self.sample_interval {
+            return Err(CliExit::Usage(format!(
+                "netpressure_exporter: --sample.peak-window ({:?}) must be at least --sample.interval ({:?})",
+                self.peak_window, self.sample_interval
+            )));
+        }
+        Ok(self)
+    }
+
+    pub fn enabled(&self, name: &str) -> bool {
+        self.sources.iter().any(|s| s.name == name)
+    }
+}
+
+/// Turns a clap error into one line: the flag, the value, and what is accepted.
+fn one_line(e: &clap::Error) -> String {
+    let ctx = |k| match e.get(k) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        Some(ContextValue::Strings(v)) => Some(v.join(", ")),
+        _ => None,
+    };
+    let arg =
+        ctx(ContextKind::InvalidArg).map(|a| a.split_whitespace().next().unwrap_or("").to_string());
+    let value = ctx(ContextKind::InvalidValue);
+    let line = match e.kind() {
+        ErrorKind::ValueValidation => {
+            let why = std::error::Error::source(e)
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            format!(
+                "invalid value {:?} for {}: {why}",
+                value.unwrap_or_default(),
+                arg.unwrap_or_default()
+            )
+        }
+        ErrorKind::InvalidValue => format!(
+            "invalid value {:?} for {}: expected one of {}",
+            value.unwrap_or_default(),
+            arg.unwrap_or_default(),
+            ctx(ContextKind::ValidValue).unwrap_or_default()
+        ),
+        ErrorKind::UnknownArgument => {
+            let hint = ctx(ContextKind::SuggestedArg)
+                .map(|s| format!("; did you mean {s}?"))
+                .unwrap_or_default();
+            format!(
+                "unknown flag {}{hint} (see --help)",
+                arg.unwrap_or_default()
+            )
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            rendered
+                .lines()
+                .next()
+                .unwrap_or("invalid command line")
+                .trim_start_matches("error: ")
+                .to_string()
+        }
+    };
+    format!("netpressure_exporter: {line}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(args: &[&str]) -> String {
+        let mut v = vec!["netpressure_exporter"];
+        v.extend_from_slice(args);
+        match Config::from_args(v) {
+            Err(CliExit::Usage(s)) => s,
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "5", "s", "5x", "-1s", "1.5s", "99999999999999999999s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_args(["x"]).unwrap();
+        assert_eq!(c.listen_address, ":9861");
+        assert_eq!(c.sample_interval, Duration::from_millis(250));
+        assert!(c.enabled("conntrack"));
+    }
+
+    #[test]
+    fn collector_flags_last_one_wins() {
+        let c =
+            Config::from_args(["x", "--collector.conntrack", "--no-collector.conntrack"]).unwrap();
+        assert!(!c.enabled("conntrack"));
+        let c = Config::from_args(["x", "--collector.disable-defaults", "--collector.conntrack"])
+            .unwrap();
+        assert!(c.enabled("conntrack"));
+        assert!(!c.enabled("process"));
+    }
+
+    #[test]
+    fn bad_values_name_flag_value_and_what_is_accepted() {
+        let m = usage(&["--sample.interval", "fast"]);
+        assert!(
+            m.contains("--sample.interval") && m.contains("\"fast\"") && m.contains("250ms"),
+            "{m}"
+        );
+        assert!(!m.contains('\n'));
+        let m = usage(&["--log.level", "loud"]);
+        assert!(
+            m.contains("--log.level") && m.contains("loud") && m.contains("debug"),
+            "{m}"
+        );
+        let m = usage(&["--web.listen-address", "nope"]);
+        assert!(
+            m.contains("--web.listen-address") && m.contains(":9861"),
+            "{m}"
+        );
+        let m = usage(&["--collector.conntrak"]);
+        assert!(
+            m.contains("--collector.conntrak") && m.contains("--collector.conntrack"),
+            "{m}"
+        );
+        let m = usage(&["--sample.interval", "10s", "--sample.peak-window", "5s"]);
+        assert!(m.contains("--sample.peak-window"), "{m}");
+    }
+}

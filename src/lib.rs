@@ -1,0 +1,19 @@
+//! netpressure_exporter: conntrack, socket and file-descriptor pressure of a Linux node,
+//! sampled sub-second, with sliding-window peaks, served to Prometheus.
+//!
+//! Layout: `netlink/` and `procfs/` are the only modules doing kernel I/O; `source/`
+//! turns their records into series; `sampler` runs the clock and publishes immutable
+//! [`snapshot::Snapshot`]s; `server` encodes the latest one per scrape.
+
+pub mod config;
+pub mod logging;
+pub mod metrics;
+pub mod model;
+pub mod netlink;
+pub mod peak;
+pub mod procfs;
+pub mod sampler;
+pub mod server;
+pub mod snapshot;
+pub mod source;
+mod sys;

@@ -1,0 +1,112 @@
+//! Flags -> config, logging, runtime; spawn the sampler and the HTTP server.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use netpressure_exporter::config::{CliExit, Config};
+use netpressure_exporter::sampler::Sampler;
+use netpressure_exporter::server::{app, AppState};
+use tokio::net::TcpListener;
+
+fn main() -> ExitCode {
+    let cfg = match Config::from_args(std::env::args_os()) {
+        Ok(cfg) => cfg,
+        Err(CliExit::Print(text)) => {
+            #[allow(clippy::print_stdout)]
+            {
+                print!("{text}");
+            }
+            return ExitCode::SUCCESS;
+        }
+        Err(CliExit::Usage(line)) => {
+            eprintln!("{line}");
+            return ExitCode::from(2);
+        }
+    };
+    netpressure_exporter::logging::init(cfg.log_level, cfg.log_format);
+    match run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cfg: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = bind(&cfg.listen_address).await?;
+        let local = listener.local_addr()?;
+
+        let (sampler, snapshots) = Sampler::from_config(&cfg);
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let sampler_thread = std::thread::Builder::new()
+            .name("sampler".into())
+            .spawn(move || sampler.run(stop_rx))?;
+
+        let state = AppState {
+            snapshots,
+            telemetry_path: cfg.telemetry_path.clone(),
+            stale_after: (cfg.sample_interval * 20).max(Duration::from_secs(10)),
+            sources: cfg.sources.iter().map(|s| s.name).collect(),
+        };
+        log::info!(
+            "listening on {local}, metrics at {}; sampling {} every {:?}, peaks over {:?}",
+            cfg.telemetry_path,
+            state.sources.join(","),
+            cfg.sample_interval,
+            cfg.peak_window
+        );
+        axum::serve(listener, app(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        drop(stop_tx);
+        let _ = sampler_thread.join();
+        log::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Binds `--web.listen-address`. `:PORT` means every address: IPv6 and IPv4 where the
+/// host has IPv6, IPv4 only where it does not.
+async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    use anyhow::Context as _;
+    if let Some(port) = addr.strip_prefix(':') {
+        let port: u16 = port.parse().context("--web.listen-address: bad port")?;
+        match TcpListener::bind(SocketAddr::from(([0u16; 8], port))).await {
+            Ok(l) => return Ok(l),
+            Err(e)
+                if e.raw_os_error() == Some(libc::EAFNOSUPPORT)
+                    || e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {}
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot listen on {addr} (--web.listen-address)"))
+            }
+        }
+        return TcpListener::bind(SocketAddr::from(([0u8; 4], port)))
+            .await
+            .with_context(|| format!("cannot listen on {addr} (--web.listen-address)"));
+    }
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (--web.listen-address)"))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        log::warn!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => log::info!("SIGTERM received, shutting down"),
+        _ = int.recv() => log::info!("SIGINT received, shutting down"),
+    }
+}

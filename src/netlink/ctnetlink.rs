@@ -1,0 +1,227 @@
+//! ctnetlink statistics: `IPCTNL_MSG_CT_GET_STATS` (this namespace's entry count and the
+//! global `nf_conntrack_max`) and `IPCTNL_MSG_CT_GET_STATS_CPU` (per-CPU counters, as
+//! `conntrack -S` prints them).
+//!
+//! Kernel traps this code is written around (see KERNEL.md):
+//! - GET_STATS answers with one `NLM_F_MULTI` message and **no** `NLMSG_DONE`; waiting for
+//!   DONE would block. We read the first message of our sequence number and stop.
+//! - GET_STATS_CPU must be sent with `NLM_F_DUMP`, or the kernel sends nothing.
+//! - Every attribute is optional: older kernels lack MAX_ENTRIES, CLASH_RESOLVE and
+//!   CHAIN_TOOLONG.
+//!
+//! Both need CAP_NET_ADMIN in the user namespace that owns the socket's network
+//! namespace; without it the kernel answers EPERM.
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_netfilter::conntrack::ConntrackMessage;
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
+
+use super::{be_uint, for_each_msg, Msg, NetlinkError, NlSocket};
+use crate::model::{CtCounter, CtCpuStats, CtGlobalStats};
+
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_GET_STATS_CPU: u8 = 4;
+const IPCTNL_MSG_CT_GET_STATS: u8 = 5;
+const NFGENMSG_LEN: usize = 4;
+
+const CTA_STATS_GLOBAL_ENTRIES: u16 = 1;
+const CTA_STATS_GLOBAL_MAX_ENTRIES: u16 = 2;
+
+/// Attribute type (`CTA_STATS_*`) of each per-CPU counter.
+fn cpu_counter(kind: u16) -> Option<CtCounter> {
+    Some(match kind {
+        2 => CtCounter::Found,
+        4 => CtCounter::Invalid,
+        8 => CtCounter::Insert,
+        9 => CtCounter::InsertFailed,
+        10 => CtCounter::Drop,
+        11 => CtCounter::EarlyDrop,
+        12 => CtCounter::Error,
+        13 => CtCounter::SearchRestart,
+        14 => CtCounter::ClashResolve,
+        15 => CtCounter::ChainTooLong,
+        // SEARCHED(1), NEW(3), IGNORE(5), DELETE(6), DELETE_LIST(7): no longer sent.
+        _ => return None,
+    })
+}
+
+const REQ_STATS: &str = "ctnetlink GET_STATS";
+const REQ_STATS_CPU: &str = "ctnetlink GET_STATS_CPU";
+
+/// Serialises a ctnetlink stats request with `netlink-packet-netfilter`.
+pub fn build_request(message_type: u8, flags: u16) -> Vec<u8> {
+    let inner = NetfilterMessage::new(
+        NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, 0),
+        ConntrackMessage::Other {
+            message_type,
+            attributes: vec![],
+        },
+    );
+    let mut msg = NetlinkMessage::new(
+        NetlinkHeader::default(),
+        NetlinkPayload::InnerMessage(inner),
+    );
+    msg.header.flags = flags;
+    msg.finalize();
+    let mut buf = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    buf
+}
+
+/// Decodes the attributes of a GET_STATS reply message payload (after the netlink header).
+fn decode_global(payload: &[u8]) -> Result<CtGlobalStats, NetlinkError> {
+    let attrs = payload
+        .get(NFGENMSG_LEN..)
+        .ok_or_else(|| NetlinkError::decode(REQ_STATS, "payload shorter than nfgenmsg"))?;
+    let mut out = CtGlobalStats::default();
+    for nla in NlasIterator::new(attrs) {
+        let nla = nla.map_err(|e| NetlinkError::decode(REQ_STATS, e))?;
+        match nla.kind() & !0xC000 {
+            CTA_STATS_GLOBAL_ENTRIES => out.entries = be_uint(nla.value()),
+            CTA_STATS_GLOBAL_MAX_ENTRIES => out.max_entries = be_uint(nla.value()),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes one datagram received after a GET_STATS request with sequence number `seq`.
+/// `Ok(None)` when the datagram held nothing for this request.
+///
+/// # Errors
+/// A refused request ([`NetlinkError::Kernel`], e.g. EPERM) or malformed bytes.
+pub fn decode_stats(datagram: &[u8], seq: u32) -> Result<Option<CtGlobalStats>, NetlinkError> {
+    let want = (NFNL_SUBSYS_CTNETLINK << 8) | u16::from(IPCTNL_MSG_CT_GET_STATS);
+    let mut found = None;
+    for_each_msg(REQ_STATS, datagram, seq, |m| {
+        if let Msg::Data {
+            message_type,
+            payload,
+        } = m
+        {
+            if message_type == want && found.is_none() {
+                found = Some(decode_global(payload)?);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(found)
+}
+
+/// Decodes one datagram of a GET_STATS_CPU dump with sequence number `seq`, appending a
+/// record per CPU to `out`. Returns `true` once `NLMSG_DONE` has been seen.
+///
+/// # Errors
+/// A refused request ([`NetlinkError::Kernel`]) or malformed bytes.
+pub fn decode_stats_cpu(
+    datagram: &[u8],
+    seq: u32,
+    out: &mut Vec<CtCpuStats>,
+) -> Result<bool, NetlinkError> {
+    let want = (NFNL_SUBSYS_CTNETLINK << 8) | u16::from(IPCTNL_MSG_CT_GET_STATS_CPU);
+    let mut done = false;
+    for_each_msg(REQ_STATS_CPU, datagram, seq, |m| {
+        match m {
+            Msg::Done => done = true,
+            Msg::Data {
+                message_type,
+                payload,
+            } if message_type == want => {
+                let header = NetfilterHeader::parse(payload)
+                    .map_err(|e| NetlinkError::decode(REQ_STATS_CPU, e))?;
+                let mut row = CtCpuStats {
+                    cpu: header.res_id,
+                    ..CtCpuStats::default()
+                };
+                for nla in NlasIterator::new(&payload[NFGENMSG_LEN..]) {
+                    let nla = nla.map_err(|e| NetlinkError::decode(REQ_STATS_CPU, e))?;
+                    if let (Some(c), Some(v)) =
+                        (cpu_counter(nla.kind() & !0xC000), be_uint(nla.value()))
+                    {
+                        row.set(c, v);
+                    }
+                }
+                out.push(row);
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(done)
+}
+
+/// A ctnetlink socket in the namespace it was opened in, with its two requests.
+pub struct Ctnetlink {
+    sock: NlSocket,
+    stats_req: Vec<u8>,
+    cpu_req: Vec<u8>,
+}
+
+/// Bounds a dump so that a kernel that never sends DONE cannot hold the sampler.
+const MAX_DATAGRAMS: usize = 1024;
+
+impl Ctnetlink {
+    /// Opens a `NETLINK_NETFILTER` socket in the calling thread's network namespace.
+    ///
+    /// # Errors
+    /// [`NetlinkError::Socket`] (EPROTONOSUPPORT on a kernel without nfnetlink).
+    pub fn open() -> Result<Self, NetlinkError> {
+        Ok(Self {
+            sock: NlSocket::open(netlink_sys::constants::NETLINK_NETFILTER)?,
+            stats_req: build_request(IPCTNL_MSG_CT_GET_STATS, NLM_F_REQUEST),
+            cpu_req: build_request(IPCTNL_MSG_CT_GET_STATS_CPU, NLM_F_REQUEST | NLM_F_DUMP),
+        })
+    }
+
+    /// One GET_STATS round trip.
+    ///
+    /// # Errors
+    /// Any [`NetlinkError`]; EPERM without CAP_NET_ADMIN.
+    pub fn stats(&mut self) -> Result<CtGlobalStats, NetlinkError> {
+        let seq = self.sock.send(REQ_STATS, &mut self.stats_req)?;
+        for _ in 0..MAX_DATAGRAMS {
+            let datagram = self.sock.recv(REQ_STATS)?;
+            if let Some(stats) = decode_stats(datagram, seq)? {
+                return Ok(stats);
+            }
+        }
+        Err(NetlinkError::decode(REQ_STATS, "no stats message in reply"))
+    }
+
+    /// One GET_STATS_CPU dump into `out` (cleared first; its allocation is reused).
+    ///
+    /// # Errors
+    /// Any [`NetlinkError`]; EPERM without CAP_NET_ADMIN.
+    pub fn stats_cpu(&mut self, out: &mut Vec<CtCpuStats>) -> Result<(), NetlinkError> {
+        out.clear();
+        let seq = self.sock.send(REQ_STATS_CPU, &mut self.cpu_req)?;
+        for _ in 0..MAX_DATAGRAMS {
+            let datagram = self.sock.recv(REQ_STATS_CPU)?;
+            if decode_stats_cpu(datagram, seq, out)? {
+                return Ok(());
+            }
+        }
+        Err(NetlinkError::decode(REQ_STATS_CPU, "dump did not end"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_the_documented_framing() {
+        let req = build_request(IPCTNL_MSG_CT_GET_STATS, NLM_F_REQUEST);
+        assert_eq!(req.len(), 20);
+        assert_eq!(u16::from_ne_bytes([req[4], req[5]]), 0x0105);
+        assert_eq!(u16::from_ne_bytes([req[6], req[7]]), NLM_F_REQUEST);
+        let req = build_request(IPCTNL_MSG_CT_GET_STATS_CPU, NLM_F_REQUEST | NLM_F_DUMP);
+        assert_eq!(u16::from_ne_bytes([req[4], req[5]]), 0x0104);
+        assert_eq!(
+            u16::from_ne_bytes([req[6], req[7]]),
+            NLM_F_REQUEST | NLM_F_DUMP
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! The only place that opens files under `/proc`. Files are opened once and re-read with
+//! `pread` into a buffer that is reused, so a steady-state sample allocates nothing.
+//! Parsers live beside the reader as pure functions over bytes.
+
+pub mod conntrack;
+pub mod parse;
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// A failure to read a proc or sys file, with the path it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    /// The file does not exist: the kernel does not have this feature (or the path root
+    /// is wrong). Not worth a warning.
+    #[error("{0}: not present")]
+    NotFound(PathBuf),
+    /// The file exists but may not be read.
+    #[error("{0}: permission denied")]
+    PermissionDenied(PathBuf),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {detail}")]
+    Parse { path: PathBuf, detail: String },
+}
+
+impl ProcError {
+    fn from_io(path: &Path, e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::NotFound => Self::NotFound(path.to_path_buf()),
+            io::ErrorKind::PermissionDenied => Self::PermissionDenied(path.to_path_buf()),
+            _ => Self::Io {
+                path: path.to_path_buf(),
+                source: e,
+            },
+        }
+    }
+
+    pub fn parse(path: &Path, detail: impl Into<String>) -> Self {
+        Self::Parse {
+            path: path.to_path_buf(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound(_))
+    }
+}
+
+/// One file under a proc or sys root, kept open between samples.
+///
+/// The descriptor is opened on first use and dropped after an I/O error, so a file that
+/// appears later (a module loaded after start-up) is picked up on a later read.
+#[derive(Debug)]
+pub struct ProcFile {
+    path: PathBuf,
+    file: Option<File>,
+    buf: Vec<u8>,
+}
+
+impl ProcFile {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            file: None,
+            buf: Vec::with_capacity(256),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the whole file from offset 0 and returns its bytes.
+    ///
+    /// # Errors
+    /// [`ProcError::NotFound`] when the file does not exist, otherwise the I/O error.
+    pub fn read(&mut self) -> Result<&[u8], ProcError> {
+        if self.file.is_none() {
+            let f = File::open(&self.path).map_err(|e| ProcError::from_io(&self.path, e))?;
+            self.file = Some(f);
+        }
+        let Some(file) = self.file.as_ref() else {
+            return Err(ProcError::NotFound(self.path.clone()));
+        };
+        match read_all_at(file, &mut self.buf) {
+            Ok(()) => Ok(&self.buf),
+            Err(e) => {
+                self.file = None;
+                Err(ProcError::from_io(&self.path, e))
+            }
+        }
+    }
+
+    /// Reads a file that holds one unsigned integer (a sysctl such as `nf_conntrack_max`).
+    ///
+    /// # Errors
+    /// As [`ProcFile::read`], or [`ProcError::Parse`] when the content is not a number.
+    pub fn read_u64(&mut self) -> Result<u64, ProcError> {
+        let path_for_err = self.path.clone();
+        let bytes = self.read()?;
+        parse::single_u64(bytes)
+            .ok_or_else(|| ProcError::parse(&path_for_err, "not an unsigned integer"))
+    }
+
+    /// Like [`ProcFile::read_u64`], but a missing file is `Ok(None)`.
+    ///
+    /// # Errors
+    /// Any error but [`ProcError::NotFound`].
+    pub fn read_u64_opt(&mut self) -> Result<Option<u64>, ProcError> {
+        match self.read_u64() {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Reads from offset 0 until end of file into `buf`, growing it only when a file is
+/// larger than any read before. seq_file and sysctl files both restart at offset 0.
+fn read_all_at(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    let mut len = 0usize;
+    loop {
+        if buf.capacity() == len {
+            buf.reserve(len.max(256));
+        }
+        let cap = buf.capacity();
+        buf.resize(cap, 0);
+        let n = loop {
+            match file.read_at(&mut buf[len..], len as u64) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    buf.truncate(len);
+                    return Err(e);
+                }
+            }
+        };
+        len += n;
+        if n == 0 {
+            buf.truncate(len);
+            return Ok(());
+        }
+    }
+}
+
+/// Paths below the configured roots (`--path.procfs`, `--path.sysfs`).
+#[derive(Debug, Clone)]
+pub struct Roots {
+    pub procfs: PathBuf,
+    pub sysfs: PathBuf,
+}
+
+impl Roots {
+    pub fn proc(&self, rel: &str) -> PathBuf {
+        self.procfs.join(rel)
+    }
+
+    pub fn sys(&self, rel: &str) -> PathBuf {
+        self.sysfs.join(rel)
+    }
+}
+
+impl Default for Roots {
+    fn default() -> Self {
+        Self {
+            procfs: PathBuf::from("/proc"),
+            sysfs: PathBuf::from("/sys"),
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! One immutable snapshot of every series, as the sampler publishes it and a scrape
+//! encodes it in the Prometheus text format (version 0.0.4).
+//!
+//! Label sets are rendered once, when a source pushes a sample, into one string arena;
+//! both the arena and the sample vector keep their capacity when the sampler recycles a
+//! snapshot, so a steady-state sample allocates nothing.
+
+use std::fmt::Write as _;
+
+use crate::metrics::Desc;
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    desc: &'static Desc,
+    labels: (u32, u32),
+    value: f64,
+    seq: u32,
+}
+
+/// A set of samples ready to be served.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    samples: Vec<Sample>,
+    labels: String,
+    /// Wall-clock time of the sample, seconds since the Unix epoch.
+    pub taken_at: f64,
+}
+
+impl Snapshot {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn clear(&mut self) {
+        self.samples.clear();
+        self.labels.clear();
+        self.taken_at = 0.0;
+    }
+
+    /// Where the snapshot ends now, to undo a failed source's partial output.
+    pub fn mark(&self) -> (usize, usize) {
+        (self.samples.len(), self.labels.len())
+    }
+
+    /// Drops everything pushed since `mark`.
+    pub fn rollback(&mut self, (samples, labels): (usize, usize)) {
+        self.samples.truncate(samples);
+        self.labels.truncate(labels);
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// Adds one sample. `labels` are (name, value) pairs; values are escaped here.
+    pub fn push(&mut self, desc: &'static Desc, labels: &[(&str, &str)], value: f64) {
+        let start = self.labels.len();
+        for (i, (name, value)) in labels.iter().enumerate() {
+            if i > 0 {
+                self.labels.push(',');
+            }
+            self.labels.push_str(name);
+            self.labels.push_str("=\"");
+            escape_label_value(&mut self.labels, value);
+            self.labels.push('"');
+        }
+        let range = (as_u32(start), as_u32(self.labels.len()));
+        self.push_rendered(desc, range, value);
+    }
+
+    fn push_rendered(&mut self, desc: &'static Desc, labels: (u32, u32), value: f64) {
+        let seq = as_u32(self.samples.len());
+        self.samples.push(Sample {
+            desc,
+            labels,
+            value,
+            seq,
+        });
+    }
+
+    /// Adds a sample with the label set of the sample at `index` (used for `_peak`).
+    pub fn push_like(&mut self, index: usize, desc: &'static Desc, value: f64) {
+        if let Some(s) = self.samples.get(index) {
+            let labels = s.labels;
+            self.push_rendered(desc, labels, value);
+        }
+    }
+
+    /// The sample at `index`: its family, rendered label set and value.
+    pub fn get(&self, index: usize) -> Option<(&'static Desc, &str, f64)> {
+        let s = self.samples.get(index)?;
+        Some((s.desc, self.label_str(s.labels), s.value))
+    }
+
+    fn label_str(&self, (a, b): (u32, u32)) -> &str {
+        self.labels.get(a as usize..b as usize).unwrap_or("")
+    }
+
+    /// Every sample: family, rendered labels (`a="x",b="y"`), value.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static Desc, &str, f64)> + '_ {
+        self.samples
+            .iter()
+            .map(|s| (s.desc, self.label_str(s.labels), s.value))
+    }
+
+    /// The value of one series, for tests and benches. `labels` as rendered.
+    pub fn value(&self, name: &str, labels: &str) -> Option<f64> {
+        self.iter()
+            .find(|(d, l, _)| d.name == name && *l == labels)
+            .map(|(_, _, v)| v)
+    }
+
+    /// Groups samples by family (sorted by name) keeping push order inside a family.
+    /// Sorting in place with a tie-breaker keeps this allocation-free.
+    pub fn finish(&mut self) {
+        self.samples
+            .sort_unstable_by(|a, b| a.desc.name.cmp(b.desc.name).then(a.seq.cmp(&b.seq)));
+    }
+
+    /// Appends the text exposition of every family to `out`. Expects [`Snapshot::finish`]
+    /// to have grouped the samples.
+    pub fn encode(&self, out: &mut String) {
+        let mut current: Option<&str> = None;
+        for s in &self.samples {
+            if current != Some(s.desc.name) {
+                current = Some(s.desc.name);
+                let _ = writeln!(out, "# HELP {} {}", s.desc.name, s.desc.help);
+                let _ = writeln!(out, "# TYPE {} {}", s.desc.name, s.desc.kind.as_str());
+            }
+            out.push_str(s.desc.name);
+            let labels = self.label_str(s.labels);
+            if !labels.is_empty() {
+                out.push('{');
+                out.push_str(labels);
+                out.push('}');
+            }
+            out.push(' ');
+            write_value(out, s.value);
+            out.push('\n');
+        }
+    }
+
+    /// A size hint for the encoded text, to allocate the response once.
+    pub fn encoded_len_hint(&self) -> usize {
+        self.labels.len() + self.samples.len() * 64 + 4096
+    }
+}
+
+fn as_u32(v: usize) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+fn escape_label_value(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn write_value(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{CONNTRACK_ENTRIES, SOURCE_UP};
+
+    #[test]
+    fn encodes_grouped_families_with_escaped_labels() {
+        let mut s = Snapshot::new();
+        s.push(&SOURCE_UP, &[("source", "b\"x\\\n")], 1.0);
+        s.push(&CONNTRACK_ENTRIES, &[], 262_144.0);
+        s.push(&SOURCE_UP, &[("source", "a")], 0.0);
+        s.finish();
+        let mut out = String::new();
+        s.encode(&mut out);
+        let expected = "# HELP netpressure_conntrack_entries Conntrack entries in this network namespace, checked against the global limit.\n\
+# TYPE netpressure_conntrack_entries gauge\n\
+netpressure_conntrack_entries 262144\n\
+# HELP netpressure_source_up 1 when the last sample of this source succeeded, 0 when it failed or the kernel lacks it.\n\
+# TYPE netpressure_source_up gauge\n\
+netpressure_source_up{source=\"b\\\"x\\\\\\n\"} 1\n\
+netpressure_source_up{source=\"a\"} 0\n";
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn special_values() {
+        let mut out = String::new();
+        write_value(&mut out, f64::NAN);
+        out.push(' ');
+        write_value(&mut out, f64::INFINITY);
+        out.push(' ');
+        write_value(&mut out, 0.25);
+        assert_eq!(out, "NaN +Inf 0.25");
+    }
+}

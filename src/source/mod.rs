@@ -1,0 +1,133 @@
+//! Sources: one file per kernel interface, and the one table that registers them. The
+//! `--collector.NAME` flags, the self-metrics and the docs all come from [`SOURCES`].
+
+pub mod conntrack;
+pub mod process;
+
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::metrics;
+use crate::netlink::NetlinkError;
+use crate::procfs::ProcError;
+use crate::snapshot::Snapshot;
+
+/// Why a sample failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl SourceError {
+    /// The kernel does not have what this source reads: report down, log at debug, count
+    /// no error.
+    pub fn is_absent(&self) -> bool {
+        match self {
+            Self::Proc(e) => e.is_not_found(),
+            Self::Netlink(e) => e.is_unsupported(),
+            Self::Other(_) => false,
+        }
+    }
+}
+
+/// One kernel source, sampled on the sampler thread.
+pub trait Source: Send {
+    /// The `source` label value and the NAME in `--collector.NAME`.
+    fn name(&self) -> &'static str;
+
+    /// Takes one sample and pushes its series into `out`. Must not block for long and
+    /// must not panic on any kernel input.
+    ///
+    /// # Errors
+    /// The source is down for this sample; the sampler counts and logs it.
+    fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError>;
+
+    /// Reports the status of paths inside the source (e.g. ctnetlink beside its procfs
+    /// fallback) as extra `source` label values.
+    fn visit_status(&self, _f: &mut dyn FnMut(&'static str, &SourceStatus)) {}
+}
+
+/// A source in the registry.
+#[derive(Debug)]
+pub struct SourceInfo {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub default_enabled: bool,
+    pub build: fn(&Config) -> Box<dyn Source>,
+}
+
+pub static SOURCES: &[SourceInfo] = &[
+    SourceInfo {
+        name: "conntrack",
+        help: "conntrack table fill, limit, hash size, TCP timeouts and per-CPU counters (ctnetlink, procfs fallback)",
+        default_enabled: true,
+        build: |cfg| Box::new(conntrack::Conntrack::new(cfg)),
+    },
+    SourceInfo {
+        name: "process",
+        help: "the exporter's own process_* metrics",
+        default_enabled: true,
+        build: |_| Box::new(process::Process::new()),
+    },
+];
+
+/// The health of one source (or one path inside a source), as self-metrics.
+#[derive(Debug, Default, Clone)]
+pub struct SourceStatus {
+    pub up: bool,
+    pub errors: u64,
+    pub samples: u64,
+    pub duration: Duration,
+    last_error: Option<String>,
+}
+
+impl SourceStatus {
+    /// Records one sample's outcome. Logs when the source goes down or its error changes,
+    /// and when it recovers: never once a tick.
+    pub fn record(&mut self, name: &str, result: Result<(), &SourceError>, took: Duration) {
+        self.samples += 1;
+        self.duration = took;
+        match result {
+            Ok(()) => {
+                if self.last_error.take().is_some() {
+                    log::info!("source {name} recovered");
+                }
+                self.up = true;
+            }
+            Err(e) => {
+                self.up = false;
+                let absent = e.is_absent();
+                if !absent {
+                    self.errors += 1;
+                }
+                let msg = e.to_string();
+                if self.last_error.as_deref() != Some(msg.as_str()) {
+                    if absent {
+                        log::debug!("source {name} is down: not available on this kernel: {msg}");
+                    } else {
+                        log::warn!("source {name} is down: {msg}");
+                    }
+                    self.last_error = Some(msg);
+                }
+            }
+        }
+    }
+
+    /// Marks a path as down without a sample (e.g. ctnetlink refused for good).
+    pub fn mark_down(&mut self) {
+        self.up = false;
+    }
+
+    pub fn emit(&self, name: &str, out: &mut Snapshot) {
+        let l = [("source", name)];
+        out.push(&metrics::SOURCE_UP, &l, if self.up { 1.0 } else { 0.0 });
+        out.push(&metrics::SOURCE_ERRORS, &l, self.errors as f64);
+        out.push(&metrics::SOURCE_DURATION, &l, self.duration.as_secs_f64());
+        out.push(&metrics::SAMPLES, &l, self.samples as f64);
+    }
+}

@@ -1,0 +1,49 @@
+//! The few system calls the standard library does not wrap. This is the only module
+//! allowed to use `unsafe`; every block states why it is sound.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+/// Sets `SO_RCVTIMEO` so that a netlink `recv` can never block the sampler forever
+/// (for example when the kernel silently ignores a request).
+///
+/// # Errors
+/// The errno of `setsockopt(2)`.
+pub fn set_recv_timeout(fd: &impl AsRawFd, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
+    };
+    // SAFETY: `tv` is a valid, initialised timeval that outlives the call, and the
+    // length passed is exactly its size. The fd is borrowed from a live socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            std::ptr::addr_of!(tv).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Clock ticks per second (`USER_HZ`), the unit of the CPU times in `/proc/PID/stat`.
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions; it only reads a constant.
+    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(v).ok().filter(|v| *v > 0).unwrap_or(100)
+}
+
+/// The page size, the unit of the RSS in `/proc/PID/stat`.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions; it only reads a constant.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(v).ok().filter(|v| *v > 0).unwrap_or(4096)
+}
