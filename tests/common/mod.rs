@@ -1,0 +1,398 @@
+//! Test support: network namespaces the tests create and remove, the exporter binary
+//! started inside one, HTTP scrapes from inside the namespace, and the guard that lowers
+//! the global `nf_conntrack_max` and always restores it.
+#![allow(dead_code, unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const EXPORTER: &str = env!("CARGO_BIN_EXE_netpressure_exporter");
+pub const PORT: u16 = 9861;
+
+/// Runs a command and panics with its output if it fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A network namespace made for one test, deleted (with everything in it) on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        let name = format!(
+            "np-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Self { name };
+        run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
+        ns
+    }
+
+    /// A namespace whose output hook has an nftables `ct state` rule, so that conntrack
+    /// tracks every flow in it (conntrack hooks are registered per namespace on demand).
+    ///
+    /// The scrape port is exempt (`notrack` before conntrack sees it): a full table drops
+    /// every new flow in the namespace, and the test's own scrapes must still get through.
+    pub fn with_conntrack(tag: &str) -> Self {
+        let ns = Self::new(tag);
+        ns.sh(&format!(
+            "nft add table inet np \\
+             && nft add chain inet np raw '{{ type filter hook output priority raw; }}' \\
+             && nft add rule inet np raw tcp dport {PORT} notrack \\
+             && nft add rule inet np raw tcp sport {PORT} notrack \\
+             && nft add chain inet np out '{{ type filter hook output priority 0; }}' \\
+             && nft add rule inet np out ct state new,established accept"
+        ));
+        ns
+    }
+
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    pub fn sh(&self, script: &str) -> Output {
+        run(self.cmd("sh").args(["-c", script]))
+    }
+
+    /// Runs `f` on a thread that has entered this namespace; sockets it creates stay in
+    /// the namespace after it returns.
+    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        enter(&self.name, f)
+    }
+
+    /// This namespace's entry count, straight from the kernel.
+    pub fn conntrack_count(&self) -> u64 {
+        let out = self.sh("cat /proc/sys/net/netfilter/nf_conntrack_count");
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+}
+
+/// Runs `f` on a thread inside the named namespace.
+pub fn enter<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{name}");
+    thread::spawn(move || {
+        let fd = File::open(&path).unwrap();
+        // SAFETY: a valid namespace fd; setns only changes this thread's namespace.
+        let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Established TCP connections on loopback inside a namespace, held open.
+pub struct Flows {
+    pub opened: usize,
+    pub failed: usize,
+    conns: Vec<TcpStream>,
+    listener: Option<TcpListener>,
+}
+
+impl Flows {
+    /// Listens on 127.0.0.1:`port` in `ns` and opens `n` connections to it, each given
+    /// `timeout` to complete (a full conntrack table drops the SYN, so those time out).
+    pub fn open(ns: &Netns, port: u16, n: usize, timeout: Duration) -> Self {
+        ns.enter(move || {
+            let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            let mut conns = Vec::new();
+            let mut failed = 0;
+            for _ in 0..n {
+                match TcpStream::connect_timeout(&addr, timeout) {
+                    Ok(c) => conns.push(c),
+                    Err(_) => failed += 1,
+                }
+            }
+            Flows {
+                opened: conns.len(),
+                failed,
+                conns,
+                listener: Some(listener),
+            }
+        })
+    }
+
+    pub fn close(&mut self) {
+        self.conns.clear();
+        self.listener = None;
+    }
+}
+
+/// Lowers the global `nf_conntrack_max` for one test and restores it on drop, even when
+/// the test panics. An exclusive lock on a file serialises every such test, across test
+/// threads and test binaries.
+pub struct ConntrackMaxGuard {
+    old: String,
+    _lock: File,
+}
+
+const MAX_PATH: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+
+impl ConntrackMaxGuard {
+    pub fn set(value: u64) -> Self {
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/tmp/netpressure-conntrack-max.lock")
+            .unwrap();
+        // SAFETY: flock on a file we own; blocks until no other test holds it.
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0);
+        let old = std::fs::read_to_string(MAX_PATH)
+            .unwrap()
+            .trim()
+            .to_string();
+        std::fs::write(MAX_PATH, value.to_string()).unwrap();
+        Self { old, _lock: lock }
+    }
+}
+
+impl Drop for ConntrackMaxGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::write(MAX_PATH, &self.old);
+    }
+}
+
+/// The exporter binary running inside a namespace, stopped on drop.
+pub struct Exporter {
+    child: Child,
+    ns_name: String,
+}
+
+impl Exporter {
+    /// Starts `netpressure_exporter` in `ns` on 127.0.0.1:PORT and waits until ready.
+    pub fn start(ns: &Netns, extra: &[&str]) -> Self {
+        Self::start_with(ns, None, extra)
+    }
+
+    /// As [`Exporter::start`], but through `capsh --drop=CAPS` first.
+    pub fn start_with(ns: &Netns, drop_caps: Option<&str>, extra: &[&str]) -> Self {
+        let listen = format!("127.0.0.1:{PORT}");
+        let mut args = vec![
+            "--web.listen-address".to_string(),
+            listen,
+            "--sample.interval".into(),
+            "100ms".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut cmd = match drop_caps {
+            None => {
+                let mut c = ns.cmd(EXPORTER);
+                c.args(&args);
+                c
+            }
+            Some(caps) => {
+                let mut c = ns.cmd("capsh");
+                let line = std::iter::once(EXPORTER.to_string())
+                    .chain(args)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                c.args([
+                    format!("--drop={caps}"),
+                    "--".into(),
+                    "-c".into(),
+                    format!("exec {line}"),
+                ]);
+                c
+            }
+        };
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let exp = Self {
+            child,
+            ns_name: ns.name.clone(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(r) = exp.get("/-/ready") {
+                if r.status == 200 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "exporter did not become ready");
+            thread::sleep(Duration::from_millis(50));
+        }
+        exp
+    }
+
+    /// One HTTP/1.1 GET from inside the namespace.
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        let stream = enter(&self.ns_name, || {
+            TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], PORT)),
+                Duration::from_secs(2),
+            )
+        })?;
+        http_exchange(stream, &req)
+    }
+
+    pub fn get(&self, path: &str) -> std::io::Result<Response> {
+        self.get_with(path, &[])
+    }
+
+    /// The body of `/metrics`.
+    pub fn scrape(&self) -> String {
+        let r = self.get("/metrics").unwrap();
+        assert_eq!(r.status, 200);
+        String::from_utf8(r.body).unwrap()
+    }
+
+    /// Stops the exporter and returns what it logged.
+    pub fn stop(mut self) -> (Option<i32>, String) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status.code(), err)
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn http_exchange(mut stream: TcpStream, req: &str) -> std::io::Result<Response> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("bad status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    }) {
+        body = dechunk(&body);
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            break;
+        };
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+    out
+}
+
+/// The value of the series `name{labels}` in a text exposition (`labels` exactly as
+/// rendered, e.g. `source="conntrack"`, or "" for none).
+pub fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let key = if labels.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.rsplit_once(' ')
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| v)
+        })
+        .map(|v| v.parse().unwrap())
+}
+
+/// Polls the exporter until `pred` holds for a scrape, or panics with the last body.
+pub fn scrape_until(exp: &Exporter, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = exp.scrape();
+        if pred(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last scrape:\n{body}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}

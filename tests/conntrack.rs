@@ -1,0 +1,196 @@
+//! Conntrack against the real kernel, each test in a network namespace it creates.
+//!
+//! Tests that lower the global `nf_conntrack_max` hold `ConntrackMaxGuard`, which
+//! serialises them and restores the old value even when they fail.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{metric, scrape_until, ConntrackMaxGuard, Exporter, Flows, Netns};
+
+const MAX: u64 = 64;
+
+/// Fills the namespace's table: more flows than the (lowered) global max.
+fn fill(ns: &Netns) -> Flows {
+    let flows = Flows::open(ns, 8080, MAX as usize + 16, Duration::from_millis(200));
+    assert_eq!(ns.conntrack_count(), MAX, "the table should be full");
+    assert!(
+        flows.failed > 0,
+        "some connections should have been dropped"
+    );
+    flows
+}
+
+#[test]
+fn table_full_shows_entries_at_limit_and_drops() {
+    let _max = ConntrackMaxGuard::set(MAX);
+    let ns = Netns::with_conntrack("full");
+    let exp = Exporter::start(&ns, &[]);
+    let _flows = fill(&ns);
+
+    let body = scrape_until(&exp, "entries at the limit", |b| {
+        metric(b, "netpressure_conntrack_entries", "") == Some(MAX as f64)
+    });
+    assert_eq!(
+        metric(&body, "netpressure_conntrack_entries_limit", ""),
+        Some(MAX as f64)
+    );
+    let drops = metric(&body, "netpressure_conntrack_drop_total", "").unwrap();
+    assert!(
+        drops > 0.0,
+        "drop_total should count the dropped SYNs, got {drops}"
+    );
+    assert_eq!(
+        metric(&body, "netpressure_source_up", r#"source="conntrack""#),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "netpressure_source_up",
+            r#"source="conntrack_netlink""#
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn peak_holds_the_full_value_after_the_table_is_flushed() {
+    let _max = ConntrackMaxGuard::set(MAX);
+    let ns = Netns::with_conntrack("peak");
+    let exp = Exporter::start(&ns, &[]);
+    let mut flows = fill(&ns);
+    scrape_until(&exp, "entries at the limit", |b| {
+        metric(b, "netpressure_conntrack_entries", "") == Some(MAX as f64)
+    });
+
+    flows.close();
+    ns.sh("conntrack -F");
+    let body = scrape_until(&exp, "entries to fall", |b| {
+        metric(b, "netpressure_conntrack_entries", "").is_some_and(|v| v < 10.0)
+    });
+    assert_eq!(
+        metric(&body, "netpressure_conntrack_entries_peak", ""),
+        Some(MAX as f64)
+    );
+}
+
+#[test]
+fn per_cpu_counters_carry_a_cpu_label_and_sum_to_the_total() {
+    let _max = ConntrackMaxGuard::set(MAX);
+    let ns = Netns::with_conntrack("percpu");
+    let exp = Exporter::start(&ns, &["--collector.conntrack.per-cpu"]);
+    let _flows = fill(&ns);
+    let body = scrape_until(&exp, "per-CPU drops", |b| {
+        b.contains("netpressure_conntrack_drop_total{cpu=")
+    });
+    assert_eq!(
+        metric(&body, "netpressure_conntrack_drop_total", ""),
+        None,
+        "no summed series beside per-CPU ones"
+    );
+    let per_cpu: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("netpressure_conntrack_drop_total{cpu="))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+        .sum();
+    assert!(per_cpu > 0.0);
+}
+
+#[test]
+fn without_cap_net_admin_procfs_serves_and_the_netlink_path_reports_down() {
+    let ns = Netns::with_conntrack("nocap");
+    let _flows = Flows::open(&ns, 8080, 5, Duration::from_secs(2));
+    let expected = ns.conntrack_count();
+    assert!(expected >= 5);
+    let exp = Exporter::start_with(&ns, Some("cap_net_admin"), &[]);
+    let body = scrape_until(&exp, "a sample", |b| {
+        metric(b, "netpressure_conntrack_entries", "").is_some()
+    });
+    let limit: f64 = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        metric(&body, "netpressure_conntrack_entries", ""),
+        Some(expected as f64)
+    );
+    assert_eq!(
+        metric(&body, "netpressure_conntrack_entries_limit", ""),
+        Some(limit)
+    );
+    assert_eq!(
+        metric(&body, "netpressure_source_up", r#"source="conntrack""#),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "netpressure_source_up",
+            r#"source="conntrack_netlink""#
+        ),
+        Some(0.0)
+    );
+    assert!(
+        metric(
+            &body,
+            "netpressure_source_errors_total",
+            r#"source="conntrack_netlink""#
+        )
+        .unwrap()
+            >= 1.0
+    );
+    // This kernel still builds /proc/net/stat/nf_conntrack, so counters are served too.
+    assert!(metric(&body, "netpressure_conntrack_drop_total", "").is_some());
+
+    let (_, log) = exp.stop();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("conntrack_netlink is down"))
+        .count();
+    assert_eq!(
+        warnings, 1,
+        "the refusal is logged once, not every tick:\n{log}"
+    );
+    assert!(log.contains("Operation not permitted"), "{log}");
+}
+
+#[test]
+fn missing_conntrack_reports_the_source_down_and_the_rest_keeps_serving() {
+    // No CAP_NET_ADMIN and a procfs root without netfilter files: as on a kernel
+    // without conntrack, the source is down, logs once at debug, and counts no error.
+    let ns = Netns::new("absent");
+    let empty = std::env::temp_dir().join(format!("np-empty-proc-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let root = format!("--path.procfs={}", empty.display());
+    let exp = Exporter::start_with(&ns, Some("cap_net_admin"), &[&root, "--log.level=debug"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let body = exp.scrape();
+    assert_eq!(
+        metric(&body, "netpressure_source_up", r#"source="conntrack""#),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "netpressure_source_errors_total",
+            r#"source="conntrack""#
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&body, "netpressure_source_up", r#"source="process""#),
+        Some(1.0)
+    );
+    assert_eq!(metric(&body, "netpressure_conntrack_entries", ""), None);
+    let (_, log) = exp.stop();
+    let lines: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("source conntrack is down"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("level=debug"), "{log}");
+    let _ = std::fs::remove_dir_all(empty);
+}
