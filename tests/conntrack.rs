@@ -3,6 +3,8 @@
 //! Tests that lower the global `nf_conntrack_max` hold `ConntrackMaxGuard`, which
 //! serialises them and restores the old value even when they fail.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! The HTTP surface of the real binary, scraped from inside a namespace it runs in, and
 //! the command line.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{Read, Write};

@@ -2,6 +2,8 @@
 //! file came from), plus truncated and corrupted copies of it: every input returns a
 //! value or an error, never a panic.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use netpressure_exporter::model::{CtCounter, CtCpuStats};
 use netpressure_exporter::netlink::ctnetlink::{decode_stats, decode_stats_cpu};
 use netpressure_exporter::procfs::conntrack::parse_stat;

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Side-by-side: this exporter and Debian's prometheus-node-exporter (with the collectors
+# that cover the same ground), in one run on this machine. For each: CPU time per scrape
+# (from /proc/PID/stat, over N scrapes with gzip, as Prometheus asks), client-side scrape
+# latency (median and p99), and RSS after the run. Our exporter also samples in the
+# background at --sample.interval; its idle CPU rate is measured first and reported, and
+# its CPU per scrape is given both with and without that background share.
+#
+# Usage: scripts/bench-vs-node-exporter.sh [SCRAPES]   (as root; builds --release)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-2000}
+IDLE_SECONDS=${IDLE_SECONDS:-10}
+OURS_PORT=19861
+NODE_PORT=19100
+
+command -v prometheus-node-exporter >/dev/null || { echo "apt-get install prometheus-node-exporter" >&2; exit 1; }
+cargo build --release --quiet
+BIN=target/release/netpressure_exporter
+
+"$BIN" --web.listen-address "127.0.0.1:$OURS_PORT" --log.level=warn &
+OURS=$!
+prometheus-node-exporter --web.listen-address="127.0.0.1:$NODE_PORT" --log.level=warn \
+  --collector.disable-defaults --collector.conntrack --collector.netstat --collector.sockstat \
+  --collector.filefd --collector.softnet --collector.tcpstat &
+NODE=$!
+trap 'kill $OURS $NODE 2>/dev/null || true' EXIT
+sleep 2
+
+python3 - "$N" "$IDLE_SECONDS" "$OURS" "$OURS_PORT" "$NODE" "$NODE_PORT" <<'PY'
+import http.client, os, statistics, sys, time
+
+n, idle = int(sys.argv[1]), float(sys.argv[2])
+targets = [("netpressure_exporter", int(sys.argv[3]), int(sys.argv[4])),
+           ("prometheus-node-exporter", int(sys.argv[5]), int(sys.argv[6]))]
+hz = os.sysconf("SC_CLK_TCK")
+
+def cpu(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / hz
+
+def rss(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+
+rows = []
+for name, pid, port in targets:
+    c0, t0 = cpu(pid), time.monotonic()
+    time.sleep(idle)
+    idle_rate = (cpu(pid) - c0) / (time.monotonic() - t0)
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    lat = []
+    c0, t0 = cpu(pid), time.monotonic()
+    for _ in range(n):
+        s = time.perf_counter()
+        conn.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+        r = conn.getresponse(); r.read()
+        assert r.status == 200, r.status
+        lat.append(time.perf_counter() - s)
+    wall = time.monotonic() - t0
+    used = cpu(pid) - c0
+    lat.sort()
+    rows.append((name, used / n, max(used - idle_rate * wall, 0) / n, idle_rate,
+                 statistics.median(lat), lat[int(len(lat) * 0.99)], rss(pid)))
+
+print(f"{n} gzip scrapes each, one after another, keep-alive, on {os.cpu_count()} CPUs")
+print(f"{'exporter':26} {'CPU/scrape':>11} {'minus idle':>11} {'idle CPU':>9} {'p50 lat':>9} {'p99 lat':>9} {'RSS':>9}")
+for name, per, net, idle_rate, p50, p99, r in rows:
+    print(f"{name:26} {per*1e3:8.3f} ms {net*1e3:8.3f} ms {idle_rate*100:7.2f} % {p50*1e3:6.3f} ms {p99*1e3:6.3f} ms {r/2**20:6.1f} MiB")
+ours, node = rows[0], rows[1]
+print(f"ratios (node_exporter / ours): CPU per scrape {node[1]/max(ours[1],1e-9):.1f}x, RSS {node[6]/ours[6]:.1f}x")
+PY

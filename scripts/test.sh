@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what the tests need (Debian packages) and runs the whole test suite:
+# unit tests, parser tests on captured kernel data, and live-kernel tests that create
+# network namespaces, fill conntrack tables and lower nf_conntrack_max (restored after).
+# Needs root on Linux with conntrack and nftables. Usage: sudo scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "scripts/test.sh: run as root: the tests create network namespaces and change nf_conntrack_max" >&2
+  exit 1
+fi
+
+# nftables: the ct state rule that makes conntrack track a test namespace; conntrack: -F;
+# prometheus: promtool; libcap2-bin: capsh, to run the exporter without CAP_NET_ADMIN.
+packages=(nftables conntrack prometheus libcap2-bin iproute2)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cargo test --locked --all-targets
