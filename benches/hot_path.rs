@@ -13,9 +13,16 @@ use netpressure_exporter::sampler::Sampler;
 fn host_sample(c: &mut Criterion) {
     let cfg = Config::default();
     let (mut sampler, _rx) = Sampler::from_config(&cfg);
-    c.bench_function("host_sample/all_default_sources", |b| b.iter(|| sampler.tick()));
+    c.bench_function("host_sample/all_default_sources", |b| {
+        b.iter(|| sampler.tick())
+    });
 
-    let cfg = Config::from_args(["bench", "--collector.disable-defaults", "--collector.conntrack"]).unwrap();
+    let cfg = Config::from_args([
+        "bench",
+        "--collector.disable-defaults",
+        "--collector.conntrack",
+    ])
+    .unwrap();
     let (mut sampler, _rx) = Sampler::from_config(&cfg);
     c.bench_function("host_sample/conntrack_only", |b| b.iter(|| sampler.tick()));
 }
@@ -36,7 +43,10 @@ fn scrape_encode(c: &mut Criterion) {
         b.iter(|| {
             let mut out = String::with_capacity(snap.encoded_len_hint());
             snap.encode(&mut out);
-            let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(out.len() / 4), flate2::Compression::fast());
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(out.len() / 4),
+                flate2::Compression::fast(),
+            );
             enc.write_all(out.as_bytes()).unwrap();
             black_box(enc.finish().unwrap())
         })
