@@ -32,6 +32,11 @@ pub struct Config {
     pub peak_window: Duration,
     pub sources: Vec<&'static SourceInfo>,
     pub conntrack_per_cpu: bool,
+    pub scan_interval: Duration,
+    pub listeners_max: usize,
+    pub listeners_ports: Option<Vec<(u16, u16)>>,
+    pub remotes_top: usize,
+    pub softnet_per_cpu: bool,
     pub log_level: log::LevelFilter,
     pub log_format: LogFormat,
 }
@@ -46,6 +51,11 @@ impl Default for Config {
             peak_window: Duration::from_secs(60),
             sources: SOURCES.iter().filter(|s| s.default_enabled).collect(),
             conntrack_per_cpu: false,
+            scan_interval: Duration::from_secs(5),
+            listeners_max: 100,
+            listeners_ports: None,
+            remotes_top: 20,
+            softnet_per_cpu: false,
             log_level: log::LevelFilter::Info,
             log_format: LogFormat::Logfmt,
         }
@@ -114,6 +124,38 @@ fn parse_peak_window(s: &str) -> Result<Duration, String> {
         return Err("expected a duration from 1s to 1h, such as 60s".into());
     }
     Ok(d)
+}
+
+fn parse_scan_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(600) {
+        return Err("expected a duration from 1s to 10m, such as 5s".into());
+    }
+    Ok(d)
+}
+
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+        _ => Err("expected a whole number from 1 to 10000".into()),
+    }
+}
+
+/// Parses a port list such as `80,443,8000-8100`.
+pub fn parse_ports(s: &str) -> Result<Vec<(u16, u16)>, String> {
+    const ACCEPTED: &str = "expected ports and ranges such as 80,443,8000-8100";
+    s.split(',')
+        .map(|item| {
+            let item = item.trim();
+            let (lo, hi) = item.split_once('-').unwrap_or((item, item));
+            let lo: u16 = lo.trim().parse().map_err(|_| ACCEPTED.to_string())?;
+            let hi: u16 = hi.trim().parse().map_err(|_| ACCEPTED.to_string())?;
+            if lo == 0 || lo > hi {
+                return Err(ACCEPTED.to_string());
+            }
+            Ok((lo, hi))
+        })
+        .collect()
 }
 
 fn parse_telemetry_path(s: &str) -> Result<String, String> {
@@ -222,6 +264,43 @@ fn command() -> Command {
                 .help("Serve conntrack counters per CPU (a cpu label) instead of summed"),
         )
         .arg(
+            Arg::new("scan.interval")
+                .long("scan.interval")
+                .value_name("DURATION")
+                .default_value("5s")
+                .value_parser(parse_scan_interval)
+                .help("How often the dumps that walk the established hash run: SYN_RECV per listener, sockets per remote (1s to 10m)"),
+        )
+        .arg(
+            Arg::new("collector.listeners.max")
+                .long("collector.listeners.max")
+                .value_name("N")
+                .default_value("100")
+                .value_parser(parse_count)
+                .help("Most listeners served per sample; the fullest are kept, the rest counted in netpressure_tcp_listeners_omitted"),
+        )
+        .arg(
+            Arg::new("collector.listeners.ports")
+                .long("collector.listeners.ports")
+                .value_name("PORTS")
+                .value_parser(parse_ports)
+                .help("Only listeners on these local ports, e.g. 80,443,8000-8100 (default: all)"),
+        )
+        .arg(
+            Arg::new("collector.remotes.top")
+                .long("collector.remotes.top")
+                .value_name("N")
+                .default_value("20")
+                .value_parser(parse_count)
+                .help("Remote endpoints served: those holding the most local ports"),
+        )
+        .arg(
+            Arg::new("collector.softnet.per-cpu")
+                .long("collector.softnet.per-cpu")
+                .action(ArgAction::SetTrue)
+                .help("Serve softnet counters per CPU (a cpu label) instead of summed"),
+        )
+        .arg(
             Arg::new("log.level")
                 .long("log.level")
                 .value_name("LEVEL")
@@ -316,6 +395,11 @@ impl Config {
             peak_window: get(&m, "sample.peak-window").unwrap_or(d.peak_window),
             sources,
             conntrack_per_cpu: m.get_flag("collector.conntrack.per-cpu"),
+            scan_interval: get(&m, "scan.interval").unwrap_or(d.scan_interval),
+            listeners_max: get(&m, "collector.listeners.max").unwrap_or(d.listeners_max),
+            listeners_ports: get(&m, "collector.listeners.ports"),
+            remotes_top: get(&m, "collector.remotes.top").unwrap_or(d.remotes_top),
+            softnet_per_cpu: m.get_flag("collector.softnet.per-cpu"),
             log_level: get(&m, "log.level").unwrap_or(d.log_level),
             log_format: get(&m, "log.format").unwrap_or(d.log_format),
         })
@@ -396,6 +480,17 @@ mod tests {
         match Config::from_args(v) {
             Err(CliExit::Usage(s)) => s,
             other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!(
+            parse_ports("80,443,8000-8100"),
+            Ok(vec![(80, 80), (443, 443), (8000, 8100)])
+        );
+        for bad in ["", "0", "x", "90-80", "1-70000", "80,"] {
+            assert!(parse_ports(bad).is_err(), "{bad}");
         }
     }
 

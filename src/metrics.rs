@@ -168,3 +168,159 @@ pub static PROCESS_START: Desc = gauge(
     "process_start_time_seconds",
     "Start time of the process since unix epoch in seconds.",
 );
+
+// --- TCP counters (/proc/net/netstat, /proc/net/snmp) --------------------------------
+
+pub static TCP_LISTEN_OVERFLOWS: Desc = counter(
+    "netpressure_tcp_listen_overflows_total",
+    "Connections dropped because a listener's accept queue was full (TcpExt ListenOverflows).",
+);
+pub static TCP_LISTEN_DROPS: Desc = counter(
+    "netpressure_tcp_listen_drops_total",
+    "Every drop on a listening socket, overflows included (TcpExt ListenDrops).",
+);
+pub static TCP_SYN_QUEUE_DROPS: Desc = counter(
+    "netpressure_tcp_syn_queue_drops_total",
+    "SYNs dropped because the SYN queue was full and syncookies were off (TcpExt TCPReqQFullDrop).",
+);
+pub static TCP_SYN_QUEUE_COOKIES: Desc = counter(
+    "netpressure_tcp_syn_queue_cookies_total",
+    "SYNs answered with a syncookie because the SYN queue was full (TcpExt TCPReqQFullDoCookies).",
+);
+pub static TCP_SYNCOOKIES_SENT: Desc = counter(
+    "netpressure_tcp_syncookies_sent_total",
+    "Syncookies sent (TcpExt SyncookiesSent).",
+);
+pub static TCP_SYNCOOKIES_RECV: Desc = counter(
+    "netpressure_tcp_syncookies_recv_total",
+    "Valid syncookie ACKs received (TcpExt SyncookiesRecv).",
+);
+pub static TCP_SYNCOOKIES_FAILED: Desc = counter(
+    "netpressure_tcp_syncookies_failed_total",
+    "Invalid syncookie ACKs received (TcpExt SyncookiesFailed).",
+);
+pub static TCP_TW_OVERFLOWS: Desc = counter(
+    "netpressure_tcp_time_wait_overflows_total",
+    "TIME_WAIT sockets not created because tcp_max_tw_buckets was reached (TcpExt TCPTimeWaitOverflow).",
+);
+pub static TCP_TW_REUSED: Desc = counter(
+    "netpressure_tcp_time_wait_reused_total",
+    "TIME_WAIT 4-tuples reused by connect() under tcp_tw_reuse (TcpExt TWRecycled).",
+);
+pub static TCP_ACTIVE_OPENS: Desc = counter(
+    "netpressure_tcp_active_opens_total",
+    "Outgoing TCP connections started (Tcp ActiveOpens).",
+);
+pub static TCP_PASSIVE_OPENS: Desc = counter(
+    "netpressure_tcp_passive_opens_total",
+    "Incoming TCP connections accepted by the kernel (Tcp PassiveOpens).",
+);
+pub static TCP_ATTEMPT_FAILS: Desc = counter(
+    "netpressure_tcp_attempt_fails_total",
+    "TCP connection attempts that failed (Tcp AttemptFails).",
+);
+pub static TCP_ESTAB_RESETS: Desc = counter(
+    "netpressure_tcp_estab_resets_total",
+    "Established TCP connections reset (Tcp EstabResets).",
+);
+
+// --- sockstat ------------------------------------------------------------------------
+
+pub static TCP_TW_SOCKETS: Desc = Desc {
+    peak: Some(&TCP_TW_SOCKETS_PEAK),
+    ..gauge(
+        "netpressure_tcp_time_wait_sockets",
+        "TCP sockets in TIME_WAIT in this network namespace (sockstat tw).",
+    )
+};
+pub static TCP_TW_SOCKETS_PEAK: Desc = gauge(
+    "netpressure_tcp_time_wait_sockets_peak",
+    "Highest netpressure_tcp_time_wait_sockets sampled over the sliding peak window.",
+);
+pub static TCP_TW_LIMIT: Desc = gauge(
+    "netpressure_tcp_time_wait_limit",
+    "tcp_max_tw_buckets: TIME_WAIT sockets beyond it are not created (connections close without TIME_WAIT).",
+);
+pub static TCP_INUSE: Desc = gauge(
+    "netpressure_tcp_sockets_in_use",
+    "TCP sockets in use in this network namespace, IPv4 and IPv6 (sockstat inuse + sockstat6 inuse).",
+);
+pub static TCP_ORPHAN: Desc = gauge(
+    "netpressure_tcp_orphan_sockets",
+    "TCP sockets no longer attached to a process (sockstat orphan; global across namespaces).",
+);
+
+// --- listeners -----------------------------------------------------------------------
+
+pub static LISTEN_QUEUE: Desc = Desc {
+    peak: Some(&LISTEN_QUEUE_PEAK),
+    ..gauge(
+        "netpressure_tcp_listen_queue_length",
+        "Connections waiting in a listener's accept queue (not yet accept()ed).",
+    )
+};
+pub static LISTEN_QUEUE_PEAK: Desc = gauge(
+    "netpressure_tcp_listen_queue_length_peak",
+    "Highest netpressure_tcp_listen_queue_length sampled over the sliding peak window.",
+);
+pub static LISTEN_QUEUE_LIMIT: Desc = gauge(
+    "netpressure_tcp_listen_queue_limit",
+    "A listener's accept-queue limit: its listen() backlog after the somaxconn clamp. The kernel holds at most limit+1.",
+);
+pub static SYN_RECV: Desc = gauge(
+    "netpressure_tcp_syn_recv_sockets",
+    "Half-open connections (SYN_RECV request sockets) of a listener, counted every --scan.interval.",
+);
+pub static MAX_SYN_BACKLOG: Desc = gauge(
+    "netpressure_tcp_max_syn_backlog",
+    "tcp_max_syn_backlog: the SYN queue limit of a listener is min(backlog, this).",
+);
+pub static LISTENERS: Desc = gauge(
+    "netpressure_tcp_listeners",
+    "TCP listening sockets seen (after --collector.listeners.ports).",
+);
+pub static LISTENERS_OMITTED: Desc = gauge(
+    "netpressure_tcp_listeners_omitted",
+    "Listeners left out of the per-listener series by --collector.listeners.max (the least full).",
+);
+
+// --- remotes -------------------------------------------------------------------------
+
+pub static REMOTE_SOCKETS: Desc = gauge(
+    "netpressure_tcp_remote_sockets",
+    "TCP sockets to one remote endpoint holding a local port from ip_local_port_range, by state; top --collector.remotes.top remotes.",
+);
+pub static PORT_RANGE_SIZE: Desc = gauge(
+    "netpressure_local_port_range_size",
+    "Ports in ip_local_port_range: the most connections one local address can hold to one remote endpoint.",
+);
+pub static REMOTES: Desc = gauge(
+    "netpressure_tcp_remotes",
+    "Distinct remote endpoints of sockets holding an ephemeral local port, at the last scan.",
+);
+pub static REMOTES_OMITTED: Desc = gauge(
+    "netpressure_tcp_remotes_omitted",
+    "Remote endpoints left out of netpressure_tcp_remote_sockets by --collector.remotes.top.",
+);
+
+// --- softnet -------------------------------------------------------------------------
+
+pub static SOFTNET_DROPPED: Desc = counter(
+    "netpressure_softnet_dropped_total",
+    "Packets dropped because a CPU's input backlog exceeded netdev_max_backlog (global).",
+);
+pub static SOFTNET_SQUEEZED: Desc = counter(
+    "netpressure_softnet_times_squeezed_total",
+    "Times net_rx_action ran out of budget with work left (global).",
+);
+pub static SOFTNET_BACKLOG_LIMIT: Desc = gauge(
+    "netpressure_softnet_backlog_limit",
+    "netdev_max_backlog: the per-CPU input packet backlog limit (global).",
+);
+
+// --- tuning --------------------------------------------------------------------------
+
+pub static SYSCTL: Desc = gauge(
+    "netpressure_sysctl",
+    "Current value of a kernel tuning parameter that bounds the pressures above, by sysctl name.",
+);

@@ -3,6 +3,7 @@
 //! Parsers live beside the reader as pure functions over bytes.
 
 pub mod conntrack;
+pub mod net;
 pub mod parse;
 
 use std::fs::File;

@@ -15,7 +15,7 @@ use crate::netlink::ctnetlink::Ctnetlink;
 use crate::netlink::NetlinkError;
 use crate::procfs::{conntrack::parse_stat, ProcError, ProcFile};
 use crate::snapshot::Snapshot;
-use crate::source::{Source, SourceError, SourceStatus};
+use crate::source::{IndexLabels, Source, SourceError, SourceStatus};
 
 /// The name of the ctnetlink path in `netpressure_source_*{source=...}`.
 pub const NETLINK_PATH: &str = "conntrack_netlink";
@@ -38,7 +38,7 @@ pub struct Conntrack {
     timeouts: [(&'static str, ProcFile); 3],
     per_cpu: bool,
     cpus: Vec<CtCpuStats>,
-    cpu_labels: Vec<String>,
+    cpu_labels: IndexLabels,
 }
 
 impl Conntrack {
@@ -58,7 +58,7 @@ impl Conntrack {
             ],
             per_cpu: cfg.conntrack_per_cpu,
             cpus: Vec::new(),
-            cpu_labels: Vec::new(),
+            cpu_labels: IndexLabels::default(),
         }
     }
 
@@ -93,14 +93,6 @@ impl Conntrack {
             entries: Some(entries),
             max_entries,
         })
-    }
-
-    fn cpu_label(&mut self, cpu: u16) -> &str {
-        let i = usize::from(cpu);
-        while self.cpu_labels.len() <= i {
-            self.cpu_labels.push(self.cpu_labels.len().to_string());
-        }
-        &self.cpu_labels[i]
     }
 }
 
@@ -168,7 +160,7 @@ impl Source for Conntrack {
                 for i in 0..self.cpus.len() {
                     let row = self.cpus[i];
                     if let Some(v) = row.get(c) {
-                        let label = self.cpu_label(row.cpu);
+                        let label = self.cpu_labels.get(usize::from(row.cpu));
                         out.push(desc, &[("cpu", label)], v as f64);
                     }
                 }

@@ -2,9 +2,15 @@
 //! `--collector.NAME` flags, the self-metrics and the docs all come from [`SOURCES`].
 
 pub mod conntrack;
+pub mod listeners;
+pub mod netstat;
 pub mod process;
+pub mod remotes;
+pub mod sockstat;
+pub mod softnet;
+pub mod sysctl;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::metrics;
@@ -69,6 +75,42 @@ pub static SOURCES: &[SourceInfo] = &[
         build: |cfg| Box::new(conntrack::Conntrack::new(cfg)),
     },
     SourceInfo {
+        name: "netstat",
+        help: "TCP listen-queue, SYN-queue, syncookie, TIME_WAIT and connection counters (/proc/net/netstat, snmp)",
+        default_enabled: true,
+        build: |cfg| Box::new(netstat::Netstat::new(cfg)),
+    },
+    SourceInfo {
+        name: "sockstat",
+        help: "TCP sockets in use, orphaned and in TIME_WAIT, against tcp_max_tw_buckets (/proc/net/sockstat)",
+        default_enabled: true,
+        build: |cfg| Box::new(sockstat::Sockstat::new(cfg)),
+    },
+    SourceInfo {
+        name: "listeners",
+        help: "accept queue and limit per listener every sample, SYN_RECV per listener every scan (sock_diag)",
+        default_enabled: true,
+        build: |cfg| Box::new(listeners::Listeners::new(cfg)),
+    },
+    SourceInfo {
+        name: "remotes",
+        help: "sockets holding an ephemeral local port per remote endpoint, by state, every scan (sock_diag)",
+        default_enabled: true,
+        build: |cfg| Box::new(remotes::Remotes::new(cfg)),
+    },
+    SourceInfo {
+        name: "softnet",
+        help: "input backlog drops and squeezes (/proc/net/softnet_stat) against netdev_max_backlog",
+        default_enabled: true,
+        build: |cfg| Box::new(softnet::Softnet::new(cfg)),
+    },
+    SourceInfo {
+        name: "sysctl",
+        help: "the tuning values that bound these pressures (somaxconn, tcp_max_syn_backlog, ...), every scan",
+        default_enabled: true,
+        build: |cfg| Box::new(sysctl::Sysctl::new(cfg)),
+    },
+    SourceInfo {
         name: "process",
         help: "the exporter's own process_* metrics",
         default_enabled: true,
@@ -129,5 +171,48 @@ impl SourceStatus {
         out.push(&metrics::SOURCE_ERRORS, &l, self.errors as f64);
         out.push(&metrics::SOURCE_DURATION, &l, self.duration.as_secs_f64());
         out.push(&metrics::SAMPLES, &l, self.samples as f64);
+    }
+}
+
+/// Decimal label values for small indexes (CPU numbers), formatted once.
+#[derive(Debug, Default)]
+pub struct IndexLabels(Vec<String>);
+
+impl IndexLabels {
+    pub fn get(&mut self, i: usize) -> &str {
+        while self.0.len() <= i {
+            self.0.push(self.0.len().to_string());
+        }
+        &self.0[i]
+    }
+}
+
+/// A slower clock inside a source (`--scan.interval`): due on the first call, then once
+/// per interval.
+#[derive(Debug)]
+pub struct Every {
+    interval: Duration,
+    next: Option<Instant>,
+}
+
+impl Every {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            next: None,
+        }
+    }
+
+    pub fn due(&mut self, now: Instant) -> bool {
+        if self.next.is_some_and(|t| now < t) {
+            return false;
+        }
+        self.next = Some(now + self.interval);
+        true
+    }
+
+    /// Makes the next call due (after a failed scan, so it is retried next sample).
+    pub fn reset(&mut self) {
+        self.next = None;
     }
 }

@@ -1,0 +1,244 @@
+//! Per-listener accept queues, every sample, from a LISTEN-only sock_diag dump (IPv4
+//! and IPv6; the kernel skips the established hash for it, so it stays cheap however
+//! many connections the node holds), and SYN_RECV request sockets per listener every
+//! `--scan.interval` (that dump walks the established hash).
+//!
+//! Cardinality is bounded by `--collector.listeners.max`: the fullest listeners are
+//! kept (by accept-queue fill, or SYN-queue fill against tcp_max_syn_backlog), ties
+//! broken by port, and the rest counted in `netpressure_tcp_listeners_omitted`.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::metrics;
+use crate::netlink::sock_diag::{build_request, state, Filter, SockDiag, TcpSock};
+use crate::netlink::NetlinkError;
+use crate::procfs::ProcFile;
+use crate::snapshot::Snapshot;
+use crate::source::{Every, Source, SourceError};
+
+const LISTEN_V4: &str = "sock_diag LISTEN (IPv4)";
+const LISTEN_V6: &str = "sock_diag LISTEN (IPv6)";
+const SYN_V4: &str = "sock_diag SYN_RECV (IPv4)";
+const SYN_V6: &str = "sock_diag SYN_RECV (IPv6)";
+
+#[derive(Debug, Clone, Copy)]
+struct Listener {
+    addr: IpAddr,
+    port: u16,
+    queue: u32,
+    limit: u32,
+    syn_recv: Option<u32>,
+}
+
+impl Listener {
+    /// How close this listener is to dropping connections, for ranking.
+    fn fill(&self, max_syn_backlog: f64) -> f64 {
+        let accept = if self.limit > 0 {
+            f64::from(self.queue) / f64::from(self.limit)
+        } else if self.queue > 0 {
+            f64::INFINITY
+        } else {
+            0.0
+        };
+        let syn = match self.syn_recv {
+            Some(n) if max_syn_backlog > 0.0 => f64::from(n) / max_syn_backlog,
+            _ => 0.0,
+        };
+        accept.max(syn)
+    }
+}
+
+pub struct Listeners {
+    diag: Option<SockDiag>,
+    listen_req: [Vec<u8>; 2],
+    syn_req: [Vec<u8>; 2],
+    max_syn_backlog: ProcFile,
+    max_syn_backlog_value: Option<u64>,
+    scanned: bool,
+    every: Every,
+    max: usize,
+    ports: Option<Vec<(u16, u16)>>,
+    listeners: Vec<Listener>,
+    /// SYN_RECV request sockets by (local address, local port), from the last scan.
+    syn_recv: HashMap<(IpAddr, u16), u32>,
+    order: Vec<usize>,
+    addr_buf: String,
+    port_buf: String,
+}
+
+impl Listeners {
+    pub fn new(cfg: &Config) -> Self {
+        let req = |family: i32, states: u32| build_request(family as u8, states, Filter::None);
+        let listen = state::bit(state::LISTEN);
+        let syn = state::bit(state::SYN_RECV);
+        Self {
+            diag: None,
+            listen_req: [req(libc::AF_INET, listen), req(libc::AF_INET6, listen)],
+            syn_req: [req(libc::AF_INET, syn), req(libc::AF_INET6, syn)],
+            max_syn_backlog: ProcFile::new(cfg.roots.proc("sys/net/ipv4/tcp_max_syn_backlog")),
+            max_syn_backlog_value: None,
+            scanned: false,
+            every: Every::new(cfg.scan_interval),
+            max: cfg.listeners_max,
+            ports: cfg.listeners_ports.clone(),
+            listeners: Vec::new(),
+            syn_recv: HashMap::new(),
+            order: Vec::new(),
+            addr_buf: String::new(),
+            port_buf: String::new(),
+        }
+    }
+
+    fn dump_listeners(&mut self) -> Result<(), NetlinkError> {
+        if self.diag.is_none() {
+            self.diag = Some(SockDiag::open()?);
+        }
+        let Self {
+            diag: Some(diag),
+            listen_req,
+            ports,
+            listeners,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        listeners.clear();
+        for (name, req) in [LISTEN_V4, LISTEN_V6]
+            .into_iter()
+            .zip(listen_req.iter_mut())
+        {
+            diag.dump(name, req, &mut |s: &TcpSock| {
+                if s.state == state::LISTEN && port_wanted(ports.as_deref(), s.local_port) {
+                    listeners.push(Listener {
+                        addr: s.local,
+                        port: s.local_port,
+                        queue: s.rqueue,
+                        limit: s.wqueue,
+                        syn_recv: None,
+                    });
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    fn scan_syn_recv(&mut self) -> Result<(), SourceError> {
+        self.max_syn_backlog_value = self.max_syn_backlog.read_u64_opt()?;
+        let Some(diag) = self.diag.as_mut() else {
+            return Ok(());
+        };
+        self.syn_recv.clear();
+        let counts = &mut self.syn_recv;
+        for (name, req) in [SYN_V4, SYN_V6].into_iter().zip(self.syn_req.iter_mut()) {
+            diag.dump(name, req, &mut |s: &TcpSock| {
+                if s.state == state::SYN_RECV || s.state == state::NEW_SYN_RECV {
+                    *counts.entry((s.local, s.local_port)).or_insert(0) += 1;
+                }
+            })?;
+        }
+        self.scanned = true;
+        Ok(())
+    }
+
+    /// Attributes each (address, port) of request sockets to the listener that owns it:
+    /// the one bound to that address, else a wildcard listener on that port.
+    fn attribute_syn_recv(&mut self) {
+        for l in &mut self.listeners {
+            l.syn_recv = Some(0);
+        }
+        for (&(addr, port), &n) in &self.syn_recv {
+            let exact = self
+                .listeners
+                .iter()
+                .position(|l| l.port == port && l.addr == addr);
+            let owner = exact.or_else(|| {
+                self.listeners.iter().position(|l| {
+                    l.port == port && l.addr.is_unspecified() && same_family_or_dual(l.addr, addr)
+                })
+            });
+            if let Some(i) = owner {
+                if let Some(c) = self.listeners[i].syn_recv.as_mut() {
+                    *c += n;
+                }
+            }
+        }
+    }
+}
+
+fn port_wanted(ranges: Option<&[(u16, u16)]>, port: u16) -> bool {
+    ranges.is_none_or(|r| r.iter().any(|(lo, hi)| (*lo..=*hi).contains(&port)))
+}
+
+/// A wildcard IPv6 listener also takes IPv4 connections (unless IPV6_V6ONLY, which the
+/// dump does not show); a wildcard IPv4 listener only IPv4.
+fn same_family_or_dual(listener: IpAddr, local: IpAddr) -> bool {
+    listener.is_ipv6() || local.is_ipv4()
+}
+
+impl Source for Listeners {
+    fn name(&self) -> &'static str {
+        "listeners"
+    }
+
+    fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
+        if let Err(e) = self.dump_listeners() {
+            self.diag = None;
+            return Err(e.into());
+        }
+        if self.every.due(Instant::now()) {
+            if let Err(e) = self.scan_syn_recv() {
+                self.every.reset();
+                self.diag = None;
+                return Err(e);
+            }
+        }
+        if self.scanned {
+            self.attribute_syn_recv();
+        }
+        let backlog = self.max_syn_backlog_value.map_or(0.0, |v| v as f64);
+        let listeners = &self.listeners;
+        self.order.clear();
+        self.order.extend(0..listeners.len());
+        self.order.sort_unstable_by(|&a, &b| {
+            let (la, lb) = (&listeners[a], &listeners[b]);
+            lb.fill(backlog)
+                .partial_cmp(&la.fill(backlog))
+                .unwrap_or(Ordering::Equal)
+                .then(la.port.cmp(&lb.port))
+                .then(la.addr.cmp(&lb.addr))
+        });
+        let kept = self.order.len().min(self.max);
+        for &i in &self.order[..kept] {
+            let l = listeners[i];
+            self.addr_buf.clear();
+            let _ = write!(self.addr_buf, "{}", l.addr);
+            self.port_buf.clear();
+            let _ = write!(self.port_buf, "{}", l.port);
+            let labels = [
+                ("address", self.addr_buf.as_str()),
+                ("port", self.port_buf.as_str()),
+            ];
+            out.push(&metrics::LISTEN_QUEUE, &labels, f64::from(l.queue));
+            out.push(&metrics::LISTEN_QUEUE_LIMIT, &labels, f64::from(l.limit));
+            if let Some(n) = l.syn_recv {
+                out.push(&metrics::SYN_RECV, &labels, f64::from(n));
+            }
+        }
+        out.push(&metrics::LISTENERS, &[], listeners.len() as f64);
+        out.push(
+            &metrics::LISTENERS_OMITTED,
+            &[],
+            (listeners.len() - kept) as f64,
+        );
+        if let Some(v) = self.max_syn_backlog_value {
+            out.push(&metrics::MAX_SYN_BACKLOG, &[], v as f64);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,200 @@
+//! Local-port pressure per remote endpoint: every `--scan.interval`, one sock_diag dump
+//! per address family of the sockets whose local port lies in `ip_local_port_range`
+//! (the kernel filters with bytecode before copying anything out), counted per remote
+//! (address, port) and state. Ports run out per (local address, remote address, remote
+//! port): a remote holding most of `netpressure_local_port_range_size` is about to make
+//! `connect()` fail with EADDRNOTAVAIL.
+//!
+//! Only the top `--collector.remotes.top` remotes by socket count are served.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::metrics;
+use crate::netlink::sock_diag::{build_request, state, Filter, SockDiag, TcpSock};
+use crate::netlink::NetlinkError;
+use crate::procfs::net::parse_port_range;
+use crate::procfs::{ProcError, ProcFile};
+use crate::snapshot::Snapshot;
+use crate::source::{Every, Source, SourceError};
+
+const DUMP_V4: &str = "sock_diag ephemeral-port sockets (IPv4)";
+const DUMP_V6: &str = "sock_diag ephemeral-port sockets (IPv6)";
+
+/// Every state of a socket that holds its local port, but LISTEN and request sockets.
+const STATES: u32 = state::bit(state::ESTABLISHED)
+    | state::bit(state::SYN_SENT)
+    | state::bit(state::FIN_WAIT1)
+    | state::bit(state::FIN_WAIT2)
+    | state::bit(state::TIME_WAIT)
+    | state::bit(state::CLOSE_WAIT)
+    | state::bit(state::LAST_ACK)
+    | state::bit(state::CLOSING);
+
+/// Counts per remote, indexed by [`slot`].
+type Counts = [u64; 3];
+const STATE_LABELS: [&str; 3] = ["time_wait", "established", "other"];
+
+fn slot(s: &TcpSock) -> usize {
+    match s.state {
+        // A TIME_WAIT record reports its substate: FIN_WAIT2 for an orphaned FIN_WAIT2.
+        state::TIME_WAIT => 0,
+        state::ESTABLISHED => 1,
+        _ => 2,
+    }
+}
+
+/// IPv4-mapped IPv6 remotes (a dual-stack socket talking IPv4) are served as IPv4.
+fn canonical(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Counts the sockets of one dump into `counts`.
+pub fn tally(counts: &mut HashMap<(IpAddr, u16), Counts>, s: &TcpSock) {
+    counts
+        .entry((canonical(s.remote), s.remote_port))
+        .or_default()[slot(s)] += 1;
+}
+
+pub struct Remotes {
+    diag: Option<SockDiag>,
+    range_file: ProcFile,
+    range: Option<(u16, u16)>,
+    reqs: [Vec<u8>; 2],
+    every: Every,
+    top: usize,
+    counts: HashMap<(IpAddr, u16), Counts>,
+    ranked: Vec<((IpAddr, u16), Counts)>,
+    /// The served top-K, formatted at scan time and re-served every sample.
+    served: Vec<(String, String, Counts)>,
+    total: usize,
+}
+
+impl Remotes {
+    pub fn new(cfg: &Config) -> Self {
+        Self {
+            diag: None,
+            range_file: ProcFile::new(cfg.roots.proc("sys/net/ipv4/ip_local_port_range")),
+            range: None,
+            reqs: [Vec::new(), Vec::new()],
+            every: Every::new(cfg.scan_interval),
+            top: cfg.remotes_top,
+            counts: HashMap::new(),
+            ranked: Vec::new(),
+            served: Vec::new(),
+            total: 0,
+        }
+    }
+
+    fn scan(&mut self) -> Result<(), SourceError> {
+        let bytes = self.range_file.read()?;
+        let range = parse_port_range(bytes).ok_or_else(|| {
+            ProcError::parse(self.range_file.path(), "expected two ports, low then high")
+        })?;
+        if self.range != Some(range) {
+            let f = Filter::LocalPortRange(range.0, range.1);
+            self.reqs = [
+                build_request(libc::AF_INET as u8, STATES, f),
+                build_request(libc::AF_INET6 as u8, STATES, f),
+            ];
+            self.range = Some(range);
+        }
+        self.dump().map_err(|e| {
+            self.diag = None;
+            SourceError::from(e)
+        })?;
+        self.rank();
+        Ok(())
+    }
+
+    fn dump(&mut self) -> Result<(), NetlinkError> {
+        if self.diag.is_none() {
+            self.diag = Some(SockDiag::open()?);
+        }
+        let Self {
+            diag: Some(diag),
+            reqs,
+            counts,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        counts.clear();
+        for (name, req) in [DUMP_V4, DUMP_V6].into_iter().zip(reqs.iter_mut()) {
+            diag.dump(name, req, &mut |s: &TcpSock| tally(counts, s))?;
+        }
+        Ok(())
+    }
+
+    fn rank(&mut self) {
+        self.ranked.clear();
+        self.ranked
+            .extend(self.counts.iter().map(|(k, v)| (*k, *v)));
+        self.total = self.ranked.len();
+        let by_total = |a: &((IpAddr, u16), Counts), b: &((IpAddr, u16), Counts)| {
+            let (ta, tb): (u64, u64) = (a.1.iter().sum(), b.1.iter().sum());
+            tb.cmp(&ta).then(a.0.cmp(&b.0))
+        };
+        if self.ranked.len() > self.top {
+            self.ranked.select_nth_unstable_by(self.top, by_total);
+            self.ranked.truncate(self.top);
+        }
+        self.ranked.sort_unstable_by(by_total);
+        self.served.truncate(self.ranked.len());
+        while self.served.len() < self.ranked.len() {
+            self.served.push((String::new(), String::new(), [0; 3]));
+        }
+        for (((addr, port), counts), (a, p, c)) in self.ranked.iter().zip(self.served.iter_mut()) {
+            a.clear();
+            let _ = write!(a, "{addr}");
+            p.clear();
+            let _ = write!(p, "{port}");
+            *c = *counts;
+        }
+    }
+}
+
+impl Source for Remotes {
+    fn name(&self) -> &'static str {
+        "remotes"
+    }
+
+    fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
+        if self.every.due(Instant::now()) {
+            if let Err(e) = self.scan() {
+                self.every.reset();
+                return Err(e);
+            }
+        }
+        for (addr, port, counts) in &self.served {
+            for (label, n) in STATE_LABELS.iter().zip(counts) {
+                out.push(
+                    &metrics::REMOTE_SOCKETS,
+                    &[
+                        ("remote_address", addr),
+                        ("remote_port", port),
+                        ("state", label),
+                    ],
+                    *n as f64,
+                );
+            }
+        }
+        if let Some((lo, hi)) = self.range {
+            out.push(&metrics::PORT_RANGE_SIZE, &[], f64::from(hi - lo) + 1.0);
+        }
+        out.push(&metrics::REMOTES, &[], self.total as f64);
+        out.push(
+            &metrics::REMOTES_OMITTED,
+            &[],
+            (self.total - self.served.len()) as f64,
+        );
+        Ok(())
+    }
+}

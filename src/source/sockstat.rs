@@ -1,0 +1,59 @@
+//! TCP socket counts of this namespace from `/proc/net/sockstat` and `sockstat6`, with
+//! the TIME_WAIT limit `tcp_max_tw_buckets`.
+
+use crate::config::Config;
+use crate::metrics;
+use crate::procfs::net::{parse_sockstat, SockStat};
+use crate::procfs::ProcFile;
+use crate::snapshot::Snapshot;
+use crate::source::{Source, SourceError};
+
+pub struct Sockstat {
+    v4: ProcFile,
+    v6: ProcFile,
+    tw_limit: ProcFile,
+}
+
+impl Sockstat {
+    pub fn new(cfg: &Config) -> Self {
+        Self {
+            v4: ProcFile::new(cfg.roots.proc("net/sockstat")),
+            v6: ProcFile::new(cfg.roots.proc("net/sockstat6")),
+            tw_limit: ProcFile::new(cfg.roots.proc("sys/net/ipv4/tcp_max_tw_buckets")),
+        }
+    }
+}
+
+impl Source for Sockstat {
+    fn name(&self) -> &'static str {
+        "sockstat"
+    }
+
+    fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
+        let mut st = SockStat::default();
+        parse_sockstat(self.v4.read()?, &mut st);
+        // sockstat6 is absent on a kernel without IPv6.
+        match self.v6.read() {
+            Ok(b) => parse_sockstat(b, &mut st),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(tw) = st.tcp_tw {
+            out.push(&metrics::TCP_TW_SOCKETS, &[], tw as f64);
+        }
+        if let Some(v4) = st.tcp_inuse {
+            out.push(
+                &metrics::TCP_INUSE,
+                &[],
+                (v4 + st.tcp6_inuse.unwrap_or(0)) as f64,
+            );
+        }
+        if let Some(o) = st.tcp_orphan {
+            out.push(&metrics::TCP_ORPHAN, &[], o as f64);
+        }
+        if let Some(limit) = self.tw_limit.read_u64_opt()? {
+            out.push(&metrics::TCP_TW_LIMIT, &[], limit as f64);
+        }
+        Ok(())
+    }
+}

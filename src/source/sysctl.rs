@@ -1,0 +1,94 @@
+//! The tuning values that bound the pressures this exporter measures, re-read every
+//! `--scan.interval` (they change rarely; kube-proxy and operators do change them) and
+//! served as one family `netpressure_sysctl{name}`. A sysctl absent in this namespace
+//! (netdev_max_backlog outside the initial one) is simply not served.
+
+use crate::config::Config;
+use crate::metrics;
+use crate::procfs::net::parse_port_range;
+use crate::procfs::{ProcError, ProcFile};
+use crate::snapshot::Snapshot;
+use crate::source::{Every, Source, SourceError};
+
+/// (sysctl name, path under /proc/sys).
+const SINGLE: &[(&str, &str)] = &[
+    ("net.core.somaxconn", "sys/net/core/somaxconn"),
+    (
+        "net.core.netdev_max_backlog",
+        "sys/net/core/netdev_max_backlog",
+    ),
+    (
+        "net.ipv4.tcp_max_syn_backlog",
+        "sys/net/ipv4/tcp_max_syn_backlog",
+    ),
+    ("net.ipv4.tcp_syncookies", "sys/net/ipv4/tcp_syncookies"),
+    (
+        "net.ipv4.tcp_max_tw_buckets",
+        "sys/net/ipv4/tcp_max_tw_buckets",
+    ),
+    ("net.ipv4.tcp_tw_reuse", "sys/net/ipv4/tcp_tw_reuse"),
+    ("net.ipv4.tcp_timestamps", "sys/net/ipv4/tcp_timestamps"),
+];
+
+pub struct Sysctl {
+    files: Vec<(&'static str, ProcFile)>,
+    port_range: ProcFile,
+    every: Every,
+    values: Vec<(&'static str, f64)>,
+}
+
+impl Sysctl {
+    pub fn new(cfg: &Config) -> Self {
+        Self {
+            files: SINGLE
+                .iter()
+                .map(|(name, rel)| (*name, ProcFile::new(cfg.roots.proc(rel))))
+                .collect(),
+            port_range: ProcFile::new(cfg.roots.proc("sys/net/ipv4/ip_local_port_range")),
+            every: Every::new(cfg.scan_interval),
+            values: Vec::new(),
+        }
+    }
+
+    fn scan(&mut self) -> Result<(), SourceError> {
+        self.values.clear();
+        for (name, file) in &mut self.files {
+            if let Some(v) = file.read_u64_opt()? {
+                self.values.push((name, v as f64));
+            }
+        }
+        match self.port_range.read() {
+            Ok(bytes) => {
+                let (lo, hi) = parse_port_range(bytes).ok_or_else(|| {
+                    ProcError::parse(self.port_range.path(), "expected two ports, low then high")
+                })?;
+                self.values
+                    .push(("net.ipv4.ip_local_port_range.start", f64::from(lo)));
+                self.values
+                    .push(("net.ipv4.ip_local_port_range.end", f64::from(hi)));
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+}
+
+impl Source for Sysctl {
+    fn name(&self) -> &'static str {
+        "sysctl"
+    }
+
+    fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
+        if self.every.due(std::time::Instant::now()) {
+            if let Err(e) = self.scan() {
+                self.every.reset();
+                return Err(e);
+            }
+        }
+        for (name, v) in &self.values {
+            out.push(&metrics::SYSCTL, &[("name", name)], *v);
+        }
+        Ok(())
+    }
+}
