@@ -8,6 +8,9 @@ use crate::procfs::{ProcError, ProcFile};
 use crate::snapshot::Snapshot;
 use crate::source::{IndexLabels, Source, SourceError};
 
+/// A served family and the row field it reads.
+type Column = (&'static metrics::Desc, fn(&SoftnetRow) -> u64);
+
 pub struct Softnet {
     stat: ProcFile,
     limit: ProcFile,
@@ -36,7 +39,7 @@ impl Source for Softnet {
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
         let path = self.stat.path().to_path_buf();
         parse_softnet(self.stat.read()?, &mut self.rows).map_err(|e| ProcError::parse(&path, e))?;
-        let columns: [(&'static metrics::Desc, fn(&SoftnetRow) -> u64); 2] = [
+        let columns: [Column; 2] = [
             (&metrics::SOFTNET_DROPPED, |r| r.dropped),
             (&metrics::SOFTNET_SQUEEZED, |r| r.time_squeeze),
         ];
