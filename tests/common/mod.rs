@@ -379,7 +379,7 @@ pub fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
 }
 
 /// Polls the exporter until `pred` holds for a scrape, or panics with the last body.
-pub fn scrape_until(exp: &Exporter, what: &str, pred: impl Fn(&str) -> bool) -> String {
+pub fn scrape_until(exp: &Exporter, what: &str, mut pred: impl FnMut(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let body = exp.scrape();
@@ -392,4 +392,49 @@ pub fn scrape_until(exp: &Exporter, what: &str, pred: impl Fn(&str) -> bool) -> 
         );
         thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A TCP listener on 127.0.0.1:`port` with an explicit `listen()` backlog (std always
+/// asks for 128). Call inside [`Netns::enter`].
+pub fn listen_with_backlog(port: u16, backlog: i32) -> TcpListener {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor we own; on success ownership moves to
+    // the TcpListener, which closes it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            std::ptr::addr_of!(one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::bind(
+            fd,
+            std::ptr::addr_of!(addr).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "bind {port}: {}", std::io::Error::last_os_error());
+        assert_eq!(libc::listen(fd, backlog), 0);
+        TcpListener::from_raw_fd(fd)
+    }
+}
+
+/// Opens `n` connections to 127.0.0.1:`port`, each given `timeout`; returns the ones
+/// that completed. Call inside [`Netns::enter`].
+pub fn connect_many(port: u16, n: usize, timeout: Duration) -> Vec<TcpStream> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    (0..n)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, timeout).ok())
+        .collect()
 }
