@@ -186,3 +186,138 @@ fn truncated_and_corrupted_input_never_panics() {
         assert!(parse_stat(&bytes[..cut], &mut cpus).is_err());
     }
 }
+
+mod sockets {
+    use std::collections::HashMap;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use netpressure_exporter::netlink::sock_diag::{decode_dump, state, TcpSock};
+    use netpressure_exporter::procfs::net::{
+        for_each_pair, parse_sockstat, parse_softnet, SockStat,
+    };
+    use netpressure_exporter::source::netstat::{extract, FIELDS_LEN};
+    use netpressure_exporter::source::remotes::tally;
+
+    use super::{data, seq};
+
+    const DIR: &str = "linux-6.18.44-sockets";
+    const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    fn dump(name: &str) -> Vec<TcpSock> {
+        let mut socks = Vec::new();
+        let done = decode_dump(
+            "test",
+            &data(&format!("{DIR}/{name}.bin")),
+            seq(&format!("{DIR}/{name}.seq")),
+            &mut |s| socks.push(*s),
+        )
+        .unwrap();
+        assert!(done);
+        socks
+    }
+
+    #[test]
+    fn listen_dump_has_queue_and_limit() {
+        let socks = dump("listen");
+        assert_eq!(socks.len(), 4);
+        assert!(socks
+            .iter()
+            .all(|s| s.state == state::LISTEN && s.local == LOOPBACK));
+        let l7001 = socks.iter().find(|s| s.local_port == 7001).unwrap();
+        assert_eq!((l7001.rqueue, l7001.wqueue), (5, 4));
+        let l7004 = socks.iter().find(|s| s.local_port == 7004).unwrap();
+        assert_eq!((l7004.rqueue, l7004.wqueue), (0, 16));
+    }
+
+    #[test]
+    fn syn_recv_dump_has_the_half_open_clients() {
+        let socks = dump("syn_recv");
+        assert_eq!(socks.len(), 3);
+        assert!(socks
+            .iter()
+            .all(|s| s.state == state::SYN_RECV && s.local_port == 7002));
+    }
+
+    #[test]
+    fn ephemeral_dump_tallies_per_remote() {
+        let mut counts = HashMap::new();
+        for s in dump("ephemeral") {
+            assert!(
+                (40000..=40999).contains(&s.local_port),
+                "the kernel filter kept {s:?}"
+            );
+            tally(&mut counts, &s);
+        }
+        assert_eq!(counts[&(LOOPBACK, 7003)], [20, 0, 0]);
+        assert_eq!(counts[&(LOOPBACK, 7001)], [0, 5, 0]);
+        assert_eq!(counts[&(LOOPBACK, 7002)], [0, 3, 0]);
+        assert_eq!(counts[&(LOOPBACK, 7004)], [0, 2, 0]);
+        assert_eq!(counts.len(), 4);
+    }
+
+    #[test]
+    fn netstat_and_snmp_fields_by_name() {
+        let mut v = [None; FIELDS_LEN];
+        extract(&data(&format!("{DIR}/proc_net_netstat")), &mut v).unwrap();
+        extract(&data(&format!("{DIR}/proc_net_snmp")), &mut v).unwrap();
+        // FIELDS order: ListenOverflows, ListenDrops, ReqQFullDrop, ReqQFullDoCookies,
+        // SyncookiesSent/Recv/Failed, TimeWaitOverflow, TWRecycled, then Tcp ActiveOpens,
+        // PassiveOpens, AttemptFails, EstabResets.
+        assert_eq!(v[0], Some(3));
+        assert_eq!(v[1], Some(3));
+        assert_eq!(v[9], Some(33), "8 + 3 + 20 + 2 clients");
+        assert!(v.iter().all(Option::is_some));
+    }
+
+    #[test]
+    fn sockstat_and_softnet() {
+        let mut st = SockStat::default();
+        parse_sockstat(&data(&format!("{DIR}/proc_net_sockstat")), &mut st);
+        parse_sockstat(&data(&format!("{DIR}/proc_net_sockstat6")), &mut st);
+        assert_eq!(st.tcp_inuse, Some(21));
+        assert_eq!(st.tcp_tw, Some(20));
+        assert_eq!(st.tcp_orphan, Some(147));
+        assert_eq!(st.tcp6_inuse, Some(0));
+        let mut rows = Vec::new();
+        parse_softnet(&data(&format!("{DIR}/proc_net_softnet_stat")), &mut rows).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].cpu, rows[1].cpu), (0, 1));
+        assert_eq!(rows[0].dropped + rows[1].dropped, 0);
+    }
+
+    #[test]
+    fn truncated_and_corrupted_input_never_panics() {
+        for name in ["listen", "syn_recv", "ephemeral"] {
+            let bytes = data(&format!("{DIR}/{name}.bin"));
+            let s = seq(&format!("{DIR}/{name}.seq"));
+            let mut sink = |_: &TcpSock| {};
+            for len in 0..bytes.len() {
+                let _ = decode_dump("test", &bytes[..len], s, &mut sink);
+            }
+            for i in 0..bytes.len() {
+                let mut b = bytes.clone();
+                b[i] ^= 0xff;
+                let _ = decode_dump("test", &b, s, &mut sink);
+            }
+            assert!(decode_dump("test", &bytes[..bytes.len() - 8], s, &mut sink).is_err());
+        }
+        for name in [
+            "proc_net_netstat",
+            "proc_net_snmp",
+            "proc_net_softnet_stat",
+            "proc_net_sockstat",
+        ] {
+            let bytes = data(&format!("{DIR}/{name}"));
+            let mut rows = Vec::new();
+            for len in 0..bytes.len() {
+                let _ = for_each_pair(&bytes[..len], |_, _, _| {});
+                let _ = parse_softnet(&bytes[..len], &mut rows);
+                parse_sockstat(&bytes[..len], &mut SockStat::default());
+            }
+        }
+        // A value line cut short no longer matches its header: an error, not a misread.
+        let netstat = data(&format!("{DIR}/proc_net_netstat"));
+        let cut = netstat.iter().position(|b| *b == b'\n').unwrap() + 40;
+        assert!(for_each_pair(&netstat[..cut], |_, _, _| {}).is_err());
+    }
+}
