@@ -92,7 +92,11 @@ impl Remotes {
         }
     }
 
-    fn scan(&mut self) -> Result<(), SourceError> {
+    /// Reads the port range, dumps and ranks: what every `--scan.interval` does.
+    ///
+    /// # Errors
+    /// The port range cannot be read, or the dump fails.
+    pub fn scan(&mut self) -> Result<(), SourceError> {
         let bytes = self.range_file.read()?;
         let range = parse_port_range(bytes).ok_or_else(|| {
             ProcError::parse(self.range_file.path(), "expected two ports, low then high")

@@ -1,0 +1,30 @@
+//! Socket sources against whatever namespace the bench runs in; run by
+//! `scripts/bench-sockets.sh` once in an empty namespace and once with 50,000 TIME_WAIT
+//! sockets. Figures in docs/benchmarks.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use netpressure_exporter::config::Config;
+use netpressure_exporter::snapshot::Snapshot;
+use netpressure_exporter::source::listeners::Listeners;
+use netpressure_exporter::source::remotes::Remotes;
+use netpressure_exporter::source::Source;
+
+fn sockets(c: &mut Criterion) {
+    // A long scan interval: the SYN_RECV scan runs once, in warm-up; what is measured is
+    // the per-sample LISTEN dump.
+    let cfg = Config::from_args(["bench", "--scan.interval=10m"]).unwrap();
+    let mut listeners = Listeners::new(&cfg);
+    let mut snap = Snapshot::new();
+    c.bench_function("listeners/sample", |b| {
+        b.iter(|| {
+            snap.clear();
+            listeners.sample(&mut snap).unwrap();
+        })
+    });
+    let mut remotes = Remotes::new(&cfg);
+    c.bench_function("remotes/scan", |b| b.iter(|| remotes.scan().unwrap()));
+}
+
+criterion_group!(benches, sockets);
+criterion_main!(benches);
