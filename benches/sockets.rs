@@ -7,6 +7,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use netpressure_exporter::config::Config;
 use netpressure_exporter::snapshot::Snapshot;
 use netpressure_exporter::source::listeners::Listeners;
+use netpressure_exporter::source::netstat::Netstat;
 use netpressure_exporter::source::remotes::Remotes;
 use netpressure_exporter::source::Source;
 
@@ -24,6 +25,13 @@ fn sockets(c: &mut Criterion) {
     });
     let mut remotes = Remotes::new(&cfg);
     c.bench_function("remotes/scan", |b| b.iter(|| remotes.scan().unwrap()));
+    let mut netstat = Netstat::new(&cfg);
+    c.bench_function("netstat/sample", |b| {
+        b.iter(|| {
+            snap.clear();
+            netstat.sample(&mut snap).unwrap();
+        })
+    });
 }
 
 criterion_group!(benches, sockets);

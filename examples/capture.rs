@@ -89,12 +89,7 @@ fn exchange(sock: &mut NlSocket, dir: &Path, name: &str, req: &mut [u8], dump: b
 fn ends_exchange(datagram: &[u8]) -> bool {
     let mut off = 0;
     while off + 16 <= datagram.len() {
-        let len = u32::from_ne_bytes([
-            datagram[off],
-            datagram[off + 1],
-            datagram[off + 2],
-            datagram[off + 3],
-        ]) as usize;
+        let len = u32::from_ne_bytes([datagram[off], datagram[off + 1], datagram[off + 2], datagram[off + 3]]) as usize;
         let ty = u16::from_ne_bytes([datagram[off + 4], datagram[off + 5]]);
         if ty == 3 || ty == 2 {
             return true;

@@ -31,20 +31,13 @@ fn main() {
             .output()
             .unwrap();
         theirs.push(t.elapsed());
-        ss_lines = out
-            .stdout
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .count()
-            - 1;
+        ss_lines = out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() - 1;
     }
     let mut snap = Snapshot::new();
     remotes.sample(&mut snap).unwrap();
     let counted: f64 = snap
         .iter()
-        .filter(|(d, l, _)| {
-            d.name == "netpressure_tcp_remote_sockets" && l.ends_with("state=\"time_wait\"")
-        })
+        .filter(|(d, l, _)| d.name == "netpressure_tcp_remote_sockets" && l.ends_with("state=\"time_wait\""))
         .map(|(_, _, v)| v)
         .sum();
     println!(

@@ -103,9 +103,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .ok()
             .and_then(|n| unit.checked_mul(n))
             .ok_or_else(|| ACCEPTED.to_string())?;
-        total = total
-            .checked_add(part)
-            .ok_or_else(|| ACCEPTED.to_string())?;
+        total = total.checked_add(part).ok_or_else(|| ACCEPTED.to_string())?;
     }
     Ok(total)
 }
@@ -160,9 +158,7 @@ pub fn parse_ports(s: &str) -> Result<Vec<(u16, u16)>, String> {
 
 fn parse_telemetry_path(s: &str) -> Result<String, String> {
     if !s.starts_with('/') || s == "/" || s.starts_with("/-/") || s.contains(char::is_whitespace) {
-        return Err(
-            "expected an absolute URL path other than / and /-/..., such as /metrics".into(),
-        );
+        return Err("expected an absolute URL path other than / and /-/..., such as /metrics".into());
     }
     Ok(s.to_string())
 }
@@ -319,11 +315,7 @@ fn command() -> Command {
     for s in SOURCES {
         let on = format!("collector.{}", s.name);
         let off = format!("no-collector.{}", s.name);
-        let default = if s.default_enabled {
-            "enabled"
-        } else {
-            "disabled"
-        };
+        let default = if s.default_enabled { "enabled" } else { "disabled" };
         cmd = cmd
             .arg(
                 Arg::new(on.clone())
@@ -360,16 +352,12 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let m = command()
-            .try_get_matches_from(args)
-            .map_err(|e| match e.kind() {
-                ErrorKind::DisplayHelp
-                | ErrorKind::DisplayVersion
-                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-                    CliExit::Print(e.render().to_string())
-                }
-                _ => CliExit::Usage(one_line(&e)),
-            })?;
+        let m = command().try_get_matches_from(args).map_err(|e| match e.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => CliExit::Print(e.render().to_string()),
+            _ => CliExit::Usage(one_line(&e)),
+        })?;
         let d = Config::default();
         let disable_defaults = m.get_flag("collector.disable-defaults");
         let sources = SOURCES
@@ -428,14 +416,11 @@ fn one_line(e: &clap::Error) -> String {
         Some(ContextValue::Strings(v)) => Some(v.join(", ")),
         _ => None,
     };
-    let arg =
-        ctx(ContextKind::InvalidArg).map(|a| a.split_whitespace().next().unwrap_or("").to_string());
+    let arg = ctx(ContextKind::InvalidArg).map(|a| a.split_whitespace().next().unwrap_or("").to_string());
     let value = ctx(ContextKind::InvalidValue);
     let line = match e.kind() {
         ErrorKind::ValueValidation => {
-            let why = std::error::Error::source(e)
-                .map(|s| s.to_string())
-                .unwrap_or_default();
+            let why = std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_default();
             format!(
                 "invalid value {:?} for {}: {why}",
                 value.unwrap_or_default(),
@@ -452,10 +437,7 @@ fn one_line(e: &clap::Error) -> String {
             let hint = ctx(ContextKind::SuggestedArg)
                 .map(|s| format!("; did you mean {s}?"))
                 .unwrap_or_default();
-            format!(
-                "unknown flag {}{hint} (see --help)",
-                arg.unwrap_or_default()
-            )
+            format!("unknown flag {}{hint} (see --help)", arg.unwrap_or_default())
         }
         _ => {
             let rendered = e.render().to_string();
@@ -515,11 +497,9 @@ mod tests {
 
     #[test]
     fn collector_flags_last_one_wins() {
-        let c =
-            Config::from_args(["x", "--collector.conntrack", "--no-collector.conntrack"]).unwrap();
+        let c = Config::from_args(["x", "--collector.conntrack", "--no-collector.conntrack"]).unwrap();
         assert!(!c.enabled("conntrack"));
-        let c = Config::from_args(["x", "--collector.disable-defaults", "--collector.conntrack"])
-            .unwrap();
+        let c = Config::from_args(["x", "--collector.disable-defaults", "--collector.conntrack"]).unwrap();
         assert!(c.enabled("conntrack"));
         assert!(!c.enabled("process"));
     }
@@ -538,10 +518,7 @@ mod tests {
             "{m}"
         );
         let m = usage(&["--web.listen-address", "nope"]);
-        assert!(
-            m.contains("--web.listen-address") && m.contains(":9861"),
-            "{m}"
-        );
+        assert!(m.contains("--web.listen-address") && m.contains(":9861"), "{m}");
         let m = usage(&["--collector.conntrak"]);
         assert!(
             m.contains("--collector.conntrak") && m.contains("--collector.conntrack"),

@@ -42,10 +42,7 @@ impl log::Log for Logger {
                 logfmt_value(&mut line, &msg);
             }
             LogFormat::Json => {
-                let _ = write!(
-                    line,
-                    "{{\"time\":\"{time}\",\"level\":\"{level}\",\"source\":"
-                );
+                let _ = write!(line, "{{\"time\":\"{time}\",\"level\":\"{level}\",\"source\":");
                 json_string(&mut line, target);
                 line.push_str(",\"msg\":");
                 json_string(&mut line, &msg);
@@ -94,9 +91,7 @@ fn json_string(out: &mut String, v: &str) {
 
 /// Now as `2026-11-27T23:59:00.123Z`.
 fn rfc3339_now() -> String {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (y, m, day) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;

@@ -35,9 +35,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cfg: Config) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let listener = bind(&cfg.listen_address).await?;
         let local = listener.local_addr()?;
@@ -79,13 +77,9 @@ async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
         let port: u16 = port.parse().context("--web.listen-address: bad port")?;
         match TcpListener::bind(SocketAddr::from(([0u16; 8], port))).await {
             Ok(l) => return Ok(l),
-            Err(e)
-                if e.raw_os_error() == Some(libc::EAFNOSUPPORT)
-                    || e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {}
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("cannot listen on {addr} (--web.listen-address)"))
+            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) || e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
             }
+            Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr} (--web.listen-address)")),
         }
         return TcpListener::bind(SocketAddr::from(([0u8; 4], port)))
             .await
@@ -98,10 +92,7 @@ async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         log::warn!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };

@@ -75,8 +75,14 @@ pub static CONNTRACK_TCP_TIMEOUT: Desc = gauge(
 
 /// One family per conntrack counter, in [`CtCounter`] order.
 pub static CONNTRACK_COUNTERS: [Desc; CtCounter::COUNT] = [
-    counter("netpressure_conntrack_found_total", "Conntrack lookups that found an entry."),
-    counter("netpressure_conntrack_invalid_total", "Packets conntrack could not track (invalid)."),
+    counter(
+        "netpressure_conntrack_found_total",
+        "Conntrack lookups that found an entry.",
+    ),
+    counter(
+        "netpressure_conntrack_invalid_total",
+        "Packets conntrack could not track (invalid).",
+    ),
     counter("netpressure_conntrack_insert_total", "Conntrack entries inserted."),
     counter(
         "netpressure_conntrack_insert_failed_total",
@@ -90,7 +96,10 @@ pub static CONNTRACK_COUNTERS: [Desc; CtCounter::COUNT] = [
         "netpressure_conntrack_early_drop_total",
         "Conntrack entries evicted early to make room in a full table.",
     ),
-    counter("netpressure_conntrack_error_total", "Packets conntrack rejected as erroneous (ICMP errors included)."),
+    counter(
+        "netpressure_conntrack_error_total",
+        "Packets conntrack rejected as erroneous (ICMP errors included).",
+    ),
     counter(
         "netpressure_conntrack_search_restart_total",
         "Conntrack hash lookups restarted because the table changed under them.",
@@ -115,10 +124,7 @@ pub static SOURCE_UP: Desc = gauge(
     "netpressure_source_up",
     "1 when the last sample of this source succeeded, 0 when it failed or the kernel lacks it.",
 );
-pub static SOURCE_ERRORS: Desc = counter(
-    "netpressure_source_errors_total",
-    "Samples of this source that failed.",
-);
+pub static SOURCE_ERRORS: Desc = counter("netpressure_source_errors_total", "Samples of this source that failed.");
 pub static SOURCE_DURATION: Desc = gauge(
     "netpressure_source_duration_seconds",
     "Time the last sample of this source took.",
@@ -151,19 +157,10 @@ pub static PROCESS_CPU: Desc = counter(
     "process_cpu_seconds_total",
     "Total user and system CPU time spent in seconds.",
 );
-pub static PROCESS_RSS: Desc = gauge(
-    "process_resident_memory_bytes",
-    "Resident memory size in bytes.",
-);
-pub static PROCESS_VSIZE: Desc = gauge(
-    "process_virtual_memory_bytes",
-    "Virtual memory size in bytes.",
-);
+pub static PROCESS_RSS: Desc = gauge("process_resident_memory_bytes", "Resident memory size in bytes.");
+pub static PROCESS_VSIZE: Desc = gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.");
 pub static PROCESS_OPEN_FDS: Desc = gauge("process_open_fds", "Number of open file descriptors.");
-pub static PROCESS_MAX_FDS: Desc = gauge(
-    "process_max_fds",
-    "Maximum number of open file descriptors.",
-);
+pub static PROCESS_MAX_FDS: Desc = gauge("process_max_fds", "Maximum number of open file descriptors.");
 pub static PROCESS_START: Desc = gauge(
     "process_start_time_seconds",
     "Start time of the process since unix epoch in seconds.",

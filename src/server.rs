@@ -74,9 +74,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         let mut enc = GzEncoder::new(Vec::with_capacity(text.len() / 4), Compression::fast());
         let body = match enc.write_all(text.as_bytes()).and_then(|()| enc.finish()) {
             Ok(b) => b,
-            Err(e) => {
-                return (StatusCode::INTERNAL_SERVER_ERROR, format!("gzip: {e}\n")).into_response()
-            }
+            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("gzip: {e}\n")).into_response(),
         };
         let mut r = Response::new(Body::from(body));
         r.headers_mut()
@@ -138,10 +136,7 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, &'static str) {
     if state.latest().is_some() {
         (StatusCode::OK, "Ready\n")
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Not ready: no sample taken yet\n",
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, "Not ready: no sample taken yet\n")
     }
 }
 

@@ -90,6 +90,15 @@ impl Snapshot {
         }
     }
 
+    /// Appends every sample of `other` (a source's cached output).
+    pub fn extend_from(&mut self, other: &Snapshot) {
+        let base = as_u32(self.labels.len());
+        self.labels.push_str(&other.labels);
+        for s in &other.samples {
+            self.push_rendered(s.desc, (s.labels.0 + base, s.labels.1 + base), s.value);
+        }
+    }
+
     /// The sample at `index`: its family, rendered label set and value.
     pub fn get(&self, index: usize) -> Option<(&'static Desc, &str, f64)> {
         let s = self.samples.get(index)?;
@@ -102,9 +111,7 @@ impl Snapshot {
 
     /// Every sample: family, rendered labels (`a="x",b="y"`), value.
     pub fn iter(&self) -> impl Iterator<Item = (&'static Desc, &str, f64)> + '_ {
-        self.samples
-            .iter()
-            .map(|s| (s.desc, self.label_str(s.labels), s.value))
+        self.samples.iter().map(|s| (s.desc, self.label_str(s.labels), s.value))
     }
 
     /// The value of one series, for tests and benches. `labels` as rendered.

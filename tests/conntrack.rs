@@ -17,10 +17,7 @@ const MAX: u64 = 64;
 fn fill(ns: &Netns) -> Flows {
     let flows = Flows::open(ns, 8080, MAX as usize + 16, Duration::from_millis(200));
     assert_eq!(ns.conntrack_count(), MAX, "the table should be full");
-    assert!(
-        flows.failed > 0,
-        "some connections should have been dropped"
-    );
+    assert!(flows.failed > 0, "some connections should have been dropped");
     flows
 }
 
@@ -39,20 +36,13 @@ fn table_full_shows_entries_at_limit_and_drops() {
         Some(MAX as f64)
     );
     let drops = metric(&body, "netpressure_conntrack_drop_total", "").unwrap();
-    assert!(
-        drops > 0.0,
-        "drop_total should count the dropped SYNs, got {drops}"
-    );
+    assert!(drops > 0.0, "drop_total should count the dropped SYNs, got {drops}");
     assert_eq!(
         metric(&body, "netpressure_source_up", r#"source="conntrack""#),
         Some(1.0)
     );
     assert_eq!(
-        metric(
-            &body,
-            "netpressure_source_up",
-            r#"source="conntrack_netlink""#
-        ),
+        metric(&body, "netpressure_source_up", r#"source="conntrack_netlink""#),
         Some(1.0)
     );
 }
@@ -119,20 +109,13 @@ fn without_cap_net_admin_procfs_serves_and_the_netlink_path_reports_down() {
         metric(&body, "netpressure_conntrack_entries", ""),
         Some(expected as f64)
     );
-    assert_eq!(
-        metric(&body, "netpressure_conntrack_entries_limit", ""),
-        Some(limit)
-    );
+    assert_eq!(metric(&body, "netpressure_conntrack_entries_limit", ""), Some(limit));
     assert_eq!(
         metric(&body, "netpressure_source_up", r#"source="conntrack""#),
         Some(1.0)
     );
     assert_eq!(
-        metric(
-            &body,
-            "netpressure_source_up",
-            r#"source="conntrack_netlink""#
-        ),
+        metric(&body, "netpressure_source_up", r#"source="conntrack_netlink""#),
         Some(0.0)
     );
     assert!(
@@ -148,14 +131,8 @@ fn without_cap_net_admin_procfs_serves_and_the_netlink_path_reports_down() {
     assert!(metric(&body, "netpressure_conntrack_drop_total", "").is_some());
 
     let (_, log) = exp.stop();
-    let warnings = log
-        .lines()
-        .filter(|l| l.contains("conntrack_netlink is down"))
-        .count();
-    assert_eq!(
-        warnings, 1,
-        "the refusal is logged once, not every tick:\n{log}"
-    );
+    let warnings = log.lines().filter(|l| l.contains("conntrack_netlink is down")).count();
+    assert_eq!(warnings, 1, "the refusal is logged once, not every tick:\n{log}");
     assert!(log.contains("Operation not permitted"), "{log}");
 }
 
@@ -175,23 +152,13 @@ fn missing_conntrack_reports_the_source_down_and_the_rest_keeps_serving() {
         Some(0.0)
     );
     assert_eq!(
-        metric(
-            &body,
-            "netpressure_source_errors_total",
-            r#"source="conntrack""#
-        ),
+        metric(&body, "netpressure_source_errors_total", r#"source="conntrack""#),
         Some(0.0)
     );
-    assert_eq!(
-        metric(&body, "netpressure_source_up", r#"source="process""#),
-        Some(1.0)
-    );
+    assert_eq!(metric(&body, "netpressure_source_up", r#"source="process""#), Some(1.0));
     assert_eq!(metric(&body, "netpressure_conntrack_entries", ""), None);
     let (_, log) = exp.stop();
-    let lines: Vec<_> = log
-        .lines()
-        .filter(|l| l.contains("source conntrack is down"))
-        .collect();
+    let lines: Vec<_> = log.lines().filter(|l| l.contains("source conntrack is down")).collect();
     assert_eq!(lines.len(), 1, "{log}");
     assert!(lines[0].contains("level=debug"), "{log}");
     let _ = std::fs::remove_dir_all(empty);

@@ -28,16 +28,13 @@ fn metrics_is_text_format_and_gzip_on_request() {
         env!("CARGO_PKG_VERSION")
     );
     assert!(
-        text.lines()
-            .any(|l| l.starts_with(&build_info) && l.ends_with("} 1")),
+        text.lines().any(|l| l.starts_with(&build_info) && l.ends_with("} 1")),
         "{text}"
     );
     assert!(text.contains("# TYPE netpressure_conntrack_drop_total counter"));
     assert!(metric(&text, "process_resident_memory_bytes", "").unwrap() > 0.0);
 
-    let gz = exp
-        .get_with("/metrics", &[("Accept-Encoding", "gzip")])
-        .unwrap();
+    let gz = exp.get_with("/metrics", &[("Accept-Encoding", "gzip")]).unwrap();
     assert_eq!(gz.status, 200);
     assert_eq!(gz.header("content-encoding"), Some("gzip"));
     let mut unzipped = String::new();
@@ -78,12 +75,7 @@ fn promtool_check_metrics_finds_nothing_on_a_real_scrape() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool (Debian package prometheus) must be installed");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     let report = format!(
         "{}{}",
@@ -155,10 +147,7 @@ fn a_port_in_use_is_a_clear_error() {
     let _exp = Exporter::start(&ns, &[]);
     let out = ns
         .cmd(EXPORTER)
-        .args([
-            "--web.listen-address",
-            &format!("127.0.0.1:{}", common::PORT),
-        ])
+        .args(["--web.listen-address", &format!("127.0.0.1:{}", common::PORT)])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -13,11 +13,7 @@ fn data(path: &str) -> Vec<u8> {
 }
 
 fn seq(path: &str) -> u32 {
-    String::from_utf8(data(path))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    String::from_utf8(data(path)).unwrap().trim().parse().unwrap()
 }
 
 #[test]
@@ -84,11 +80,7 @@ fn eperm_replies_are_permission_errors() {
 #[test]
 fn proc_stat_of_this_kernel_agrees_with_netlink() {
     let mut cpus = Vec::new();
-    let entries = parse_stat(
-        &data("linux-6.18.44-full/proc_net_stat_nf_conntrack"),
-        &mut cpus,
-    )
-    .unwrap();
+    let entries = parse_stat(&data("linux-6.18.44-full/proc_net_stat_nf_conntrack"), &mut cpus).unwrap();
     assert_eq!(entries, Some(50));
     assert_eq!(cpus.len(), 2);
     assert_eq!(cpus[0].get(CtCounter::Drop), Some(10));
@@ -117,11 +109,7 @@ fn proc_stat_of_this_kernel_agrees_with_netlink() {
 #[test]
 fn proc_stat_old_layout_is_read_by_name() {
     let mut cpus = Vec::new();
-    let entries = parse_stat(
-        &data("linux-5.8-layout/proc_net_stat_nf_conntrack"),
-        &mut cpus,
-    )
-    .unwrap();
+    let entries = parse_stat(&data("linux-5.8-layout/proc_net_stat_nf_conntrack"), &mut cpus).unwrap();
     assert_eq!(entries, Some(50));
     assert_eq!(cpus[0].get(CtCounter::Drop), Some(10));
     // Before 5.9 there was no clashres/chainlength: they must be absent, not misread
@@ -134,18 +122,12 @@ fn proc_stat_old_layout_is_read_by_name() {
 #[test]
 fn truncated_and_corrupted_input_never_panics() {
     let nl = [
-        (
-            "linux-6.18.44-full/get_stats.bin",
-            "linux-6.18.44-full/get_stats.seq",
-        ),
+        ("linux-6.18.44-full/get_stats.bin", "linux-6.18.44-full/get_stats.seq"),
         (
             "linux-6.18.44-full/get_stats_cpu.bin",
             "linux-6.18.44-full/get_stats_cpu.seq",
         ),
-        (
-            "linux-6.18.44-eperm/get_stats.bin",
-            "linux-6.18.44-eperm/get_stats.seq",
-        ),
+        ("linux-6.18.44-eperm/get_stats.bin", "linux-6.18.44-eperm/get_stats.seq"),
     ];
     let mut cpus: Vec<CtCpuStats> = Vec::new();
     for (bin, s) in nl {
@@ -192,9 +174,7 @@ mod sockets {
     use std::net::{IpAddr, Ipv4Addr};
 
     use netpressure_exporter::netlink::sock_diag::{decode_dump, state, TcpSock};
-    use netpressure_exporter::procfs::net::{
-        for_each_pair, parse_sockstat, parse_softnet, SockStat,
-    };
+    use netpressure_exporter::procfs::net::{for_each_pair, parse_sockstat, parse_softnet, SockStat};
     use netpressure_exporter::source::netstat::{extract, FIELDS_LEN};
     use netpressure_exporter::source::remotes::tally;
 
@@ -220,9 +200,7 @@ mod sockets {
     fn listen_dump_has_queue_and_limit() {
         let socks = dump("listen");
         assert_eq!(socks.len(), 4);
-        assert!(socks
-            .iter()
-            .all(|s| s.state == state::LISTEN && s.local == LOOPBACK));
+        assert!(socks.iter().all(|s| s.state == state::LISTEN && s.local == LOOPBACK));
         let l7001 = socks.iter().find(|s| s.local_port == 7001).unwrap();
         assert_eq!((l7001.rqueue, l7001.wqueue), (5, 4));
         let l7004 = socks.iter().find(|s| s.local_port == 7004).unwrap();
@@ -233,19 +211,14 @@ mod sockets {
     fn syn_recv_dump_has_the_half_open_clients() {
         let socks = dump("syn_recv");
         assert_eq!(socks.len(), 3);
-        assert!(socks
-            .iter()
-            .all(|s| s.state == state::SYN_RECV && s.local_port == 7002));
+        assert!(socks.iter().all(|s| s.state == state::SYN_RECV && s.local_port == 7002));
     }
 
     #[test]
     fn ephemeral_dump_tallies_per_remote() {
         let mut counts = HashMap::new();
         for s in dump("ephemeral") {
-            assert!(
-                (40000..=40999).contains(&s.local_port),
-                "the kernel filter kept {s:?}"
-            );
+            assert!((40000..=40999).contains(&s.local_port), "the kernel filter kept {s:?}");
             tally(&mut counts, &s);
         }
         assert_eq!(counts[&(LOOPBACK, 7003)], [20, 0, 0]);

@@ -47,11 +47,7 @@ fn accept_queue_overflow_and_its_peak() {
         metric(b, "netpressure_tcp_listen_queue_length", &listener(PORT)) == Some(0.0)
     });
     assert_eq!(
-        metric(
-            &body,
-            "netpressure_tcp_listen_queue_length_peak",
-            &listener(PORT)
-        ),
+        metric(&body, "netpressure_tcp_listen_queue_length_peak", &listener(PORT)),
         Some(5.0)
     );
 }
@@ -78,11 +74,7 @@ fn syn_recv_per_listener_counts_half_open_connections() {
         metric(b, "netpressure_tcp_syn_recv_sockets", &listener(PORT)) == Some(CLIENTS as f64)
     });
     assert_eq!(
-        metric(
-            &body,
-            "netpressure_tcp_listen_queue_length",
-            &listener(PORT)
-        ),
+        metric(&body, "netpressure_tcp_listen_queue_length", &listener(PORT)),
         Some(0.0)
     );
     assert!(metric(&body, "netpressure_tcp_max_syn_backlog", "").unwrap() > 0.0);
@@ -116,13 +108,8 @@ fn time_wait_per_remote_against_the_local_port_range() {
     // second (seen with plain Python clients and `ss` too: 298 and 284 of 300), so the
     // expected count is what `ss` sees in the namespace, and it must be most of them.
     let ss_count = || {
-        let out = ns.sh(&format!(
-            "ss -Htan state time-wait dst 127.0.0.1:{PORT} | wc -l"
-        ));
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<f64>()
-            .unwrap()
+        let out = ns.sh(&format!("ss -Htan state time-wait dst 127.0.0.1:{PORT} | wc -l"));
+        String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().unwrap()
     };
     let remote = format!(r#"remote_address="127.0.0.1",remote_port="{PORT}",state="time_wait""#);
     let mut expected = 0.0;
@@ -157,10 +144,7 @@ fn listener_cap_keeps_the_fullest_and_counts_the_rest() {
     let ns = Netns::new("cap");
     let exp = Exporter::start(
         &ns,
-        &[
-            "--collector.listeners.max=3",
-            "--collector.listeners.ports=7101-7110",
-        ],
+        &["--collector.listeners.max=3", "--collector.listeners.ports=7101-7110"],
     );
     // Ten listeners; three with connections waiting in their accept queues.
     let fill = [(7103u16, 3usize), (7105, 5), (7108, 1)];
@@ -173,9 +157,8 @@ fn listener_cap_keeps_the_fullest_and_counts_the_rest() {
         (listeners, clients)
     });
     let body = scrape_until(&exp, "the three fullest listeners", |b| {
-        fill.iter().all(|(p, n)| {
-            metric(b, "netpressure_tcp_listen_queue_length", &listener(*p)) == Some(*n as f64)
-        })
+        fill.iter()
+            .all(|(p, n)| metric(b, "netpressure_tcp_listen_queue_length", &listener(*p)) == Some(*n as f64))
     });
     let served = body
         .lines()
@@ -183,8 +166,5 @@ fn listener_cap_keeps_the_fullest_and_counts_the_rest() {
         .count();
     assert_eq!(served, 3, "{body}");
     assert_eq!(metric(&body, "netpressure_tcp_listeners", ""), Some(10.0));
-    assert_eq!(
-        metric(&body, "netpressure_tcp_listeners_omitted", ""),
-        Some(7.0)
-    );
+    assert_eq!(metric(&body, "netpressure_tcp_listeners_omitted", ""), Some(7.0));
 }

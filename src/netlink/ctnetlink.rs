@@ -12,9 +12,7 @@
 //! Both need CAP_NET_ADMIN in the user namespace that owns the socket's network
 //! namespace; without it the kernel answers EPERM.
 
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_DUMP, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_netfilter::conntrack::ConntrackMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 
@@ -59,10 +57,7 @@ pub fn build_request(message_type: u8, flags: u16) -> Vec<u8> {
             attributes: vec![],
         },
     );
-    let mut msg = NetlinkMessage::new(
-        NetlinkHeader::default(),
-        NetlinkPayload::InnerMessage(inner),
-    );
+    let mut msg = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::InnerMessage(inner));
     msg.header.flags = flags;
     msg.finalize();
     let mut buf = vec![0u8; msg.buffer_len()];
@@ -96,11 +91,7 @@ pub fn decode_stats(datagram: &[u8], seq: u32) -> Result<Option<CtGlobalStats>, 
     let want = (NFNL_SUBSYS_CTNETLINK << 8) | u16::from(IPCTNL_MSG_CT_GET_STATS);
     let mut found = None;
     for_each_msg(REQ_STATS, datagram, seq, |m| {
-        if let Msg::Data {
-            message_type,
-            payload,
-        } = m
-        {
+        if let Msg::Data { message_type, payload } = m {
             if message_type == want && found.is_none() {
                 found = Some(decode_global(payload)?);
             }
@@ -115,31 +106,21 @@ pub fn decode_stats(datagram: &[u8], seq: u32) -> Result<Option<CtGlobalStats>, 
 ///
 /// # Errors
 /// A refused request ([`NetlinkError::Kernel`]) or malformed bytes.
-pub fn decode_stats_cpu(
-    datagram: &[u8],
-    seq: u32,
-    out: &mut Vec<CtCpuStats>,
-) -> Result<bool, NetlinkError> {
+pub fn decode_stats_cpu(datagram: &[u8], seq: u32, out: &mut Vec<CtCpuStats>) -> Result<bool, NetlinkError> {
     let want = (NFNL_SUBSYS_CTNETLINK << 8) | u16::from(IPCTNL_MSG_CT_GET_STATS_CPU);
     let mut done = false;
     for_each_msg(REQ_STATS_CPU, datagram, seq, |m| {
         match m {
             Msg::Done => done = true,
-            Msg::Data {
-                message_type,
-                payload,
-            } if message_type == want => {
-                let header = NetfilterHeader::parse(payload)
-                    .map_err(|e| NetlinkError::decode(REQ_STATS_CPU, e))?;
+            Msg::Data { message_type, payload } if message_type == want => {
+                let header = NetfilterHeader::parse(payload).map_err(|e| NetlinkError::decode(REQ_STATS_CPU, e))?;
                 let mut row = CtCpuStats {
                     cpu: header.res_id,
                     ..CtCpuStats::default()
                 };
                 for nla in NlasIterator::new(&payload[NFGENMSG_LEN..]) {
                     let nla = nla.map_err(|e| NetlinkError::decode(REQ_STATS_CPU, e))?;
-                    if let (Some(c), Some(v)) =
-                        (cpu_counter(nla.kind() & !0xC000), be_uint(nla.value()))
-                    {
+                    if let (Some(c), Some(v)) = (cpu_counter(nla.kind() & !0xC000), be_uint(nla.value())) {
                         row.set(c, v);
                     }
                 }
@@ -219,9 +200,6 @@ mod tests {
         assert_eq!(u16::from_ne_bytes([req[6], req[7]]), NLM_F_REQUEST);
         let req = build_request(IPCTNL_MSG_CT_GET_STATS_CPU, NLM_F_REQUEST | NLM_F_DUMP);
         assert_eq!(u16::from_ne_bytes([req[4], req[5]]), 0x0104);
-        assert_eq!(
-            u16::from_ne_bytes([req[6], req[7]]),
-            NLM_F_REQUEST | NLM_F_DUMP
-        );
+        assert_eq!(u16::from_ne_bytes([req[6], req[7]]), NLM_F_REQUEST | NLM_F_DUMP);
     }
 }

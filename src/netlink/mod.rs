@@ -11,9 +11,7 @@ pub mod sock_diag;
 use std::io;
 use std::time::Duration;
 
-use netlink_packet_core::{
-    ErrorBuffer, NetlinkBuffer, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN,
-};
+use netlink_packet_core::{ErrorBuffer, NetlinkBuffer, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN};
 use netlink_sys::{Socket, SocketAddr};
 
 /// How long a request may wait for the kernel before the sample fails. The kernel
@@ -32,17 +30,11 @@ pub enum NetlinkError {
     #[error("opening netlink socket (protocol {protocol}): {source}")]
     Socket { protocol: isize, source: io::Error },
     #[error("{request}: {source}")]
-    Io {
-        request: &'static str,
-        source: io::Error,
-    },
+    Io { request: &'static str, source: io::Error },
     #[error("{request}: kernel replied {}", io::Error::from_raw_os_error(*.errno))]
     Kernel { request: &'static str, errno: i32 },
     #[error("{request}: malformed reply: {detail}")]
-    Decode {
-        request: &'static str,
-        detail: String,
-    },
+    Decode { request: &'static str, detail: String },
     #[error("{request}: datagram of {len} bytes truncated to the {RECV_BUFFER}-byte buffer")]
     Truncated { request: &'static str, len: usize },
     #[error("{request}: no reply within {RECV_TIMEOUT:?}")]
@@ -130,12 +122,7 @@ impl NlSocket {
             match self.sock.recv(&mut slice, libc::MSG_TRUNC) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                     return Err(NetlinkError::Timeout { request })
                 }
                 Err(source) => return Err(NetlinkError::Io { request, source }),
@@ -152,10 +139,7 @@ impl NlSocket {
 #[derive(Debug)]
 pub enum Msg<'a> {
     /// A message of the type we asked for, with its payload.
-    Data {
-        message_type: u16,
-        payload: &'a [u8],
-    },
+    Data { message_type: u16, payload: &'a [u8] },
     /// `NLMSG_ERROR` with code 0.
     Ack,
     /// `NLMSG_DONE`: the end of a dump.
@@ -192,8 +176,7 @@ pub fn for_each_msg<'a>(
             NLMSG_NOOP => f(Msg::Skip)?,
             NLMSG_OVERRUN => return Err(NetlinkError::decode(request, "NLMSG_OVERRUN")),
             NLMSG_ERROR => {
-                let err = ErrorBuffer::new_checked(payload)
-                    .map_err(|e| NetlinkError::decode(request, e))?;
+                let err = ErrorBuffer::new_checked(payload).map_err(|e| NetlinkError::decode(request, e))?;
                 match err.code() {
                     None => f(Msg::Ack)?,
                     Some(code) => {
@@ -218,10 +201,7 @@ pub fn for_each_msg<'a>(
                 }
                 f(Msg::Done)?;
             }
-            message_type => f(Msg::Data {
-                message_type,
-                payload,
-            })?,
+            message_type => f(Msg::Data { message_type, payload })?,
         }
     }
     Ok(())
@@ -230,9 +210,7 @@ pub fn for_each_msg<'a>(
 /// Reads a big-endian integer attribute value of 4 or 8 bytes (ctnetlink sends be32).
 pub fn be_uint(value: &[u8]) -> Option<u64> {
     match value.len() {
-        4 => Some(u64::from(u32::from_be_bytes([
-            value[0], value[1], value[2], value[3],
-        ]))),
+        4 => Some(u64::from(u32::from_be_bytes([value[0], value[1], value[2], value[3]]))),
         8 => {
             let mut b = [0u8; 8];
             b.copy_from_slice(value);

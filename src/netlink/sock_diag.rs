@@ -79,23 +79,14 @@ pub fn build_request(family: u8, states: u32, filter: Filter) -> Vec<u8> {
             [op(2, 8, 20), op(0, 0, lo), op(3, 8, 12), op(0, 0, hi)].concat()
         }
     };
-    let attr_len = if bytecode.is_empty() {
-        0
-    } else {
-        4 + bytecode.len()
-    };
+    let attr_len = if bytecode.is_empty() { 0 } else { 4 + bytecode.len() };
     let total = 16 + REQ_LEN + attr_len;
     let mut b = Vec::with_capacity(total);
     b.extend_from_slice(&(total as u32).to_ne_bytes());
     b.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
     b.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     b.extend_from_slice(&[0u8; 8]); // sequence number (stamped on send), port id
-    b.extend_from_slice(&[
-        family,
-        libc::IPPROTO_TCP as u8,
-        0, /* no extensions */
-        0,
-    ]);
+    b.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0 /* no extensions */, 0]);
     b.extend_from_slice(&states.to_ne_bytes());
     b.extend_from_slice(&[0u8; 48]); // inet_diag_sockid: match everything
     if !bytecode.is_empty() {
@@ -124,8 +115,7 @@ pub fn decode_msg(payload: &[u8]) -> Option<TcpSock> {
         return None;
     }
     let family = payload[0];
-    let u32_at =
-        |o: usize| u32::from_ne_bytes([payload[o], payload[o + 1], payload[o + 2], payload[o + 3]]);
+    let u32_at = |o: usize| u32::from_ne_bytes([payload[o], payload[o + 1], payload[o + 2], payload[o + 3]]);
     Some(TcpSock {
         state: payload[1],
         local_port: u16::from_be_bytes([payload[4], payload[5]]),
@@ -152,12 +142,8 @@ pub fn decode_dump(
     for_each_msg(request, datagram, seq, |m| {
         match m {
             Msg::Done => done = true,
-            Msg::Data {
-                message_type,
-                payload,
-            } if message_type == SOCK_DIAG_BY_FAMILY => {
-                let sock = decode_msg(payload)
-                    .ok_or_else(|| NetlinkError::decode(request, "short inet_diag_msg"))?;
+            Msg::Data { message_type, payload } if message_type == SOCK_DIAG_BY_FAMILY => {
+                let sock = decode_msg(payload).ok_or_else(|| NetlinkError::decode(request, "short inet_diag_msg"))?;
                 f(&sock);
             }
             _ => {}
@@ -218,11 +204,7 @@ mod tests {
         assert_eq!(r[16], libc::AF_INET as u8);
         assert_eq!(r[17], 6);
         assert_eq!(u32::from_ne_bytes([r[20], r[21], r[22], r[23]]), 1 << 10);
-        let r = build_request(
-            libc::AF_INET6 as u8,
-            1 << 6,
-            Filter::LocalPortRange(32768, 60999),
-        );
+        let r = build_request(libc::AF_INET6 as u8, 1 << 6, Filter::LocalPortRange(32768, 60999));
         assert_eq!(r.len(), 72 + 4 + 16);
         assert_eq!(&r[72..76], &[20, 0, 1, 0]);
         assert_eq!(u16::from_ne_bytes([r[82], r[83]]), 32768);

@@ -54,9 +54,7 @@ fn column(name: &[u8]) -> Column {
 /// from the header's, or a field that is not hex.
 pub fn parse_stat(bytes: &[u8], cpus: &mut Vec<CtCpuStats>) -> Result<Option<u64>, StatParseError> {
     cpus.clear();
-    let mut lines = bytes
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.trim_ascii().is_empty());
+    let mut lines = bytes.split(|b| *b == b'\n').filter(|l| !l.trim_ascii().is_empty());
     let header = lines.next().ok_or(StatParseError {
         line: 1,
         what: "empty file",

@@ -103,8 +103,7 @@ impl ProcFile {
     pub fn read_u64(&mut self) -> Result<u64, ProcError> {
         let path_for_err = self.path.clone();
         let bytes = self.read()?;
-        parse::single_u64(bytes)
-            .ok_or_else(|| ProcError::parse(&path_for_err, "not an unsigned integer"))
+        parse::single_u64(bytes).ok_or_else(|| ProcError::parse(&path_for_err, "not an unsigned integer"))
     }
 
     /// Like [`ProcFile::read_u64`], but a missing file is `Ok(None)`.

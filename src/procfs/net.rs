@@ -10,10 +10,7 @@ use super::parse::{fields, parse_dec, parse_hex};
 ///
 /// # Errors
 /// A value line whose field count differs from its header's.
-pub fn for_each_pair(
-    bytes: &[u8],
-    mut f: impl FnMut(&[u8], &[u8], u64),
-) -> Result<(), &'static str> {
+pub fn for_each_pair(bytes: &[u8], mut f: impl FnMut(&[u8], &[u8], u64)) -> Result<(), &'static str> {
     let mut lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty());
     while let Some(header) = lines.next() {
         let Some(values) = lines.next() else {

@@ -39,8 +39,7 @@ pub fn parse_hex(s: &[u8]) -> Option<u64> {
 
 /// Splits on ASCII whitespace without allocating.
 pub fn fields(line: &[u8]) -> impl Iterator<Item = &[u8]> {
-    line.split(|b| b.is_ascii_whitespace())
-        .filter(|f| !f.is_empty())
+    line.split(|b| b.is_ascii_whitespace()).filter(|f| !f.is_empty())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! kernel still builds it, `/proc/net/stat/nf_conntrack`. The hash size and the TCP
 //! timeouts always come from `/proc/sys/net/netfilter`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::metrics;
@@ -15,7 +15,7 @@ use crate::netlink::ctnetlink::Ctnetlink;
 use crate::netlink::NetlinkError;
 use crate::procfs::{conntrack::parse_stat, ProcError, ProcFile};
 use crate::snapshot::Snapshot;
-use crate::source::{IndexLabels, Source, SourceError, SourceStatus};
+use crate::source::{Every, IndexLabels, Source, SourceError, SourceStatus};
 
 /// The name of the ctnetlink path in `netpressure_source_*{source=...}`.
 pub const NETLINK_PATH: &str = "conntrack_netlink";
@@ -36,6 +36,9 @@ pub struct Conntrack {
     buckets: ProcFile,
     stat: ProcFile,
     timeouts: [(&'static str, ProcFile); 3],
+    settings_every: Every,
+    buckets_value: Option<u64>,
+    timeout_values: [Option<u64>; 3],
     per_cpu: bool,
     cpus: Vec<CtCpuStats>,
     cpu_labels: IndexLabels,
@@ -56,6 +59,9 @@ impl Conntrack {
                 ("close_wait", nf("nf_conntrack_tcp_timeout_close_wait")),
                 ("time_wait", nf("nf_conntrack_tcp_timeout_time_wait")),
             ],
+            settings_every: Every::new(Duration::from_secs(1)),
+            buckets_value: None,
+            timeout_values: [None; 3],
             per_cpu: cfg.conntrack_per_cpu,
             cpus: Vec::new(),
             cpu_labels: IndexLabels::default(),
@@ -82,8 +88,7 @@ impl Conntrack {
         let max_entries = self.max.read_u64_opt()?;
         match self.stat.read() {
             Ok(bytes) => {
-                parse_stat(bytes, &mut self.cpus)
-                    .map_err(|e| ProcError::parse(self.stat.path(), e.to_string()))?;
+                parse_stat(bytes, &mut self.cpus).map_err(|e| ProcError::parse(self.stat.path(), e.to_string()))?;
             }
             // Many kernels since ≈5.15 no longer build this file: counters are then absent.
             Err(e) if e.is_not_found() => self.cpus.clear(),
@@ -107,20 +112,14 @@ impl Source for Conntrack {
             let t = Instant::now();
             match self.via_netlink() {
                 Ok(g) => {
-                    self.netlink_status
-                        .record(NETLINK_PATH, Ok(()), t.elapsed());
+                    self.netlink_status.record(NETLINK_PATH, Ok(()), t.elapsed());
                     global = Some(g);
                 }
                 Err(e) => {
                     let refused = e.is_permission_denied() || e.is_unsupported();
                     let err = SourceError::from(e);
-                    self.netlink_status
-                        .record(NETLINK_PATH, Err(&err), t.elapsed());
-                    self.netlink = if refused {
-                        Netlink::Refused
-                    } else {
-                        Netlink::Closed
-                    };
+                    self.netlink_status.record(NETLINK_PATH, Err(&err), t.elapsed());
+                    self.netlink = if refused { Netlink::Refused } else { Netlink::Closed };
                     if refused {
                         log::info!("conntrack: reading procfs instead of ctnetlink from now on");
                     }
@@ -141,16 +140,19 @@ impl Source for Conntrack {
         if let Some(v) = global.max_entries {
             out.push(&metrics::CONNTRACK_ENTRIES_LIMIT, &[], v as f64);
         }
-        if let Some(v) = self.buckets.read_u64_opt()? {
+        // Hash size and timeouts are settings: re-read once a second, not every tick.
+        if self.settings_every.due(Instant::now()) {
+            self.buckets_value = self.buckets.read_u64_opt()?;
+            for ((_, file), value) in self.timeouts.iter_mut().zip(&mut self.timeout_values) {
+                *value = file.read_u64_opt()?;
+            }
+        }
+        if let Some(v) = self.buckets_value {
             out.push(&metrics::CONNTRACK_BUCKETS, &[], v as f64);
         }
-        for (state, file) in &mut self.timeouts {
-            if let Some(v) = file.read_u64_opt()? {
-                out.push(
-                    &metrics::CONNTRACK_TCP_TIMEOUT,
-                    &[("state", state)],
-                    v as f64,
-                );
+        for ((state, _), value) in self.timeouts.iter().zip(self.timeout_values) {
+            if let Some(v) = value {
+                out.push(&metrics::CONNTRACK_TCP_TIMEOUT, &[("state", state)], v as f64);
             }
         }
 

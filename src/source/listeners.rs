@@ -109,10 +109,7 @@ impl Listeners {
             return Ok(());
         };
         listeners.clear();
-        for (name, req) in [LISTEN_V4, LISTEN_V6]
-            .into_iter()
-            .zip(listen_req.iter_mut())
-        {
+        for (name, req) in [LISTEN_V4, LISTEN_V6].into_iter().zip(listen_req.iter_mut()) {
             diag.dump(name, req, &mut |s: &TcpSock| {
                 if s.state == state::LISTEN && port_wanted(ports.as_deref(), s.local_port) {
                     listeners.push(Listener {
@@ -153,14 +150,11 @@ impl Listeners {
             l.syn_recv = Some(0);
         }
         for (&(addr, port), &n) in &self.syn_recv {
-            let exact = self
-                .listeners
-                .iter()
-                .position(|l| l.port == port && l.addr == addr);
+            let exact = self.listeners.iter().position(|l| l.port == port && l.addr == addr);
             let owner = exact.or_else(|| {
-                self.listeners.iter().position(|l| {
-                    l.port == port && l.addr.is_unspecified() && same_family_or_dual(l.addr, addr)
-                })
+                self.listeners
+                    .iter()
+                    .position(|l| l.port == port && l.addr.is_unspecified() && same_family_or_dual(l.addr, addr))
             });
             if let Some(i) = owner {
                 if let Some(c) = self.listeners[i].syn_recv.as_mut() {
@@ -220,10 +214,7 @@ impl Source for Listeners {
             let _ = write!(self.addr_buf, "{}", l.addr);
             self.port_buf.clear();
             let _ = write!(self.port_buf, "{}", l.port);
-            let labels = [
-                ("address", self.addr_buf.as_str()),
-                ("port", self.port_buf.as_str()),
-            ];
+            let labels = [("address", self.addr_buf.as_str()), ("port", self.port_buf.as_str())];
             out.push(&metrics::LISTEN_QUEUE, &labels, f64::from(l.queue));
             out.push(&metrics::LISTEN_QUEUE_LIMIT, &labels, f64::from(l.limit));
             if let Some(n) = l.syn_recv {
@@ -231,11 +222,7 @@ impl Source for Listeners {
             }
         }
         out.push(&metrics::LISTENERS, &[], listeners.len() as f64);
-        out.push(
-            &metrics::LISTENERS_OMITTED,
-            &[],
-            (listeners.len() - kept) as f64,
-        );
+        out.push(&metrics::LISTENERS_OMITTED, &[], (listeners.len() - kept) as f64);
         if let Some(v) = self.max_syn_backlog_value {
             out.push(&metrics::MAX_SYN_BACKLOG, &[], v as f64);
         }

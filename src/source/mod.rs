@@ -58,12 +58,26 @@ pub trait Source: Send {
     fn visit_status(&self, _f: &mut dyn FnMut(&'static str, &SourceStatus)) {}
 }
 
+/// How often the sampler runs a source. Between runs it serves the source's last
+/// output, so a scrape always sees every source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cadence {
+    /// Every `--sample.interval`: sources with pressure gauges and their peaks.
+    Sample,
+    /// Every second (or every sample, if that is slower): sources that serve only
+    /// counters and slow-moving values, whose rate a sub-second sample would not change.
+    Second,
+    /// Every `--scan.interval`: dumps that walk the established hash, and tuning values.
+    Scan,
+}
+
 /// A source in the registry.
 #[derive(Debug)]
 pub struct SourceInfo {
     pub name: &'static str,
     pub help: &'static str,
     pub default_enabled: bool,
+    pub cadence: Cadence,
     pub build: fn(&Config) -> Box<dyn Source>,
 }
 
@@ -72,48 +86,56 @@ pub static SOURCES: &[SourceInfo] = &[
         name: "conntrack",
         help: "conntrack table fill, limit, hash size, TCP timeouts and per-CPU counters (ctnetlink, procfs fallback)",
         default_enabled: true,
+        cadence: Cadence::Sample,
         build: |cfg| Box::new(conntrack::Conntrack::new(cfg)),
     },
     SourceInfo {
         name: "netstat",
         help: "TCP listen-queue, SYN-queue, syncookie, TIME_WAIT and connection counters (/proc/net/netstat, snmp)",
         default_enabled: true,
+        cadence: Cadence::Second,
         build: |cfg| Box::new(netstat::Netstat::new(cfg)),
     },
     SourceInfo {
         name: "sockstat",
         help: "TCP sockets in use, orphaned and in TIME_WAIT, against tcp_max_tw_buckets (/proc/net/sockstat)",
         default_enabled: true,
+        cadence: Cadence::Sample,
         build: |cfg| Box::new(sockstat::Sockstat::new(cfg)),
     },
     SourceInfo {
         name: "listeners",
         help: "accept queue and limit per listener every sample, SYN_RECV per listener every scan (sock_diag)",
         default_enabled: true,
+        cadence: Cadence::Sample,
         build: |cfg| Box::new(listeners::Listeners::new(cfg)),
     },
     SourceInfo {
         name: "remotes",
         help: "sockets holding an ephemeral local port per remote endpoint, by state, every scan (sock_diag)",
         default_enabled: true,
+        cadence: Cadence::Scan,
         build: |cfg| Box::new(remotes::Remotes::new(cfg)),
     },
     SourceInfo {
         name: "softnet",
         help: "input backlog drops and squeezes (/proc/net/softnet_stat) against netdev_max_backlog",
         default_enabled: true,
+        cadence: Cadence::Second,
         build: |cfg| Box::new(softnet::Softnet::new(cfg)),
     },
     SourceInfo {
         name: "sysctl",
         help: "the tuning values that bound these pressures (somaxconn, tcp_max_syn_backlog, ...), every scan",
         default_enabled: true,
+        cadence: Cadence::Scan,
         build: |cfg| Box::new(sysctl::Sysctl::new(cfg)),
     },
     SourceInfo {
         name: "process",
         help: "the exporter's own process_* metrics",
         default_enabled: true,
+        cadence: Cadence::Second,
         build: |_| Box::new(process::Process::new()),
     },
 ];
@@ -197,10 +219,7 @@ pub struct Every {
 
 impl Every {
     pub fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            next: None,
-        }
+        Self { interval, next: None }
     }
 
     pub fn due(&mut self, now: Instant) -> bool {

@@ -10,30 +10,14 @@ use crate::source::{Source, SourceError};
 
 /// (line prefix, field name, family), in the order served.
 static FIELDS: &[(&[u8], &[u8], &Desc)] = &[
-    (
-        b"TcpExt",
-        b"ListenOverflows",
-        &metrics::TCP_LISTEN_OVERFLOWS,
-    ),
+    (b"TcpExt", b"ListenOverflows", &metrics::TCP_LISTEN_OVERFLOWS),
     (b"TcpExt", b"ListenDrops", &metrics::TCP_LISTEN_DROPS),
     (b"TcpExt", b"TCPReqQFullDrop", &metrics::TCP_SYN_QUEUE_DROPS),
-    (
-        b"TcpExt",
-        b"TCPReqQFullDoCookies",
-        &metrics::TCP_SYN_QUEUE_COOKIES,
-    ),
+    (b"TcpExt", b"TCPReqQFullDoCookies", &metrics::TCP_SYN_QUEUE_COOKIES),
     (b"TcpExt", b"SyncookiesSent", &metrics::TCP_SYNCOOKIES_SENT),
     (b"TcpExt", b"SyncookiesRecv", &metrics::TCP_SYNCOOKIES_RECV),
-    (
-        b"TcpExt",
-        b"SyncookiesFailed",
-        &metrics::TCP_SYNCOOKIES_FAILED,
-    ),
-    (
-        b"TcpExt",
-        b"TCPTimeWaitOverflow",
-        &metrics::TCP_TW_OVERFLOWS,
-    ),
+    (b"TcpExt", b"SyncookiesFailed", &metrics::TCP_SYNCOOKIES_FAILED),
+    (b"TcpExt", b"TCPTimeWaitOverflow", &metrics::TCP_TW_OVERFLOWS),
     (b"TcpExt", b"TWRecycled", &metrics::TCP_TW_REUSED),
     (b"Tcp", b"ActiveOpens", &metrics::TCP_ACTIVE_OPENS),
     (b"Tcp", b"PassiveOpens", &metrics::TCP_PASSIVE_OPENS),
@@ -47,10 +31,7 @@ static FIELDS: &[(&[u8], &[u8], &Desc)] = &[
 /// A malformed body (a value line that does not match its header).
 pub fn extract(bytes: &[u8], out: &mut [Option<u64>; FIELDS_LEN]) -> Result<(), &'static str> {
     for_each_pair(bytes, |prefix, name, value| {
-        if let Some(i) = FIELDS
-            .iter()
-            .position(|(p, n, _)| *p == prefix && *n == name)
-        {
+        if let Some(i) = FIELDS.iter().position(|(p, n, _)| *p == prefix && *n == name) {
             out[i] = Some(value);
         }
     })

@@ -73,15 +73,11 @@ pub fn parse_max_open_files(bytes: &[u8]) -> Option<u64> {
     let line = bytes
         .split(|b| *b == b'\n')
         .find(|l| l.starts_with(b"Max open files"))?;
-    fields(&line[b"Max open files".len()..])
-        .next()
-        .and_then(parse_dec)
+    fields(&line[b"Max open files".len()..]).next().and_then(parse_dec)
 }
 
 fn parse_btime(bytes: &[u8]) -> Option<u64> {
-    let line = bytes
-        .split(|b| *b == b'\n')
-        .find(|l| l.starts_with(b"btime "))?;
+    let line = bytes.split(|b| *b == b'\n').find(|l| l.starts_with(b"btime "))?;
     fields(&line[6..]).next().and_then(parse_dec)
 }
 
@@ -102,25 +98,12 @@ impl Source for Process {
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
         let path = self.stat.path().to_path_buf();
-        let st = parse_stat(self.stat.read()?)
-            .ok_or_else(|| ProcError::parse(&path, "unexpected format"))?;
-        out.push(
-            &metrics::PROCESS_CPU,
-            &[],
-            (st.utime + st.stime) as f64 / self.ticks,
-        );
-        out.push(
-            &metrics::PROCESS_RSS,
-            &[],
-            st.rss_pages as f64 * self.page_size,
-        );
+        let st = parse_stat(self.stat.read()?).ok_or_else(|| ProcError::parse(&path, "unexpected format"))?;
+        out.push(&metrics::PROCESS_CPU, &[], (st.utime + st.stime) as f64 / self.ticks);
+        out.push(&metrics::PROCESS_RSS, &[], st.rss_pages as f64 * self.page_size);
         out.push(&metrics::PROCESS_VSIZE, &[], st.vsize as f64);
         if let Some(boot) = self.boot_time {
-            out.push(
-                &metrics::PROCESS_START,
-                &[],
-                boot + st.starttime as f64 / self.ticks,
-            );
+            out.push(&metrics::PROCESS_START, &[], boot + st.starttime as f64 / self.ticks);
         }
         if let Some(n) = open_fds() {
             out.push(&metrics::PROCESS_OPEN_FDS, &[], n as f64);
@@ -162,9 +145,7 @@ mod tests {
         let l = b"Limit                     Soft Limit           Hard Limit           Units     \nMax open files            1024                 524288               files     \n";
         assert_eq!(parse_max_open_files(l), Some(1024));
         assert_eq!(
-            parse_max_open_files(
-                b"Max open files            unlimited            unlimited            files\n"
-            ),
+            parse_max_open_files(b"Max open files            unlimited            unlimited            files\n"),
             None
         );
     }

@@ -1,4 +1,5 @@
-//! Local-port pressure per remote endpoint: every `--scan.interval`, one sock_diag dump
+//! Local-port pressure per remote endpoint: every `--scan.interval` (the sampler's scan
+//! cadence for this source), one sock_diag dump
 //! per address family of the sockets whose local port lies in `ip_local_port_range`
 //! (the kernel filters with bytecode before copying anything out), counted per remote
 //! (address, port) and state. Ports run out per (local address, remote address, remote
@@ -10,7 +11,6 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::time::Instant;
 
 use crate::config::Config;
 use crate::metrics;
@@ -19,7 +19,7 @@ use crate::netlink::NetlinkError;
 use crate::procfs::net::parse_port_range;
 use crate::procfs::{ProcError, ProcFile};
 use crate::snapshot::Snapshot;
-use crate::source::{Every, Source, SourceError};
+use crate::source::{Source, SourceError};
 
 const DUMP_V4: &str = "sock_diag ephemeral-port sockets (IPv4)";
 const DUMP_V6: &str = "sock_diag ephemeral-port sockets (IPv6)";
@@ -57,9 +57,7 @@ fn canonical(a: IpAddr) -> IpAddr {
 
 /// Counts the sockets of one dump into `counts`.
 pub fn tally(counts: &mut HashMap<(IpAddr, u16), Counts>, s: &TcpSock) {
-    counts
-        .entry((canonical(s.remote), s.remote_port))
-        .or_default()[slot(s)] += 1;
+    counts.entry((canonical(s.remote), s.remote_port)).or_default()[slot(s)] += 1;
 }
 
 pub struct Remotes {
@@ -67,13 +65,12 @@ pub struct Remotes {
     range_file: ProcFile,
     range: Option<(u16, u16)>,
     reqs: [Vec<u8>; 2],
-    every: Every,
     top: usize,
     counts: HashMap<(IpAddr, u16), Counts>,
     ranked: Vec<((IpAddr, u16), Counts)>,
-    /// The served top-K, formatted at scan time and re-served every sample.
-    served: Vec<(String, String, Counts)>,
     total: usize,
+    addr_buf: String,
+    port_buf: String,
 }
 
 impl Remotes {
@@ -83,12 +80,12 @@ impl Remotes {
             range_file: ProcFile::new(cfg.roots.proc("sys/net/ipv4/ip_local_port_range")),
             range: None,
             reqs: [Vec::new(), Vec::new()],
-            every: Every::new(cfg.scan_interval),
             top: cfg.remotes_top,
             counts: HashMap::new(),
             ranked: Vec::new(),
-            served: Vec::new(),
             total: 0,
+            addr_buf: String::new(),
+            port_buf: String::new(),
         }
     }
 
@@ -98,9 +95,8 @@ impl Remotes {
     /// The port range cannot be read, or the dump fails.
     pub fn scan(&mut self) -> Result<(), SourceError> {
         let bytes = self.range_file.read()?;
-        let range = parse_port_range(bytes).ok_or_else(|| {
-            ProcError::parse(self.range_file.path(), "expected two ports, low then high")
-        })?;
+        let range = parse_port_range(bytes)
+            .ok_or_else(|| ProcError::parse(self.range_file.path(), "expected two ports, low then high"))?;
         if self.range != Some(range) {
             let f = Filter::LocalPortRange(range.0, range.1);
             self.reqs = [
@@ -139,8 +135,7 @@ impl Remotes {
 
     fn rank(&mut self) {
         self.ranked.clear();
-        self.ranked
-            .extend(self.counts.iter().map(|(k, v)| (*k, *v)));
+        self.ranked.extend(self.counts.iter().map(|(k, v)| (*k, *v)));
         self.total = self.ranked.len();
         let by_total = |a: &((IpAddr, u16), Counts), b: &((IpAddr, u16), Counts)| {
             let (ta, tb): (u64, u64) = (a.1.iter().sum(), b.1.iter().sum());
@@ -151,17 +146,6 @@ impl Remotes {
             self.ranked.truncate(self.top);
         }
         self.ranked.sort_unstable_by(by_total);
-        self.served.truncate(self.ranked.len());
-        while self.served.len() < self.ranked.len() {
-            self.served.push((String::new(), String::new(), [0; 3]));
-        }
-        for (((addr, port), counts), (a, p, c)) in self.ranked.iter().zip(self.served.iter_mut()) {
-            a.clear();
-            let _ = write!(a, "{addr}");
-            p.clear();
-            let _ = write!(p, "{port}");
-            *c = *counts;
-        }
     }
 }
 
@@ -171,19 +155,18 @@ impl Source for Remotes {
     }
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
-        if self.every.due(Instant::now()) {
-            if let Err(e) = self.scan() {
-                self.every.reset();
-                return Err(e);
-            }
-        }
-        for (addr, port, counts) in &self.served {
+        self.scan()?;
+        for ((addr, port), counts) in &self.ranked {
+            self.addr_buf.clear();
+            let _ = write!(self.addr_buf, "{addr}");
+            self.port_buf.clear();
+            let _ = write!(self.port_buf, "{port}");
             for (label, n) in STATE_LABELS.iter().zip(counts) {
                 out.push(
                     &metrics::REMOTE_SOCKETS,
                     &[
-                        ("remote_address", addr),
-                        ("remote_port", port),
+                        ("remote_address", self.addr_buf.as_str()),
+                        ("remote_port", self.port_buf.as_str()),
                         ("state", label),
                     ],
                     *n as f64,
@@ -194,11 +177,7 @@ impl Source for Remotes {
             out.push(&metrics::PORT_RANGE_SIZE, &[], f64::from(hi - lo) + 1.0);
         }
         out.push(&metrics::REMOTES, &[], self.total as f64);
-        out.push(
-            &metrics::REMOTES_OMITTED,
-            &[],
-            (self.total - self.served.len()) as f64,
-        );
+        out.push(&metrics::REMOTES_OMITTED, &[], (self.total - self.ranked.len()) as f64);
         Ok(())
     }
 }

@@ -42,11 +42,7 @@ impl Source for Sockstat {
             out.push(&metrics::TCP_TW_SOCKETS, &[], tw as f64);
         }
         if let Some(v4) = st.tcp_inuse {
-            out.push(
-                &metrics::TCP_INUSE,
-                &[],
-                (v4 + st.tcp6_inuse.unwrap_or(0)) as f64,
-            );
+            out.push(&metrics::TCP_INUSE, &[], (v4 + st.tcp6_inuse.unwrap_or(0)) as f64);
         }
         if let Some(o) = st.tcp_orphan {
             out.push(&metrics::TCP_ORPHAN, &[], o as f64);

@@ -46,11 +46,7 @@ impl Source for Softnet {
         for (desc, column) in columns {
             if self.per_cpu {
                 for row in &self.rows {
-                    out.push(
-                        desc,
-                        &[("cpu", self.labels.get(row.cpu as usize))],
-                        column(row) as f64,
-                    );
+                    out.push(desc, &[("cpu", self.labels.get(row.cpu as usize))], column(row) as f64);
                 }
             } else {
                 out.push(desc, &[], self.rows.iter().map(column).sum::<u64>() as f64);

@@ -1,5 +1,6 @@
 //! The tuning values that bound the pressures this exporter measures, re-read every
-//! `--scan.interval` (they change rarely; kube-proxy and operators do change them) and
+//! `--scan.interval` (the sampler's scan cadence: they change rarely, though kube-proxy
+//! and operators do change them) and
 //! served as one family `netpressure_sysctl{name}`. A sysctl absent in this namespace
 //! (netdev_max_backlog outside the initial one) is simply not served.
 
@@ -8,24 +9,15 @@ use crate::metrics;
 use crate::procfs::net::parse_port_range;
 use crate::procfs::{ProcError, ProcFile};
 use crate::snapshot::Snapshot;
-use crate::source::{Every, Source, SourceError};
+use crate::source::{Source, SourceError};
 
 /// (sysctl name, path under /proc/sys).
 const SINGLE: &[(&str, &str)] = &[
     ("net.core.somaxconn", "sys/net/core/somaxconn"),
-    (
-        "net.core.netdev_max_backlog",
-        "sys/net/core/netdev_max_backlog",
-    ),
-    (
-        "net.ipv4.tcp_max_syn_backlog",
-        "sys/net/ipv4/tcp_max_syn_backlog",
-    ),
+    ("net.core.netdev_max_backlog", "sys/net/core/netdev_max_backlog"),
+    ("net.ipv4.tcp_max_syn_backlog", "sys/net/ipv4/tcp_max_syn_backlog"),
     ("net.ipv4.tcp_syncookies", "sys/net/ipv4/tcp_syncookies"),
-    (
-        "net.ipv4.tcp_max_tw_buckets",
-        "sys/net/ipv4/tcp_max_tw_buckets",
-    ),
+    ("net.ipv4.tcp_max_tw_buckets", "sys/net/ipv4/tcp_max_tw_buckets"),
     ("net.ipv4.tcp_tw_reuse", "sys/net/ipv4/tcp_tw_reuse"),
     ("net.ipv4.tcp_timestamps", "sys/net/ipv4/tcp_timestamps"),
 ];
@@ -33,8 +25,6 @@ const SINGLE: &[(&str, &str)] = &[
 pub struct Sysctl {
     files: Vec<(&'static str, ProcFile)>,
     port_range: ProcFile,
-    every: Every,
-    values: Vec<(&'static str, f64)>,
 }
 
 impl Sysctl {
@@ -45,32 +35,7 @@ impl Sysctl {
                 .map(|(name, rel)| (*name, ProcFile::new(cfg.roots.proc(rel))))
                 .collect(),
             port_range: ProcFile::new(cfg.roots.proc("sys/net/ipv4/ip_local_port_range")),
-            every: Every::new(cfg.scan_interval),
-            values: Vec::new(),
         }
-    }
-
-    fn scan(&mut self) -> Result<(), SourceError> {
-        self.values.clear();
-        for (name, file) in &mut self.files {
-            if let Some(v) = file.read_u64_opt()? {
-                self.values.push((name, v as f64));
-            }
-        }
-        match self.port_range.read() {
-            Ok(bytes) => {
-                let (lo, hi) = parse_port_range(bytes).ok_or_else(|| {
-                    ProcError::parse(self.port_range.path(), "expected two ports, low then high")
-                })?;
-                self.values
-                    .push(("net.ipv4.ip_local_port_range.start", f64::from(lo)));
-                self.values
-                    .push(("net.ipv4.ip_local_port_range.end", f64::from(hi)));
-            }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
-        Ok(())
     }
 }
 
@@ -80,14 +45,28 @@ impl Source for Sysctl {
     }
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
-        if self.every.due(std::time::Instant::now()) {
-            if let Err(e) = self.scan() {
-                self.every.reset();
-                return Err(e);
+        for (name, file) in &mut self.files {
+            if let Some(v) = file.read_u64_opt()? {
+                out.push(&metrics::SYSCTL, &[("name", name)], v as f64);
             }
         }
-        for (name, v) in &self.values {
-            out.push(&metrics::SYSCTL, &[("name", name)], *v);
+        match self.port_range.read() {
+            Ok(bytes) => {
+                let (lo, hi) = parse_port_range(bytes)
+                    .ok_or_else(|| ProcError::parse(self.port_range.path(), "expected two ports, low then high"))?;
+                out.push(
+                    &metrics::SYSCTL,
+                    &[("name", "net.ipv4.ip_local_port_range.start")],
+                    f64::from(lo),
+                );
+                out.push(
+                    &metrics::SYSCTL,
+                    &[("name", "net.ipv4.ip_local_port_range.end")],
+                    f64::from(hi),
+                );
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
         }
         Ok(())
     }

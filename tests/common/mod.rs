@@ -105,9 +105,7 @@ pub fn enter<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'stat
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
     }
 }
 
@@ -170,10 +168,7 @@ impl ConntrackMaxGuard {
         // SAFETY: flock on a file we own; blocks until no other test holds it.
         let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
         assert_eq!(rc, 0);
-        let old = std::fs::read_to_string(MAX_PATH)
-            .unwrap()
-            .trim()
-            .to_string();
+        let old = std::fs::read_to_string(MAX_PATH).unwrap().trim().to_string();
         std::fs::write(MAX_PATH, value.to_string()).unwrap();
         Self { old, _lock: lock }
     }
@@ -259,10 +254,7 @@ impl Exporter {
         }
         req.push_str("\r\n");
         let stream = enter(&self.ns_name, || {
-            TcpStream::connect_timeout(
-                &SocketAddr::from(([127, 0, 0, 1], PORT)),
-                Duration::from_secs(2),
-            )
+            TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], PORT)), Duration::from_secs(2))
         })?;
         http_exchange(stream, &req)
     }
@@ -334,23 +326,19 @@ fn http_exchange(mut stream: TcpStream, req: &str) -> std::io::Result<Response> 
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
     let mut body = raw[split + 4..].to_vec();
-    if headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-    }) {
+    if headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"))
+    {
         body = dechunk(&body);
     }
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
+    Ok(Response { status, headers, body })
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
         }
@@ -370,11 +358,7 @@ pub fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
     };
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            l.rsplit_once(' ')
-                .filter(|(k, _)| *k == key)
-                .map(|(_, v)| v)
-        })
+        .find_map(|l| l.rsplit_once(' ').filter(|(k, _)| *k == key).map(|(_, v)| v))
         .map(|v| v.parse().unwrap())
 }
 
