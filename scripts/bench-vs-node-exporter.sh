@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2000}
-IDLE_SECONDS=${IDLE_SECONDS:-10}
+IDLE_SECONDS=${IDLE_SECONDS:-30}
 OURS_PORT=19861
 NODE_PORT=19100
 

@@ -131,8 +131,18 @@ impl Listeners {
             return Ok(());
         };
         self.syn_recv.clear();
+        // Each dump walks the whole established hash (about 3.5 ms on 262,144 buckets), so
+        // skip the ones that cannot find anything: request sockets belong to a listener,
+        // IPv6 ones to an IPv6 listener (IPv4 ones may belong to a dual-stack one).
+        let want = [
+            !self.listeners.is_empty(),
+            self.listeners.iter().any(|l| l.addr.is_ipv6()),
+        ];
         let counts = &mut self.syn_recv;
-        for (name, req) in [SYN_V4, SYN_V6].into_iter().zip(self.syn_req.iter_mut()) {
+        for ((name, req), wanted) in [SYN_V4, SYN_V6].into_iter().zip(self.syn_req.iter_mut()).zip(want) {
+            if !wanted {
+                continue;
+            }
             diag.dump(name, req, &mut |s: &TcpSock| {
                 if s.state == state::SYN_RECV || s.state == state::NEW_SYN_RECV {
                     *counts.entry((s.local, s.local_port)).or_insert(0) += 1;
