@@ -36,6 +36,7 @@ pub struct Config {
     pub listeners_max: usize,
     pub listeners_ports: Option<Vec<(u16, u16)>>,
     pub remotes_top: usize,
+    pub processes_top: usize,
     pub softnet_per_cpu: bool,
     pub log_level: log::LevelFilter,
     pub log_format: LogFormat,
@@ -55,6 +56,7 @@ impl Default for Config {
             listeners_max: 100,
             listeners_ports: None,
             remotes_top: 20,
+            processes_top: 10,
             softnet_per_cpu: false,
             log_level: log::LevelFilter::Info,
             log_format: LogFormat::Logfmt,
@@ -291,6 +293,14 @@ fn command() -> Command {
                 .help("Remote endpoints served: those holding the most local ports"),
         )
         .arg(
+            Arg::new("collector.processes.top")
+                .long("collector.processes.top")
+                .value_name("N")
+                .default_value("10")
+                .value_parser(parse_count)
+                .help("Processes served: those with the most open descriptors for their limit"),
+        )
+        .arg(
             Arg::new("collector.softnet.per-cpu")
                 .long("collector.softnet.per-cpu")
                 .action(ArgAction::SetTrue)
@@ -387,6 +397,7 @@ impl Config {
             listeners_max: get(&m, "collector.listeners.max").unwrap_or(d.listeners_max),
             listeners_ports: get(&m, "collector.listeners.ports"),
             remotes_top: get(&m, "collector.remotes.top").unwrap_or(d.remotes_top),
+            processes_top: get(&m, "collector.processes.top").unwrap_or(d.processes_top),
             softnet_per_cpu: m.get_flag("collector.softnet.per-cpu"),
             log_level: get(&m, "log.level").unwrap_or(d.log_level),
             log_format: get(&m, "log.format").unwrap_or(d.log_format),

@@ -321,3 +321,41 @@ pub static SYSCTL: Desc = gauge(
     "netpressure_sysctl",
     "Current value of a kernel tuning parameter that bounds the pressures above, by sysctl name.",
 );
+
+// --- file descriptors ----------------------------------------------------------------
+
+pub static FD_ALLOCATED: Desc = Desc {
+    peak: Some(&FD_ALLOCATED_PEAK),
+    ..gauge(
+        "netpressure_fd_allocated",
+        "File handles allocated system-wide (first field of /proc/sys/fs/file-nr).",
+    )
+};
+pub static FD_ALLOCATED_PEAK: Desc = gauge(
+    "netpressure_fd_allocated_peak",
+    "Highest netpressure_fd_allocated sampled over the sliding peak window.",
+);
+pub static FD_LIMIT: Desc = gauge(
+    "netpressure_fd_limit",
+    "fs.file-max: the system-wide file handle limit (\"VFS: file-max limit reached\").",
+);
+pub static FD_PROCESS_CEILING: Desc = gauge(
+    "netpressure_fd_process_ceiling",
+    "fs.nr_open: the highest RLIMIT_NOFILE any process may be given.",
+);
+pub static PROCESS_OPEN_FDS_TOP: Desc = gauge(
+    "netpressure_process_open_fds",
+    "Open file descriptors of one of the processes nearest their limit (top --collector.processes.top).",
+);
+pub static PROCESS_FD_LIMIT_TOP: Desc = gauge(
+    "netpressure_process_fd_limit",
+    "Soft RLIMIT_NOFILE of one of the processes nearest their limit: open() fails with EMFILE at this count.",
+);
+pub static PROCESSES_SCANNED: Desc = gauge(
+    "netpressure_processes_scanned",
+    "Processes with open file descriptors seen by the last process scan.",
+);
+pub static PROCESSES_UNREADABLE: Desc = gauge(
+    "netpressure_processes_unreadable",
+    "Processes the last scan could not read (permissions: CAP_SYS_PTRACE, hidepid); not in the top-K.",
+);

@@ -5,6 +5,7 @@
 pub mod conntrack;
 pub mod net;
 pub mod parse;
+pub mod pid;
 
 use std::fs::File;
 use std::io;

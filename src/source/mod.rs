@@ -2,9 +2,11 @@
 //! `--collector.NAME` flags, the self-metrics and the docs all come from [`SOURCES`].
 
 pub mod conntrack;
+pub mod filefd;
 pub mod listeners;
 pub mod netstat;
 pub mod process;
+pub mod processes;
 pub mod remotes;
 pub mod sockstat;
 pub mod softnet;
@@ -130,6 +132,20 @@ pub static SOURCES: &[SourceInfo] = &[
         default_enabled: true,
         cadence: Cadence::Scan,
         build: |cfg| Box::new(sysctl::Sysctl::new(cfg)),
+    },
+    SourceInfo {
+        name: "filefd",
+        help: "system-wide file handles against fs.file-max, and fs.nr_open (/proc/sys/fs)",
+        default_enabled: true,
+        cadence: Cadence::Sample,
+        build: |cfg| Box::new(filefd::FileFd::new(cfg)),
+    },
+    SourceInfo {
+        name: "processes",
+        help: "the processes nearest their RLIMIT_NOFILE, every scan (/proc/PID/fd, /proc/PID/limits)",
+        default_enabled: true,
+        cadence: Cadence::Scan,
+        build: |cfg| Box::new(processes::Processes::new(cfg)),
     },
     SourceInfo {
         name: "process",

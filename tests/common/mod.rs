@@ -223,16 +223,25 @@ impl Exporter {
                 c
             }
         };
+        Self::start_cmd(&mut cmd)
+    }
+
+    /// Starts the exporter with a command line of the test's own (it must listen on
+    /// 127.0.0.1:PORT inside the namespace `ip netns exec` names).
+    pub fn start_cmd(cmd: &mut Command) -> Self {
+        let ns_name = cmd
+            .get_args()
+            .nth(2)
+            .and_then(|a| a.to_str())
+            .expect("an `ip netns exec NAME ...` command")
+            .to_string();
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let exp = Self {
-            child,
-            ns_name: ns.name.clone(),
-        };
+        let exp = Self { child, ns_name };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(r) = exp.get("/-/ready") {

@@ -1,0 +1,165 @@
+//! File-descriptor pressure against the real kernel: the system table and the processes
+//! nearest their RLIMIT_NOFILE.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, unsafe_code)]
+
+mod common;
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{metric, scrape_until, Exporter, Netns, EXPORTER};
+
+/// `sleep 60` with RLIMIT_NOFILE `soft`/`hard` and exactly `open` descriptors: 0-2 on
+/// /dev/null, and 3.. duplicated from stdin before exec.
+fn child_with_fds(open: i32, soft: u64, hard: u64) -> Child {
+    let mut cmd = Command::new("sleep");
+    cmd.arg("60")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setrlimit and dup2 are async-signal-safe; nothing else runs in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rl = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for fd in 3..open {
+                if libc::dup2(0, fd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().unwrap()
+}
+
+#[test]
+fn the_process_nearest_its_limit_is_first_and_leaves_when_it_exits() {
+    let ns = Netns::new("fdtop");
+    // 290 of 300: fuller than anything else on the machine, other tests' children included.
+    let mut child = child_with_fds(290, 300, 300);
+    let labels = format!(r#"pid="{}",comm="sleep""#, child.id());
+    let exp = Exporter::start(&ns, &["--scan.interval=1s"]);
+    let body = scrape_until(&exp, "the child in the top-K", |b| {
+        metric(b, "netpressure_process_open_fds", &labels) == Some(290.0)
+    });
+    assert_eq!(metric(&body, "netpressure_process_fd_limit", &labels), Some(300.0));
+    let first = body
+        .lines()
+        .find(|l| l.starts_with("netpressure_process_open_fds{"))
+        .unwrap();
+    assert!(first.contains(&labels), "the fullest process is served first: {first}");
+    assert!(metric(&body, "netpressure_processes_scanned", "").unwrap() > 1.0);
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    scrape_until(&exp, "the child's series to go", |b| !b.contains(&labels));
+}
+
+#[test]
+fn allocated_file_handles_rise_with_open_files() {
+    const FILES: usize = 2000;
+    let ns = Netns::new("fdsys");
+    let exp = Exporter::start(&ns, &[]);
+    let before = metric(&exp.scrape(), "netpressure_fd_allocated", "").unwrap();
+    let files: Vec<File> = (0..FILES).map(|_| File::open("/dev/null").unwrap()).collect();
+    let body = scrape_until(&exp, "file-nr to rise", |b| {
+        metric(b, "netpressure_fd_allocated", "").unwrap() >= before + FILES as f64
+    });
+    assert!(metric(&body, "netpressure_fd_allocated_peak", "").unwrap() >= before + FILES as f64);
+    assert!(metric(&body, "netpressure_fd_limit", "").unwrap() > 0.0);
+    assert!(metric(&body, "netpressure_fd_process_ceiling", "").unwrap() >= 1024.0);
+    drop(files);
+}
+
+#[test]
+fn scans_racing_with_exiting_processes_never_fail() {
+    let ns = Netns::new("fdrace");
+    let exp = Exporter::start(&ns, &["--scan.interval=1s"]);
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut spawned = 0;
+    while Instant::now() < deadline {
+        let mut batch: Vec<Child> = (0..20).map(|_| Command::new("true").spawn().unwrap()).collect();
+        let mut long: Child = Command::new("sleep").arg("5").spawn().unwrap();
+        for c in &mut batch {
+            c.wait().unwrap();
+        }
+        long.kill().unwrap();
+        long.wait().unwrap();
+        spawned += 21;
+    }
+    assert!(spawned > 200);
+    let body = exp.scrape();
+    assert_eq!(
+        metric(&body, "netpressure_source_up", r#"source="processes""#),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&body, "netpressure_source_errors_total", r#"source="processes""#),
+        Some(0.0)
+    );
+    assert!(metric(&body, "netpressure_samples_total", r#"source="processes""#).unwrap() >= 3.0);
+}
+
+#[test]
+fn unprivileged_serves_what_it_can_read_and_counts_the_rest() {
+    // A procfs mounted with hidepid=1 in a private mount namespace: an unprivileged user
+    // sees every PID but may read only its own processes.
+    let ns = Netns::new("fdnobody");
+    let dir = std::env::temp_dir().join(format!("np-fd-nobody-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("proc")).unwrap();
+    // Copy the binary somewhere nobody may execute it from, whatever the checkout's modes.
+    let exe = dir.join("netpressure_exporter");
+    std::fs::copy(EXPORTER, &exe).unwrap();
+    common::run(Command::new("chmod").args(["-R", "a+rX"]).arg(&dir));
+    let script = format!(
+        "mount -t proc -o hidepid=1 proc {proc} && exec setpriv --reuid=65534 --regid=65534 --clear-groups \
+         {exe} --web.listen-address=127.0.0.1:{port} --scan.interval=1s --path.procfs={proc}",
+        proc = dir.join("proc").display(),
+        exe = exe.display(),
+        port = common::PORT,
+    );
+    let exp = Exporter::start_cmd(
+        ns.cmd("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script]),
+    );
+    let body = scrape_until(&exp, "a process scan", |b| {
+        metric(b, "netpressure_processes_scanned", "").is_some()
+    });
+    assert_eq!(
+        metric(&body, "netpressure_source_up", r#"source="processes""#),
+        Some(1.0)
+    );
+    // Its own process is readable; root's (this test, init, ...) are not.
+    assert!(metric(&body, "netpressure_processes_scanned", "").unwrap() >= 1.0);
+    assert!(metric(&body, "netpressure_processes_unreadable", "").unwrap() >= 1.0);
+    assert!(body.contains(r#"comm="netpressure_exp""#), "{body}");
+    drop(exp);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_raised_limit_is_seen_at_the_next_scan_when_the_process_is_near_it() {
+    let ns = Netns::new("fdprlimit");
+    // The hard limit leaves room to raise the soft one without CAP_SYS_RESOURCE.
+    let mut child = child_with_fds(280, 300, 8000);
+    let labels = format!(r#"pid="{}",comm="sleep""#, child.id());
+    let exp = Exporter::start(&ns, &["--scan.interval=1s"]);
+    scrape_until(&exp, "the old limit", |b| {
+        metric(b, "netpressure_process_fd_limit", &labels) == Some(300.0)
+    });
+    common::run(Command::new("prlimit").args(["--pid", &child.id().to_string(), "--nofile=4000:4000"]));
+    scrape_until(&exp, "the raised limit", |b| {
+        metric(b, "netpressure_process_fd_limit", &labels) == Some(4000.0)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
