@@ -73,9 +73,11 @@ fn exchange(sock: &mut NlSocket, dir: &Path, name: &str, req: &mut [u8], dump: b
     let seq = sock.send("capture", req)?;
     let mut all = Vec::new();
     loop {
-        let d = sock.recv("capture")?;
-        all.extend_from_slice(d);
-        if !dump || ends_exchange(d) {
+        let ends = sock.recv_with("capture", |d| {
+            all.extend_from_slice(d);
+            Ok(ends_exchange(d))
+        })?;
+        if !dump || ends {
             break;
         }
     }

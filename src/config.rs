@@ -38,6 +38,11 @@ pub struct Config {
     pub remotes_top: usize,
     pub processes_top: usize,
     pub softnet_per_cpu: bool,
+    pub netns: bool,
+    pub netns_interval: Duration,
+    pub netns_scan_interval: Duration,
+    pub netns_max: usize,
+    pub pod_logs: PathBuf,
     pub log_level: log::LevelFilter,
     pub log_format: LogFormat,
 }
@@ -58,6 +63,11 @@ impl Default for Config {
             remotes_top: 20,
             processes_top: 10,
             softnet_per_cpu: false,
+            netns: true,
+            netns_interval: Duration::from_secs(10),
+            netns_scan_interval: Duration::from_secs(300),
+            netns_max: 200,
+            pod_logs: PathBuf::from("/var/log/pods"),
             log_level: log::LevelFilter::Info,
             log_format: LogFormat::Logfmt,
         }
@@ -130,6 +140,14 @@ fn parse_scan_interval(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < Duration::from_secs(1) || d > Duration::from_secs(600) {
         return Err("expected a duration from 1s to 10m, such as 5s".into());
+    }
+    Ok(d)
+}
+
+fn parse_netns_scan_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(10) || d > Duration::from_secs(3600) {
+        return Err("expected a duration from 10s to 1h, such as 5m".into());
     }
     Ok(d)
 }
@@ -307,6 +325,52 @@ fn command() -> Command {
                 .help("Serve softnet counters per CPU (a cpu label) instead of summed"),
         )
         .arg(
+            Arg::new("collector.netns")
+                .long("collector.netns")
+                .action(ArgAction::SetTrue)
+                .overrides_with("no-collector.netns")
+                .help("Sample every network namespace on the node, not only the exporter's own (default: enabled; needs CAP_SYS_ADMIN and CAP_SYS_PTRACE)"),
+        )
+        .arg(
+            Arg::new("no-collector.netns")
+                .long("no-collector.netns")
+                .action(ArgAction::SetTrue)
+                .overrides_with("collector.netns")
+                .help("Sample only the exporter's own network namespace"),
+        )
+        .arg(
+            Arg::new("netns.interval")
+                .long("netns.interval")
+                .value_name("DURATION")
+                .default_value("10s")
+                .value_parser(parse_scan_interval)
+                .help("How often namespaces are discovered and the other namespaces sampled (1s to 10m)"),
+        )
+        .arg(
+            Arg::new("netns.scan-interval")
+                .long("netns.scan-interval")
+                .value_name("DURATION")
+                .default_value("5m")
+                .value_parser(parse_netns_scan_interval)
+                .help("How often each other namespace's hash-walking dumps run, spread over the interval (10s to 1h)"),
+        )
+        .arg(
+            Arg::new("netns.max")
+                .long("netns.max")
+                .value_name("N")
+                .default_value("200")
+                .value_parser(parse_count)
+                .help("Most namespaces sampled besides the exporter's own; the rest are counted in netpressure_netns_omitted"),
+        )
+        .arg(
+            Arg::new("path.pod-logs")
+                .long("path.pod-logs")
+                .value_name("DIR")
+                .default_value("/var/log/pods")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("The kubelet's pod log directory, whose NAMESPACE_NAME_UID entries name pods"),
+        )
+        .arg(
             Arg::new("log.level")
                 .long("log.level")
                 .value_name("LEVEL")
@@ -399,6 +463,11 @@ impl Config {
             remotes_top: get(&m, "collector.remotes.top").unwrap_or(d.remotes_top),
             processes_top: get(&m, "collector.processes.top").unwrap_or(d.processes_top),
             softnet_per_cpu: m.get_flag("collector.softnet.per-cpu"),
+            netns: !m.get_flag("no-collector.netns"),
+            netns_interval: get(&m, "netns.interval").unwrap_or(d.netns_interval),
+            netns_scan_interval: get(&m, "netns.scan-interval").unwrap_or(d.netns_scan_interval),
+            netns_max: get(&m, "netns.max").unwrap_or(d.netns_max),
+            pod_logs: get(&m, "path.pod-logs").unwrap_or(d.pod_logs),
             log_level: get(&m, "log.level").unwrap_or(d.log_level),
             log_format: get(&m, "log.format").unwrap_or(d.log_format),
         })

@@ -359,3 +359,26 @@ pub static PROCESSES_UNREADABLE: Desc = gauge(
     "netpressure_processes_unreadable",
     "Processes the last scan could not read (permissions: CAP_SYS_PTRACE, hidepid); not in the top-K.",
 );
+
+// --- network namespaces --------------------------------------------------------------
+
+pub static NETNS_SAMPLED: Desc = gauge(
+    "netpressure_netns_sampled",
+    "Network namespaces sampled besides the exporter's own (--collector.netns).",
+);
+pub static NETNS_OMITTED: Desc = gauge(
+    "netpressure_netns_omitted",
+    "Network namespaces found but not sampled because of --netns.max.",
+);
+pub static NETNS_SOURCE_DOWN: Desc = gauge(
+    "netpressure_netns_source_down",
+    "Sampled namespaces in which this source's last run failed.",
+);
+pub static NETNS_SOURCE_ERRORS: Desc = counter(
+    "netpressure_netns_source_errors_total",
+    "Failed runs of this source in the namespaces besides the exporter's own.",
+);
+pub static NETNS_DISCOVERY_DURATION: Desc = gauge(
+    "netpressure_netns_discovery_duration_seconds",
+    "Time the last namespace discovery took (listing /proc/*/ns/net and PID 1's mountinfo).",
+);

@@ -59,15 +59,7 @@ impl Snapshot {
     /// Adds one sample. `labels` are (name, value) pairs; values are escaped here.
     pub fn push(&mut self, desc: &'static Desc, labels: &[(&str, &str)], value: f64) {
         let start = self.labels.len();
-        for (i, (name, value)) in labels.iter().enumerate() {
-            if i > 0 {
-                self.labels.push(',');
-            }
-            self.labels.push_str(name);
-            self.labels.push_str("=\"");
-            escape_label_value(&mut self.labels, value);
-            self.labels.push('"');
-        }
+        render_labels(&mut self.labels, labels);
         let range = (as_u32(start), as_u32(self.labels.len()));
         self.push_rendered(desc, range, value);
     }
@@ -87,6 +79,22 @@ impl Snapshot {
         if let Some(s) = self.samples.get(index) {
             let labels = s.labels;
             self.push_rendered(desc, labels, value);
+        }
+    }
+
+    /// Appends every sample of `other` with the rendered labels `prefix` put first (the
+    /// labels of the network namespace a source ran in).
+    pub fn extend_labelled(&mut self, other: &Snapshot, prefix: &str) {
+        for s in &other.samples {
+            let start = self.labels.len();
+            self.labels.push_str(prefix);
+            let own = other.label_str(s.labels);
+            if !own.is_empty() {
+                self.labels.push(',');
+                self.labels.push_str(own);
+            }
+            let range = (as_u32(start), as_u32(self.labels.len()));
+            self.push_rendered(s.desc, range, s.value);
         }
     }
 
@@ -154,6 +162,19 @@ impl Snapshot {
     /// A size hint for the encoded text, to allocate the response once.
     pub fn encoded_len_hint(&self) -> usize {
         self.labels.len() + self.samples.len() * 64 + 4096
+    }
+}
+
+/// Renders `a="x",b="y"` (values escaped as the text format requires) onto `out`.
+pub fn render_labels(out: &mut String, labels: &[(&str, &str)]) {
+    for (i, (name, value)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(name);
+        out.push_str("=\"");
+        escape_label_value(out, value);
+        out.push('"');
     }
 }
 

@@ -47,3 +47,19 @@ pub fn page_size() -> u64 {
     let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(v).ok().filter(|v| *v > 0).unwrap_or(4096)
 }
+
+/// Moves the calling thread into the network namespace `ns` (an open nsfs file).
+/// Only this thread changes namespace; files and sockets it opens afterwards stay bound
+/// to the namespace they were opened in.
+///
+/// # Errors
+/// The errno of `setns(2)`: EPERM without CAP_SYS_ADMIN.
+pub fn setns_net(ns: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: setns takes a descriptor we borrow for the call and a constant flag.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -29,13 +29,13 @@ fn table_full_shows_entries_at_limit_and_drops() {
     let _flows = fill(&ns);
 
     let body = scrape_until(&exp, "entries at the limit", |b| {
-        metric(b, "netpressure_conntrack_entries", "") == Some(MAX as f64)
+        metric(b, "netpressure_conntrack_entries", &ns.label("")) == Some(MAX as f64)
     });
     assert_eq!(
-        metric(&body, "netpressure_conntrack_entries_limit", ""),
+        metric(&body, "netpressure_conntrack_entries_limit", &ns.label("")),
         Some(MAX as f64)
     );
-    let drops = metric(&body, "netpressure_conntrack_drop_total", "").unwrap();
+    let drops = metric(&body, "netpressure_conntrack_drop_total", &ns.label("")).unwrap();
     assert!(drops > 0.0, "drop_total should count the dropped SYNs, got {drops}");
     assert_eq!(
         metric(&body, "netpressure_source_up", r#"source="conntrack""#),
@@ -54,16 +54,16 @@ fn peak_holds_the_full_value_after_the_table_is_flushed() {
     let exp = Exporter::start(&ns, &[]);
     let mut flows = fill(&ns);
     scrape_until(&exp, "entries at the limit", |b| {
-        metric(b, "netpressure_conntrack_entries", "") == Some(MAX as f64)
+        metric(b, "netpressure_conntrack_entries", &ns.label("")) == Some(MAX as f64)
     });
 
     flows.close();
     ns.sh("conntrack -F");
     let body = scrape_until(&exp, "entries to fall", |b| {
-        metric(b, "netpressure_conntrack_entries", "").is_some_and(|v| v < 10.0)
+        metric(b, "netpressure_conntrack_entries", &ns.label("")).is_some_and(|v| v < 10.0)
     });
     assert_eq!(
-        metric(&body, "netpressure_conntrack_entries_peak", ""),
+        metric(&body, "netpressure_conntrack_entries_peak", &ns.label("")),
         Some(MAX as f64)
     );
 }
@@ -74,17 +74,16 @@ fn per_cpu_counters_carry_a_cpu_label_and_sum_to_the_total() {
     let ns = Netns::with_conntrack("percpu");
     let exp = Exporter::start(&ns, &["--collector.conntrack.per-cpu"]);
     let _flows = fill(&ns);
-    let body = scrape_until(&exp, "per-CPU drops", |b| {
-        b.contains("netpressure_conntrack_drop_total{cpu=")
-    });
+    let per_cpu_prefix = format!("netpressure_conntrack_drop_total{{{},cpu=", ns.label(""));
+    let body = scrape_until(&exp, "per-CPU drops", |b| b.contains(&per_cpu_prefix));
     assert_eq!(
-        metric(&body, "netpressure_conntrack_drop_total", ""),
+        metric(&body, "netpressure_conntrack_drop_total", &ns.label("")),
         None,
         "no summed series beside per-CPU ones"
     );
     let per_cpu: f64 = body
         .lines()
-        .filter(|l| l.starts_with("netpressure_conntrack_drop_total{cpu="))
+        .filter(|l| l.starts_with(&per_cpu_prefix))
         .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
         .sum();
     assert!(per_cpu > 0.0);
@@ -98,7 +97,7 @@ fn without_cap_net_admin_procfs_serves_and_the_netlink_path_reports_down() {
     assert!(expected >= 5);
     let exp = Exporter::start_with(&ns, Some("cap_net_admin"), &[]);
     let body = scrape_until(&exp, "a sample", |b| {
-        metric(b, "netpressure_conntrack_entries", "").is_some()
+        metric(b, "netpressure_conntrack_entries", &ns.label("")).is_some()
     });
     let limit: f64 = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
         .unwrap()
@@ -106,10 +105,13 @@ fn without_cap_net_admin_procfs_serves_and_the_netlink_path_reports_down() {
         .parse()
         .unwrap();
     assert_eq!(
-        metric(&body, "netpressure_conntrack_entries", ""),
+        metric(&body, "netpressure_conntrack_entries", &ns.label("")),
         Some(expected as f64)
     );
-    assert_eq!(metric(&body, "netpressure_conntrack_entries_limit", ""), Some(limit));
+    assert_eq!(
+        metric(&body, "netpressure_conntrack_entries_limit", &ns.label("")),
+        Some(limit)
+    );
     assert_eq!(
         metric(&body, "netpressure_source_up", r#"source="conntrack""#),
         Some(1.0)
@@ -128,7 +130,7 @@ fn without_cap_net_admin_procfs_serves_and_the_netlink_path_reports_down() {
             >= 1.0
     );
     // This kernel still builds /proc/net/stat/nf_conntrack, so counters are served too.
-    assert!(metric(&body, "netpressure_conntrack_drop_total", "").is_some());
+    assert!(metric(&body, "netpressure_conntrack_drop_total", &ns.label("")).is_some());
 
     let (_, log) = exp.stop();
     let warnings = log.lines().filter(|l| l.contains("conntrack_netlink is down")).count();
@@ -156,7 +158,7 @@ fn missing_conntrack_reports_the_source_down_and_the_rest_keeps_serving() {
         Some(0.0)
     );
     assert_eq!(metric(&body, "netpressure_source_up", r#"source="process""#), Some(1.0));
-    assert_eq!(metric(&body, "netpressure_conntrack_entries", ""), None);
+    assert_eq!(metric(&body, "netpressure_conntrack_entries", &ns.label("")), None);
     let (_, log) = exp.stop();
     let lines: Vec<_> = log.lines().filter(|l| l.contains("source conntrack is down")).collect();
     assert_eq!(lines.len(), 1, "{log}");

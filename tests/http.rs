@@ -42,7 +42,7 @@ fn metrics_is_text_format_and_gzip_on_request() {
         .read_to_string(&mut unzipped)
         .unwrap();
     assert!(unzipped.starts_with("# HELP "));
-    assert!(metric(&unzipped, "netpressure_conntrack_entries_limit", "").is_some());
+    assert!(metric(&unzipped, "netpressure_conntrack_entries_limit", &ns.label("")).is_some());
 }
 
 #[test]

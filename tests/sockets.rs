@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::{connect_many, listen_with_backlog, metric, scrape_until, Exporter, Netns};
 
-fn listener(port: u16) -> String {
-    format!(r#"address="127.0.0.1",port="{port}""#)
+fn listener(ns: &Netns, port: u16) -> String {
+    ns.label(&format!(r#"address="127.0.0.1",port="{port}""#))
 }
 
 #[test]
@@ -28,14 +28,14 @@ fn accept_queue_overflow_and_its_peak() {
     assert_eq!(clients.len(), 5, "the accept queue holds backlog + 1");
 
     let body = scrape_until(&exp, "a full accept queue", |b| {
-        metric(b, "netpressure_tcp_listen_queue_length", &listener(PORT)) == Some(5.0)
+        metric(b, "netpressure_tcp_listen_queue_length", &listener(&ns, PORT)) == Some(5.0)
     });
     assert_eq!(
-        metric(&body, "netpressure_tcp_listen_queue_limit", &listener(PORT)),
+        metric(&body, "netpressure_tcp_listen_queue_limit", &listener(&ns, PORT)),
         Some(4.0)
     );
-    assert!(metric(&body, "netpressure_tcp_listen_overflows_total", "").unwrap() > 0.0);
-    assert!(metric(&body, "netpressure_tcp_listen_drops_total", "").unwrap() > 0.0);
+    assert!(metric(&body, "netpressure_tcp_listen_overflows_total", &ns.label("")).unwrap() > 0.0);
+    assert!(metric(&body, "netpressure_tcp_listen_drops_total", &ns.label("")).unwrap() > 0.0);
 
     listener_sock.set_nonblocking(true).unwrap();
     let mut accepted = Vec::new();
@@ -44,10 +44,10 @@ fn accept_queue_overflow_and_its_peak() {
     }
     assert_eq!(accepted.len(), 5);
     let body = scrape_until(&exp, "an empty accept queue", |b| {
-        metric(b, "netpressure_tcp_listen_queue_length", &listener(PORT)) == Some(0.0)
+        metric(b, "netpressure_tcp_listen_queue_length", &listener(&ns, PORT)) == Some(0.0)
     });
     assert_eq!(
-        metric(&body, "netpressure_tcp_listen_queue_length_peak", &listener(PORT)),
+        metric(&body, "netpressure_tcp_listen_queue_length_peak", &listener(&ns, PORT)),
         Some(5.0)
     );
 }
@@ -71,13 +71,13 @@ fn syn_recv_per_listener_counts_half_open_connections() {
     });
     assert_eq!(clients.len(), CLIENTS);
     let body = scrape_until(&exp, "SYN_RECV sockets", |b| {
-        metric(b, "netpressure_tcp_syn_recv_sockets", &listener(PORT)) == Some(CLIENTS as f64)
+        metric(b, "netpressure_tcp_syn_recv_sockets", &listener(&ns, PORT)) == Some(CLIENTS as f64)
     });
     assert_eq!(
-        metric(&body, "netpressure_tcp_listen_queue_length", &listener(PORT)),
+        metric(&body, "netpressure_tcp_listen_queue_length", &listener(&ns, PORT)),
         Some(0.0)
     );
-    assert!(metric(&body, "netpressure_tcp_max_syn_backlog", "").unwrap() > 0.0);
+    assert!(metric(&body, "netpressure_tcp_max_syn_backlog", &ns.label("")).unwrap() > 0.0);
 }
 
 #[test]
@@ -111,7 +111,9 @@ fn time_wait_per_remote_against_the_local_port_range() {
         let out = ns.sh(&format!("ss -Htan state time-wait dst 127.0.0.1:{PORT} | wc -l"));
         String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().unwrap()
     };
-    let remote = format!(r#"remote_address="127.0.0.1",remote_port="{PORT}",state="time_wait""#);
+    let remote = ns.label(&format!(
+        r#"remote_address="127.0.0.1",remote_port="{PORT}",state="time_wait""#
+    ));
     let mut expected = 0.0;
     let body = scrape_until(&exp, "TIME_WAIT per remote to match ss", |b| {
         expected = ss_count();
@@ -122,9 +124,9 @@ fn time_wait_per_remote_against_the_local_port_range() {
         "only {expected} of {CONNS} TIME_WAIT sockets:\n{body}"
     );
     // sockstat also counts the exporter's own server-side TIME_WAIT from our scrapes.
-    assert!(metric(&body, "netpressure_tcp_time_wait_sockets", "").unwrap() >= expected);
-    assert!(metric(&body, "netpressure_tcp_time_wait_sockets_peak", "").unwrap() >= expected);
-    let size = metric(&body, "netpressure_local_port_range_size", "").unwrap();
+    assert!(metric(&body, "netpressure_tcp_time_wait_sockets", &ns.label("")).unwrap() >= expected);
+    assert!(metric(&body, "netpressure_tcp_time_wait_sockets_peak", &ns.label("")).unwrap() >= expected);
+    let size = metric(&body, "netpressure_local_port_range_size", &ns.label("")).unwrap();
     assert_eq!(size, 1000.0);
     let ratio = metric(&body, "netpressure_tcp_remote_sockets", &remote).unwrap() / size;
     assert_eq!(ratio, expected / 1000.0);
@@ -158,13 +160,16 @@ fn listener_cap_keeps_the_fullest_and_counts_the_rest() {
     });
     let body = scrape_until(&exp, "the three fullest listeners", |b| {
         fill.iter()
-            .all(|(p, n)| metric(b, "netpressure_tcp_listen_queue_length", &listener(*p)) == Some(*n as f64))
+            .all(|(p, n)| metric(b, "netpressure_tcp_listen_queue_length", &listener(&ns, *p)) == Some(*n as f64))
     });
     let served = body
         .lines()
-        .filter(|l| l.starts_with("netpressure_tcp_listen_queue_length{"))
+        .filter(|l| l.starts_with(&format!("netpressure_tcp_listen_queue_length{{{}", ns.label(""))))
         .count();
     assert_eq!(served, 3, "{body}");
-    assert_eq!(metric(&body, "netpressure_tcp_listeners", ""), Some(10.0));
-    assert_eq!(metric(&body, "netpressure_tcp_listeners_omitted", ""), Some(7.0));
+    assert_eq!(metric(&body, "netpressure_tcp_listeners", &ns.label("")), Some(10.0));
+    assert_eq!(
+        metric(&body, "netpressure_tcp_listeners_omitted", &ns.label("")),
+        Some(7.0)
+    );
 }

@@ -163,8 +163,7 @@ impl Ctnetlink {
     pub fn stats(&mut self) -> Result<CtGlobalStats, NetlinkError> {
         let seq = self.sock.send(REQ_STATS, &mut self.stats_req)?;
         for _ in 0..MAX_DATAGRAMS {
-            let datagram = self.sock.recv(REQ_STATS)?;
-            if let Some(stats) = decode_stats(datagram, seq)? {
+            if let Some(stats) = self.sock.recv_with(REQ_STATS, |d| decode_stats(d, seq))? {
                 return Ok(stats);
             }
         }
@@ -179,8 +178,7 @@ impl Ctnetlink {
         out.clear();
         let seq = self.sock.send(REQ_STATS_CPU, &mut self.cpu_req)?;
         for _ in 0..MAX_DATAGRAMS {
-            let datagram = self.sock.recv(REQ_STATS_CPU)?;
-            if decode_stats_cpu(datagram, seq, out)? {
+            if self.sock.recv_with(REQ_STATS_CPU, |d| decode_stats_cpu(d, seq, out))? {
                 return Ok(());
             }
         }

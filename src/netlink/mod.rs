@@ -72,10 +72,16 @@ impl NetlinkError {
     }
 }
 
-/// A connected netlink socket with its receive buffer.
+thread_local! {
+    /// One receive buffer per thread, shared by all its sockets: the sampler thread keeps
+    /// several sockets in every network namespace it samples, and a buffer each would
+    /// cost 64 KiB a socket.
+    static RECV_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A connected netlink socket.
 pub struct NlSocket {
     sock: Socket,
-    buf: Vec<u8>,
     seq: u32,
 }
 
@@ -90,11 +96,7 @@ impl NlSocket {
         sock.bind_auto().map_err(err)?;
         sock.connect(&SocketAddr::new(0, 0)).map_err(err)?;
         crate::sys::set_recv_timeout(&sock, RECV_TIMEOUT).map_err(err)?;
-        Ok(Self {
-            sock,
-            buf: vec![0; RECV_BUFFER],
-            seq: 0,
-        })
+        Ok(Self { sock, seq: 0 })
     }
 
     /// Stamps `req` with the next sequence number, sends it, and returns that number.
@@ -112,26 +114,36 @@ impl NlSocket {
         Ok(self.seq)
     }
 
-    /// Receives one datagram.
+    /// Receives one datagram and hands it to `f`.
     ///
     /// # Errors
-    /// [`NetlinkError::Timeout`], [`NetlinkError::Truncated`] or [`NetlinkError::Io`].
-    pub fn recv(&mut self, request: &'static str) -> Result<&[u8], NetlinkError> {
-        let n = loop {
-            let mut slice = &mut self.buf[..];
-            match self.sock.recv(&mut slice, libc::MSG_TRUNC) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    return Err(NetlinkError::Timeout { request })
-                }
-                Err(source) => return Err(NetlinkError::Io { request, source }),
+    /// [`NetlinkError::Timeout`], [`NetlinkError::Truncated`], [`NetlinkError::Io`], or
+    /// what `f` returns.
+    pub fn recv_with<R>(
+        &mut self,
+        request: &'static str,
+        f: impl FnOnce(&[u8]) -> Result<R, NetlinkError>,
+    ) -> Result<R, NetlinkError> {
+        RECV_BUF.with_borrow_mut(|buf| {
+            if buf.len() < RECV_BUFFER {
+                buf.resize(RECV_BUFFER, 0);
             }
-        };
-        if n > self.buf.len() {
-            return Err(NetlinkError::Truncated { request, len: n });
-        }
-        Ok(&self.buf[..n])
+            let n = loop {
+                let mut slice = &mut buf[..];
+                match self.sock.recv(&mut slice, libc::MSG_TRUNC) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                        return Err(NetlinkError::Timeout { request });
+                    }
+                    Err(source) => return Err(NetlinkError::Io { request, source }),
+                }
+            };
+            if n > buf.len() {
+                return Err(NetlinkError::Truncated { request, len: n });
+            }
+            f(&buf[..n])
+        })
     }
 }
 

@@ -182,8 +182,7 @@ impl SockDiag {
     ) -> Result<(), NetlinkError> {
         let seq = self.sock.send(request, req)?;
         for _ in 0..MAX_DATAGRAMS {
-            let datagram = self.sock.recv(request)?;
-            if decode_dump(request, datagram, seq, f)? {
+            if self.sock.recv_with(request, |d| decode_dump(request, d, seq, f))? {
                 return Ok(());
             }
         }

@@ -161,6 +161,13 @@ impl Roots {
         self.procfs.join(rel)
     }
 
+    /// A file under `/proc/thread-self/net`: the network namespace of the calling
+    /// thread, which is the one the sampler has entered (`/proc/net` follows the
+    /// process's main thread instead).
+    pub fn proc_net(&self, rel: &str) -> PathBuf {
+        self.procfs.join("thread-self/net").join(rel)
+    }
+
     pub fn sys(&self, rel: &str) -> PathBuf {
         self.sysfs.join(rel)
     }

@@ -53,7 +53,7 @@ impl Conntrack {
             count: nf("nf_conntrack_count"),
             max: nf("nf_conntrack_max"),
             buckets: nf("nf_conntrack_buckets"),
-            stat: ProcFile::new(cfg.roots.proc("net/stat/nf_conntrack")),
+            stat: ProcFile::new(cfg.roots.proc_net("stat/nf_conntrack")),
             timeouts: [
                 ("established", nf("nf_conntrack_tcp_timeout_established")),
                 ("close_wait", nf("nf_conntrack_tcp_timeout_close_wait")),

@@ -80,6 +80,10 @@ pub struct SourceInfo {
     pub help: &'static str,
     pub default_enabled: bool,
     pub cadence: Cadence,
+    /// The source reads one network namespace: it runs in every namespace the sampler
+    /// tracks and its series carry the `netns` (and pod) labels. Other sources are
+    /// node-wide and run once.
+    pub namespaced: bool,
     pub build: fn(&Config) -> Box<dyn Source>,
 }
 
@@ -89,6 +93,7 @@ pub static SOURCES: &[SourceInfo] = &[
         help: "conntrack table fill, limit, hash size, TCP timeouts and per-CPU counters (ctnetlink, procfs fallback)",
         default_enabled: true,
         cadence: Cadence::Sample,
+        namespaced: true,
         build: |cfg| Box::new(conntrack::Conntrack::new(cfg)),
     },
     SourceInfo {
@@ -96,6 +101,7 @@ pub static SOURCES: &[SourceInfo] = &[
         help: "TCP listen-queue, SYN-queue, syncookie, TIME_WAIT and connection counters (/proc/net/netstat, snmp)",
         default_enabled: true,
         cadence: Cadence::Second,
+        namespaced: true,
         build: |cfg| Box::new(netstat::Netstat::new(cfg)),
     },
     SourceInfo {
@@ -103,6 +109,7 @@ pub static SOURCES: &[SourceInfo] = &[
         help: "TCP sockets in use, orphaned and in TIME_WAIT, against tcp_max_tw_buckets (/proc/net/sockstat)",
         default_enabled: true,
         cadence: Cadence::Sample,
+        namespaced: true,
         build: |cfg| Box::new(sockstat::Sockstat::new(cfg)),
     },
     SourceInfo {
@@ -110,6 +117,7 @@ pub static SOURCES: &[SourceInfo] = &[
         help: "accept queue and limit per listener every sample, SYN_RECV per listener every scan (sock_diag)",
         default_enabled: true,
         cadence: Cadence::Sample,
+        namespaced: true,
         build: |cfg| Box::new(listeners::Listeners::new(cfg)),
     },
     SourceInfo {
@@ -117,6 +125,7 @@ pub static SOURCES: &[SourceInfo] = &[
         help: "sockets holding an ephemeral local port per remote endpoint, by state, every scan (sock_diag)",
         default_enabled: true,
         cadence: Cadence::Scan,
+        namespaced: true,
         build: |cfg| Box::new(remotes::Remotes::new(cfg)),
     },
     SourceInfo {
@@ -124,6 +133,7 @@ pub static SOURCES: &[SourceInfo] = &[
         help: "input backlog drops and squeezes (/proc/net/softnet_stat) against netdev_max_backlog",
         default_enabled: true,
         cadence: Cadence::Second,
+        namespaced: false,
         build: |cfg| Box::new(softnet::Softnet::new(cfg)),
     },
     SourceInfo {
@@ -131,6 +141,7 @@ pub static SOURCES: &[SourceInfo] = &[
         help: "the tuning values that bound these pressures (somaxconn, tcp_max_syn_backlog, ...), every scan",
         default_enabled: true,
         cadence: Cadence::Scan,
+        namespaced: false,
         build: |cfg| Box::new(sysctl::Sysctl::new(cfg)),
     },
     SourceInfo {
@@ -138,6 +149,7 @@ pub static SOURCES: &[SourceInfo] = &[
         help: "system-wide file handles against fs.file-max, and fs.nr_open (/proc/sys/fs)",
         default_enabled: true,
         cadence: Cadence::Sample,
+        namespaced: false,
         build: |cfg| Box::new(filefd::FileFd::new(cfg)),
     },
     SourceInfo {
@@ -145,6 +157,7 @@ pub static SOURCES: &[SourceInfo] = &[
         help: "the processes nearest their RLIMIT_NOFILE, every scan (/proc/PID/fd, /proc/PID/limits)",
         default_enabled: true,
         cadence: Cadence::Scan,
+        namespaced: false,
         build: |cfg| Box::new(processes::Processes::new(cfg)),
     },
     SourceInfo {
@@ -152,6 +165,7 @@ pub static SOURCES: &[SourceInfo] = &[
         help: "the exporter's own process_* metrics",
         default_enabled: true,
         cadence: Cadence::Second,
+        namespaced: false,
         build: |_| Box::new(process::Process::new()),
     },
 ];
@@ -159,6 +173,9 @@ pub static SOURCES: &[SourceInfo] = &[
 /// The health of one source (or one path inside a source), as self-metrics.
 #[derive(Debug, Default, Clone)]
 pub struct SourceStatus {
+    /// Log at debug only (a source in one of many pod namespaces: the sampler reports
+    /// those in aggregate).
+    pub quiet: bool,
     pub up: bool,
     pub errors: u64,
     pub samples: u64,
@@ -167,6 +184,13 @@ pub struct SourceStatus {
 }
 
 impl SourceStatus {
+    pub fn new(quiet: bool) -> Self {
+        Self {
+            quiet,
+            ..Self::default()
+        }
+    }
+
     /// Records one sample's outcome. Logs when the source goes down or its error changes,
     /// and when it recovers: never once a tick.
     pub fn record(&mut self, name: &str, result: Result<(), &SourceError>, took: Duration) {
@@ -174,7 +198,7 @@ impl SourceStatus {
         self.duration = took;
         match result {
             Ok(()) => {
-                if self.last_error.take().is_some() {
+                if self.last_error.take().is_some() && !self.quiet {
                     log::info!("source {name} recovered");
                 }
                 self.up = true;
@@ -187,7 +211,7 @@ impl SourceStatus {
                 }
                 let msg = e.to_string();
                 if self.last_error.as_deref() != Some(msg.as_str()) {
-                    if absent {
+                    if absent || self.quiet {
                         log::debug!("source {name} is down: not available on this kernel: {msg}");
                     } else {
                         log::warn!("source {name} is down: {msg}");

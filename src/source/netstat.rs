@@ -48,8 +48,8 @@ pub struct Netstat {
 impl Netstat {
     pub fn new(cfg: &Config) -> Self {
         Self {
-            netstat: ProcFile::new(cfg.roots.proc("net/netstat")),
-            snmp: ProcFile::new(cfg.roots.proc("net/snmp")),
+            netstat: ProcFile::new(cfg.roots.proc_net("netstat")),
+            snmp: ProcFile::new(cfg.roots.proc_net("snmp")),
             values: [None; FIELDS_LEN],
         }
     }

@@ -17,8 +17,8 @@ pub struct Sockstat {
 impl Sockstat {
     pub fn new(cfg: &Config) -> Self {
         Self {
-            v4: ProcFile::new(cfg.roots.proc("net/sockstat")),
-            v6: ProcFile::new(cfg.roots.proc("net/sockstat6")),
+            v4: ProcFile::new(cfg.roots.proc_net("sockstat")),
+            v6: ProcFile::new(cfg.roots.proc_net("sockstat6")),
             tw_limit: ProcFile::new(cfg.roots.proc("sys/net/ipv4/tcp_max_tw_buckets")),
         }
     }

@@ -22,7 +22,7 @@ pub struct Softnet {
 impl Softnet {
     pub fn new(cfg: &Config) -> Self {
         Self {
-            stat: ProcFile::new(cfg.roots.proc("net/softnet_stat")),
+            stat: ProcFile::new(cfg.roots.proc_net("softnet_stat")),
             limit: ProcFile::new(cfg.roots.proc("sys/net/core/netdev_max_backlog")),
             rows: Vec::new(),
             per_cpu: cfg.softnet_per_cpu,

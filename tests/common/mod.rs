@@ -48,6 +48,18 @@ impl Netns {
         ns
     }
 
+    /// The `netns` label the exporter gives this namespace's series (its inode), with
+    /// `more` labels after it.
+    pub fn label(&self, more: &str) -> String {
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(format!("/run/netns/{}", self.name)).unwrap().ino();
+        if more.is_empty() {
+            format!(r#"netns="{ino}""#)
+        } else {
+            format!(r#"netns="{ino}",{more}"#)
+        }
+    }
+
     /// A namespace whose output hook has an nftables `ct state` rule, so that conntrack
     /// tracks every flow in it (conntrack hooks are registered per namespace on demand).
     ///

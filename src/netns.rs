@@ -1,0 +1,158 @@
+//! Finding the node's network namespaces: every namespace a process lives in
+//! (`/proc/PID/ns/net`, deduplicated by device and inode) and every namespace pinned only
+//! by a bind mount (`ip netns`, CNI: `nsfs` entries in PID 1's mountinfo whose root is
+//! `net:[INODE]`). Namespaces held only by an open descriptor are invisible to both.
+//!
+//! Inode numbers are reused once a namespace is freed. The sampler keeps an open
+//! descriptor to every namespace it tracks, which keeps the namespace (and so its inode)
+//! alive: while tracked, an inode names one namespace. When discovery no longer finds
+//! it, the sampler drops its state and the descriptor, and a later namespace with the
+//! same inode starts from nothing.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::procfs::parse::fields;
+
+/// A namespace's identity: the (device, inode) of its nsfs file.
+pub type NsKey = (u64, u64);
+
+/// How to reach a namespace found by discovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// A process living in it (the lowest PID seen), if any.
+    pub pid: Option<u32>,
+    /// A path that opens it: `/proc/PID/ns/net` or the bind mount under `/proc/1/root`.
+    pub path: PathBuf,
+}
+
+/// The initial network namespace: PID 1's, or kthreadd's (PID 2, a kernel thread, always
+/// in the initial namespace) where PID 1's may not be read.
+pub fn init_key(procfs: &Path) -> Option<NsKey> {
+    key_of(&procfs.join("1/ns/net"))
+        .or_else(|_| key_of(&procfs.join("2/ns/net")))
+        .ok()
+}
+
+pub fn key_of(path: &Path) -> io::Result<NsKey> {
+    let m = fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Opens a namespace for `setns`.
+///
+/// # Errors
+/// The namespace is gone (ENOENT) or may not be opened (EACCES without CAP_SYS_PTRACE
+/// for another user's process).
+pub fn open(found: &Found) -> io::Result<File> {
+    File::open(&found.path)
+}
+
+/// Parses one mountinfo line; returns the mount point when it is an nsfs mount of a
+/// network namespace (root `net:[INODE]`).
+pub fn nsfs_net_mount(line: &[u8]) -> Option<&[u8]> {
+    // id parent major:minor root mountpoint options [optional...] - fstype source super
+    let mut f = fields(line);
+    let root = f.nth(3)?;
+    let mount_point = f.next()?;
+    let mut rest = f.skip_while(|x| *x != b"-");
+    rest.next()?;
+    let fstype = rest.next()?;
+    (fstype == b"nsfs" && root.starts_with(b"net:[")).then_some(mount_point)
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape(raw: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'\\' && i + 3 < raw.len() && raw[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = (raw[i + 1] - b'0') * 64 + (raw[i + 2] - b'0') * 8 + (raw[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(raw[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(std::ffi::OsStr::from_bytes(&out))
+}
+
+/// Every network namespace on the node, into `out` (cleared first).
+///
+/// # Errors
+/// `procfs` cannot be listed.
+pub fn discover(procfs: &Path, out: &mut HashMap<NsKey, Found>) -> io::Result<()> {
+    out.clear();
+    let mut path = PathBuf::new();
+    for entry in fs::read_dir(procfs)?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        path.clear();
+        path.push(procfs);
+        path.push(pid.to_string());
+        path.push("ns/net");
+        // Kernel threads and exited processes have no readable ns/net: skip them.
+        let Ok(key) = key_of(&path) else { continue };
+        match out.get_mut(&key) {
+            Some(f) if f.pid.is_none_or(|p| pid < p) => {
+                f.pid = Some(pid);
+                f.path = path.clone();
+            }
+            Some(_) => {}
+            None => {
+                out.insert(
+                    key,
+                    Found {
+                        pid: Some(pid),
+                        path: path.clone(),
+                    },
+                );
+            }
+        }
+    }
+    // Bind mounts live in the host's mount namespace: read PID 1's view and open them
+    // through its root (a hostPID container), or by their path where PID 1's root is
+    // not ours to follow but its mounts are visible to us (the host itself); then our
+    // own mount table.
+    for (mountinfo, root) in [("1/mountinfo", Some("1/root")), ("self/mountinfo", None)] {
+        let Ok(text) = fs::read(procfs.join(mountinfo)) else {
+            continue;
+        };
+        for line in text.split(|b| *b == b'\n') {
+            let Some(mp) = nsfs_net_mount(line) else { continue };
+            let mp = unescape(mp);
+            let through_root = root.map(|r| procfs.join(r).join(mp.strip_prefix("/").unwrap_or(&mp)));
+            for path in through_root.into_iter().chain(std::iter::once(mp.clone())) {
+                if let Ok(key) = key_of(&path) {
+                    out.entry(key).or_insert(Found { pid: None, path });
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lines() {
+        // Captured on the development machine after `ip netns add x` (Linux 6.18.44).
+        let l = b"612 29 0:4 net:[4026532245] /run/netns/x rw shared:263 - nsfs nsfs rw";
+        assert_eq!(nsfs_net_mount(l), Some(&b"/run/netns/x"[..]));
+        let mnt = b"613 29 0:4 mnt:[4026532300] /run/foo rw shared:264 - nsfs nsfs rw";
+        assert_eq!(nsfs_net_mount(mnt), None);
+        let tmp = b"30 23 0:26 / /run rw,nosuid - tmpfs tmpfs rw";
+        assert_eq!(nsfs_net_mount(tmp), None);
+        assert_eq!(nsfs_net_mount(b""), None);
+        assert_eq!(unescape(b"/run/netns/a\\040b"), PathBuf::from("/run/netns/a b"));
+    }
+}
