@@ -291,6 +291,10 @@ impl Exporter {
         String::from_utf8(r.body).unwrap()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the exporter and returns what it logged.
     pub fn stop(mut self) -> (Option<i32>, String) {
         // SAFETY: signalling our own child by pid.

@@ -1,0 +1,272 @@
+//! Every network namespace on the node: discovery, per-namespace series, pod
+//! attribution from real cgroups, and churn. The exporter runs in a namespace of its own
+//! and finds the others the tests make.
+//!
+//! These tests run one at a time (each exporter tracks every namespace on the machine,
+//! so the churn test's descriptor count must not see the others' namespaces).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::{connect_many, listen_with_backlog, metric, scrape_until, Exporter, Flows, Netns};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const FAST: &[&str] = &["--netns.interval=1s", "--netns.scan-interval=10s", "--scan.interval=1s"];
+
+#[test]
+fn three_namespaces_each_with_their_own_numbers() {
+    let _s = serial();
+    let home = Netns::new("home");
+    let exp = Exporter::start(&home, FAST);
+
+    // A: conntrack entries. B: a listener with a full accept queue. C: TIME_WAIT sockets.
+    // None has a process: each is held only by its `ip netns` bind mount.
+    let a = Netns::with_conntrack("nsa");
+    let _flows = Flows::open(&a, 8080, 20, Duration::from_secs(2));
+    let entries = a.conntrack_count() as f64;
+    assert!(entries >= 20.0);
+
+    let b = Netns::new("nsb");
+    let _held = b.enter(|| {
+        let l = listen_with_backlog(7200, 2);
+        let c = connect_many(7200, 3, Duration::from_secs(1));
+        (l, c)
+    });
+
+    let c = Netns::new("nsc");
+    c.sh("sysctl -qw net.ipv4.tcp_tw_reuse=0");
+    c.enter(|| {
+        let l = listen_with_backlog(7300, 128);
+        let server = std::thread::spawn(move || {
+            for _ in 0..50 {
+                let (mut s, _) = l.accept().unwrap();
+                let _ = s.read_to_end(&mut Vec::new());
+            }
+        });
+        for _ in 0..50 {
+            drop(TcpStream::connect(("127.0.0.1", 7300)).unwrap());
+        }
+        server.join().unwrap();
+    });
+    let tw = c.sh("ss -Htan state time-wait | wc -l");
+    let tw: f64 = String::from_utf8_lossy(&tw.stdout).trim().parse().unwrap();
+    assert!(tw >= 40.0);
+
+    let queue = b.label(r#"address="127.0.0.1",port="7200""#);
+    let body = scrape_until(&exp, "all three namespaces", |body| {
+        metric(body, "netpressure_conntrack_entries", &a.label("")) == Some(entries)
+            && metric(body, "netpressure_tcp_listen_queue_length", &queue) == Some(3.0)
+            && metric(body, "netpressure_tcp_time_wait_sockets", &c.label("")) == Some(tw)
+    });
+    // Each namespace has its own numbers, not its neighbours'.
+    assert_eq!(metric(&body, "netpressure_conntrack_entries", &b.label("")), Some(0.0));
+    assert_eq!(
+        metric(&body, "netpressure_tcp_time_wait_sockets", &a.label("")),
+        Some(0.0)
+    );
+    assert_eq!(metric(&body, "netpressure_tcp_listen_queue_limit", &queue), Some(2.0));
+    assert!(metric(&body, "netpressure_tcp_listen_overflows_total", &b.label("")).is_some());
+    // The node's initial namespace is `host`; the exporter's own is its inode.
+    assert!(metric(&body, "netpressure_conntrack_entries_limit", r#"netns="host""#).is_some());
+    assert!(metric(&body, "netpressure_tcp_sockets_in_use", &home.label("")).is_some());
+    assert!(metric(&body, "netpressure_netns_sampled", "").unwrap() >= 4.0);
+}
+
+/// A kubepods cgroup made for the test, removed on drop (after its processes exit).
+struct Cgroup {
+    dirs: Vec<PathBuf>,
+}
+
+impl Cgroup {
+    fn create(root: &Path, rel: &str) -> Self {
+        let mut dirs = Vec::new();
+        let mut p = root.to_path_buf();
+        for part in rel.split('/') {
+            p.push(part);
+            if !p.exists() {
+                std::fs::create_dir(&p).unwrap();
+                dirs.push(p.clone());
+            }
+        }
+        Self { dirs }
+    }
+
+    fn add(&self, pid: u32) {
+        let leaf = self.dirs.last().unwrap();
+        std::fs::write(leaf.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for d in self.dirs.iter().rev() {
+            for _ in 0..50 {
+                if std::fs::remove_dir(d).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn pod_labels_come_from_real_cgroups_and_the_pod_log_directory() {
+    let _s = serial();
+    let home = Netns::new("podhome");
+    let logs = std::env::temp_dir().join(format!("np-pod-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&logs).unwrap();
+    let logs_flag = format!("--path.pod-logs={}", logs.display());
+    let mut args = FAST.to_vec();
+    args.push(&logs_flag);
+
+    // One pod per cgroup layout the machine has: the systemd driver's slices on the
+    // unified (v2) hierarchy, the cgroupfs driver's directories on a v1 one.
+    let mut layouts: Vec<(PathBuf, String, &str)> = Vec::new();
+    let v2 = if Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
+        Some(PathBuf::from("/sys/fs/cgroup/unified"))
+    } else if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        Some(PathBuf::from("/sys/fs/cgroup"))
+    } else {
+        None
+    };
+    if let Some(root) = v2 {
+        let uid = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
+        let rel = format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-0123abcd.scope",
+            uid.replace('-', "_")
+        );
+        layouts.push((root, rel, uid));
+    }
+    let v1 = PathBuf::from("/sys/fs/cgroup/pids");
+    if v1.exists() {
+        let uid = "6fa459ea-ee8a-3ca4-894e-db77e160355e";
+        layouts.push((v1, format!("kubepods/burstable/pod{uid}/4567cdef"), uid));
+    }
+    assert!(!layouts.is_empty(), "no writable cgroup hierarchy found");
+
+    let mut held = Vec::new();
+    let mut expect = Vec::new();
+    for (i, (root, rel, uid)) in layouts.iter().enumerate() {
+        let ns = Netns::new(&format!("pod{i}"));
+        let child = Killed(
+            ns.cmd("sleep")
+                .arg("120")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let cg = Cgroup::create(root, rel);
+        cg.add(child.0.id());
+        let name = format!("web-{i}");
+        std::fs::create_dir_all(logs.join(format!("shop_{name}_{uid}"))).unwrap();
+        expect.push(ns.label(&format!(r#"namespace="shop",pod="{name}""#)));
+        held.push((child, cg, ns));
+    }
+    // A namespace with a process outside any pod gets no pod labels.
+    let plain = Netns::new("nopod");
+    let _plain_child = Killed(plain.cmd("sleep").arg("120").spawn().unwrap());
+
+    let exp = Exporter::start(&home, &args);
+    let body = scrape_until(&exp, "pod labels", |b| {
+        expect
+            .iter()
+            .all(|l| metric(b, "netpressure_tcp_sockets_in_use", l).is_some())
+    });
+    assert_eq!(
+        metric(&body, "netpressure_tcp_sockets_in_use", &plain.label("")),
+        Some(0.0)
+    );
+    assert!(!body.contains(&format!("{},namespace=", plain.label(""))));
+    drop(exp);
+    drop(held);
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+#[test]
+fn namespace_churn_leaves_no_descriptors_and_no_series_behind() {
+    let _s = serial();
+    let home = Netns::new("churnhome");
+    let exp = Exporter::start(&home, FAST);
+    let pid = exp.pid();
+    // Let discovery settle on what the machine has, then take the baseline.
+    std::thread::sleep(Duration::from_millis(2500));
+    let baseline = open_fds(pid);
+
+    let mut gone = Vec::new();
+    for round in 0..4 {
+        let batch: Vec<Netns> = (0..50).map(|i| Netns::new(&format!("churn{round}-{i}"))).collect();
+        // The exporter finds and samples them (discovery every second) before they go.
+        scrape_until(&exp, "the batch to be sampled", |b| {
+            metric(b, "netpressure_netns_sampled", "").unwrap() >= 50.0
+        });
+        gone.extend(batch.iter().map(|n| n.label("")));
+        drop(batch);
+    }
+    // Two discovery rounds after the last deletion.
+    std::thread::sleep(Duration::from_millis(2500));
+    let body = exp.scrape();
+    for label in &gone {
+        assert!(
+            !body.contains(label.as_str()),
+            "series of a deleted namespace remain: {label}"
+        );
+    }
+    let after = open_fds(pid);
+    eprintln!("descriptors: {baseline} before the churn, {after} after");
+    assert!(
+        after <= baseline + 2,
+        "descriptors: {baseline} before the churn, {after} after"
+    );
+    assert_eq!(
+        metric(&body, "netpressure_source_up", r#"source="conntrack""#),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&body, "netpressure_source_up", r#"source="listeners""#),
+        Some(1.0)
+    );
+    let errors: f64 = ["conntrack", "netstat", "sockstat", "listeners", "remotes"]
+        .iter()
+        .map(|s| {
+            metric(
+                &body,
+                "netpressure_netns_source_errors_total",
+                &format!(r#"source="{s}""#),
+            )
+            .unwrap()
+        })
+        .sum();
+    eprintln!("errors counted during churn: {errors}");
+    let (code, log) = exp.stop();
+    assert_eq!(code, Some(0));
+    assert!(!log.contains("level=error"), "{log}");
+}
