@@ -325,6 +325,12 @@ fn append_group(g: &Group, snap: &mut Snapshot) {
 /// with their files and sockets, which also releases the namespace.
 fn discover(d: &mut Discovery, sources: &[&'static SourceInfo], cfg: &Config) {
     let t = Instant::now();
+    // Sources that pace scans of their own (the listeners' SYN_RECV walk) follow the
+    // slower cadence of other namespaces.
+    let ns_cfg = Config {
+        scan_interval: cfg.netns_scan_interval,
+        ..cfg.clone()
+    };
     if let Err(e) = netns::discover(&d.procfs, &mut d.found) {
         log::warn!("namespace discovery: {}: {e}", d.procfs.display());
         return;
@@ -364,7 +370,7 @@ fn discover(d: &mut Discovery, sources: &[&'static SourceInfo], cfg: &Config) {
                     Cadence::Scan => d.scan_ticks,
                     Cadence::Sample | Cadence::Second => d.sample_ticks,
                 };
-                slot((s.build)(cfg), every, true, true)
+                slot((s.build)(&ns_cfg), every, true, true)
             })
             .collect();
         d.groups.insert(

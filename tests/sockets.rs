@@ -173,3 +173,21 @@ fn listener_cap_keeps_the_fullest_and_counts_the_rest() {
         Some(7.0)
     );
 }
+
+#[test]
+fn ipv6_listeners_come_from_the_same_dump() {
+    let ns = Netns::new("v6");
+    let exp = Exporter::start(&ns, &[]);
+    let _held = ns.enter(|| {
+        let l = std::net::TcpListener::bind("[::1]:7400").unwrap();
+        let c = TcpStream::connect("[::1]:7400").unwrap();
+        (l, c)
+    });
+    let v6 = ns.label(r#"address="::1",port="7400""#);
+    let body = scrape_until(&exp, "the IPv6 listener", |b| {
+        metric(b, "netpressure_tcp_listen_queue_length", &v6) == Some(1.0)
+    });
+    // The exporter's own IPv4 listener is served beside it.
+    let own = ns.label(&format!(r#"address="127.0.0.1",port="{}""#, common::PORT));
+    assert!(metric(&body, "netpressure_tcp_listen_queue_limit", &own).is_some());
+}

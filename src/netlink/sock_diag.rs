@@ -15,6 +15,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::{for_each_msg, Msg, NetlinkError, NlSocket};
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// The original inet_diag request (`struct inet_diag_req`), still served by the kernel:
+/// its dumps run with family AF_UNSPEC, so one walk of the established hash returns
+/// IPv4 and IPv6 sockets together, where SOCK_DIAG_BY_FAMILY needs a walk per family.
+const TCPDIAG_GETSOCK: u16 = 18;
+const COMPAT_REQ_LEN: usize = 60;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
 const INET_DIAG_REQ_BYTECODE: u16 = 1;
@@ -64,10 +69,8 @@ pub enum Filter {
     LocalPortRange(u16, u16),
 }
 
-/// Serialises a TCP dump request for `family` (`AF_INET`/`AF_INET6`) and `states` (a
-/// mask of [`state::bit`]), with an optional bytecode filter.
-pub fn build_request(family: u8, states: u32, filter: Filter) -> Vec<u8> {
-    let bytecode: Vec<u8> = match filter {
+fn bytecode(filter: Filter) -> Vec<u8> {
+    match filter {
         Filter::None => Vec::new(),
         // Ops are {code u8, yes u8, no u16}; a port compare is followed by an op whose
         // `no` holds the port. Jumping past the end rejects; consuming exactly accepts.
@@ -78,23 +81,45 @@ pub fn build_request(family: u8, states: u32, filter: Filter) -> Vec<u8> {
             };
             [op(2, 8, 20), op(0, 0, lo), op(3, 8, 12), op(0, 0, hi)].concat()
         }
-    };
+    }
+}
+
+fn frame(message_type: u16, body: &[u8], bytecode: &[u8]) -> Vec<u8> {
     let attr_len = if bytecode.is_empty() { 0 } else { 4 + bytecode.len() };
-    let total = 16 + REQ_LEN + attr_len;
+    let total = 16 + body.len() + attr_len;
     let mut b = Vec::with_capacity(total);
     b.extend_from_slice(&(total as u32).to_ne_bytes());
-    b.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    b.extend_from_slice(&message_type.to_ne_bytes());
     b.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     b.extend_from_slice(&[0u8; 8]); // sequence number (stamped on send), port id
-    b.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0 /* no extensions */, 0]);
-    b.extend_from_slice(&states.to_ne_bytes());
-    b.extend_from_slice(&[0u8; 48]); // inet_diag_sockid: match everything
+    b.extend_from_slice(body);
     if !bytecode.is_empty() {
         b.extend_from_slice(&(attr_len as u16).to_ne_bytes());
         b.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
-        b.extend_from_slice(&bytecode);
+        b.extend_from_slice(bytecode);
     }
     b
+}
+
+/// Serialises a TCP dump of both address families in one walk (`TCPDIAG_GETSOCK`).
+pub fn build_request_both(states: u32, filter: Filter) -> Vec<u8> {
+    let mut body = Vec::with_capacity(COMPAT_REQ_LEN);
+    // idiag_family (ignored for dumps), src_len, dst_len, ext: no extensions.
+    body.extend_from_slice(&[libc::AF_INET as u8, 0, 0, 0]);
+    body.extend_from_slice(&[0u8; 48]); // inet_diag_sockid: match everything
+    body.extend_from_slice(&states.to_ne_bytes());
+    body.extend_from_slice(&0u32.to_ne_bytes()); // idiag_dbs
+    frame(TCPDIAG_GETSOCK, &body, &bytecode(filter))
+}
+
+/// Serialises a TCP dump request for `family` (`AF_INET`/`AF_INET6`) and `states` (a
+/// mask of [`state::bit`]), with an optional bytecode filter.
+pub fn build_request(family: u8, states: u32, filter: Filter) -> Vec<u8> {
+    let mut body = Vec::with_capacity(REQ_LEN);
+    body.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0 /* no extensions */, 0]);
+    body.extend_from_slice(&states.to_ne_bytes());
+    body.extend_from_slice(&[0u8; 48]); // inet_diag_sockid: match everything
+    frame(SOCK_DIAG_BY_FAMILY, &body, &bytecode(filter))
 }
 
 fn addr(family: u8, raw: &[u8]) -> Option<IpAddr> {
@@ -142,7 +167,9 @@ pub fn decode_dump(
     for_each_msg(request, datagram, seq, |m| {
         match m {
             Msg::Done => done = true,
-            Msg::Data { message_type, payload } if message_type == SOCK_DIAG_BY_FAMILY => {
+            Msg::Data { message_type, payload }
+                if message_type == SOCK_DIAG_BY_FAMILY || message_type == TCPDIAG_GETSOCK =>
+            {
                 let sock = decode_msg(payload).ok_or_else(|| NetlinkError::decode(request, "short inet_diag_msg"))?;
                 f(&sock);
             }
@@ -160,6 +187,59 @@ pub struct SockDiag {
 
 /// Bounds a dump: 64 KiB datagrams hold ~700 sockets each, so this allows millions.
 const MAX_DATAGRAMS: usize = 1 << 16;
+
+/// One kind of TCP dump over both address families: a single `TCPDIAG_GETSOCK` walk,
+/// or, on a kernel that refuses it, one SOCK_DIAG_BY_FAMILY dump per family.
+pub struct TcpDump {
+    name: &'static str,
+    both: Vec<u8>,
+    per_family: [Vec<u8>; 2],
+    use_both: bool,
+    /// Skip the IPv6 dump when falling back per family (set by the caller).
+    pub skip_v6: bool,
+}
+
+impl TcpDump {
+    pub fn new(name: &'static str, states: u32, filter: Filter) -> Self {
+        Self {
+            name,
+            both: build_request_both(states, filter),
+            per_family: [
+                build_request(libc::AF_INET as u8, states, filter),
+                build_request(libc::AF_INET6 as u8, states, filter),
+            ],
+            use_both: true,
+            skip_v6: false,
+        }
+    }
+
+    /// Runs the dump on `diag`, calling `f` for every socket.
+    ///
+    /// # Errors
+    /// Any [`NetlinkError`] but the one refusing the combined request, after which the
+    /// per-family requests are used for good.
+    pub fn run(&mut self, diag: &mut SockDiag, f: &mut dyn FnMut(&TcpSock)) -> Result<(), NetlinkError> {
+        if self.use_both {
+            match diag.dump(self.name, &mut self.both, f) {
+                Err(NetlinkError::Kernel { errno, .. })
+                    if matches!(errno, libc::EINVAL | libc::EOPNOTSUPP | libc::ENOENT) =>
+                {
+                    log::info!(
+                        "{}: the kernel refuses TCPDIAG_GETSOCK (errno {errno}); dumping per address family",
+                        self.name
+                    );
+                    self.use_both = false;
+                }
+                other => return other,
+            }
+        }
+        diag.dump(self.name, &mut self.per_family[0], f)?;
+        if !self.skip_v6 {
+            diag.dump(self.name, &mut self.per_family[1], f)?;
+        }
+        Ok(())
+    }
+}
 
 impl SockDiag {
     /// # Errors
@@ -203,6 +283,10 @@ mod tests {
         assert_eq!(r[16], libc::AF_INET as u8);
         assert_eq!(r[17], 6);
         assert_eq!(u32::from_ne_bytes([r[20], r[21], r[22], r[23]]), 1 << 10);
+        let r = build_request_both(1 << 6, Filter::None);
+        assert_eq!(r.len(), 16 + 60);
+        assert_eq!(u16::from_ne_bytes([r[4], r[5]]), 18);
+        assert_eq!(u32::from_ne_bytes([r[68], r[69], r[70], r[71]]), 1 << 6);
         let r = build_request(libc::AF_INET6 as u8, 1 << 6, Filter::LocalPortRange(32768, 60999));
         assert_eq!(r.len(), 72 + 4 + 16);
         assert_eq!(&r[72..76], &[20, 0, 1, 0]);

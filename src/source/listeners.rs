@@ -1,7 +1,7 @@
 //! Per-listener accept queues, every sample, from a LISTEN-only sock_diag dump (IPv4
-//! and IPv6; the kernel skips the established hash for it, so it stays cheap however
-//! many connections the node holds), and SYN_RECV request sockets per listener every
-//! `--scan.interval` (that dump walks the established hash).
+//! and IPv6 in one request; the kernel skips the established hash for it, so it stays
+//! cheap however many connections the node holds), and SYN_RECV request sockets per
+//! listener every `--scan.interval` (that dump walks the established hash).
 //!
 //! Cardinality is bounded by `--collector.listeners.max`: the fullest listeners are
 //! kept (by accept-queue fill, or SYN-queue fill against tcp_max_syn_backlog), ties
@@ -15,16 +15,14 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::metrics;
-use crate::netlink::sock_diag::{build_request, state, Filter, SockDiag, TcpSock};
+use crate::netlink::sock_diag::{state, Filter, SockDiag, TcpDump, TcpSock};
 use crate::netlink::NetlinkError;
 use crate::procfs::ProcFile;
 use crate::snapshot::Snapshot;
 use crate::source::{Every, Source, SourceError};
 
-const LISTEN_V4: &str = "sock_diag LISTEN (IPv4)";
-const LISTEN_V6: &str = "sock_diag LISTEN (IPv6)";
-const SYN_V4: &str = "sock_diag SYN_RECV (IPv4)";
-const SYN_V6: &str = "sock_diag SYN_RECV (IPv6)";
+const LISTEN: &str = "sock_diag LISTEN";
+const SYN: &str = "sock_diag SYN_RECV";
 
 #[derive(Debug, Clone, Copy)]
 struct Listener {
@@ -55,8 +53,8 @@ impl Listener {
 
 pub struct Listeners {
     diag: Option<SockDiag>,
-    listen_req: [Vec<u8>; 2],
-    syn_req: [Vec<u8>; 2],
+    listen_dump: TcpDump,
+    syn_dump: TcpDump,
     max_syn_backlog: ProcFile,
     max_syn_backlog_value: Option<u64>,
     scanned: bool,
@@ -73,13 +71,10 @@ pub struct Listeners {
 
 impl Listeners {
     pub fn new(cfg: &Config) -> Self {
-        let req = |family: i32, states: u32| build_request(family as u8, states, Filter::None);
-        let listen = state::bit(state::LISTEN);
-        let syn = state::bit(state::SYN_RECV);
         Self {
             diag: None,
-            listen_req: [req(libc::AF_INET, listen), req(libc::AF_INET6, listen)],
-            syn_req: [req(libc::AF_INET, syn), req(libc::AF_INET6, syn)],
+            listen_dump: TcpDump::new(LISTEN, state::bit(state::LISTEN), Filter::None),
+            syn_dump: TcpDump::new(SYN, state::bit(state::SYN_RECV), Filter::None),
             max_syn_backlog: ProcFile::new(cfg.roots.proc("sys/net/ipv4/tcp_max_syn_backlog")),
             max_syn_backlog_value: None,
             scanned: false,
@@ -100,7 +95,7 @@ impl Listeners {
         }
         let Self {
             diag: Some(diag),
-            listen_req,
+            listen_dump,
             ports,
             listeners,
             ..
@@ -109,20 +104,17 @@ impl Listeners {
             return Ok(());
         };
         listeners.clear();
-        for (name, req) in [LISTEN_V4, LISTEN_V6].into_iter().zip(listen_req.iter_mut()) {
-            diag.dump(name, req, &mut |s: &TcpSock| {
-                if s.state == state::LISTEN && port_wanted(ports.as_deref(), s.local_port) {
-                    listeners.push(Listener {
-                        addr: s.local,
-                        port: s.local_port,
-                        queue: s.rqueue,
-                        limit: s.wqueue,
-                        syn_recv: None,
-                    });
-                }
-            })?;
-        }
-        Ok(())
+        listen_dump.run(diag, &mut |s: &TcpSock| {
+            if s.state == state::LISTEN && port_wanted(ports.as_deref(), s.local_port) {
+                listeners.push(Listener {
+                    addr: s.local,
+                    port: s.local_port,
+                    queue: s.rqueue,
+                    limit: s.wqueue,
+                    syn_recv: None,
+                });
+            }
+        })
     }
 
     fn scan_syn_recv(&mut self) -> Result<(), SourceError> {
@@ -131,19 +123,13 @@ impl Listeners {
             return Ok(());
         };
         self.syn_recv.clear();
-        // Each dump walks the whole established hash (about 3.5 ms on 262,144 buckets), so
-        // skip the ones that cannot find anything: request sockets belong to a listener,
-        // IPv6 ones to an IPv6 listener (IPv4 ones may belong to a dual-stack one).
-        let want = [
-            !self.listeners.is_empty(),
-            self.listeners.iter().any(|l| l.addr.is_ipv6()),
-        ];
-        let counts = &mut self.syn_recv;
-        for ((name, req), wanted) in [SYN_V4, SYN_V6].into_iter().zip(self.syn_req.iter_mut()).zip(want) {
-            if !wanted {
-                continue;
-            }
-            diag.dump(name, req, &mut |s: &TcpSock| {
+        // The dump walks the whole established hash (about 3.5 ms on 262,144 buckets), so
+        // skip it when it cannot find anything: request sockets belong to a listener,
+        // and IPv6 ones to an IPv6 listener.
+        if !self.listeners.is_empty() {
+            self.syn_dump.skip_v6 = !self.listeners.iter().any(|l| l.addr.is_ipv6());
+            let counts = &mut self.syn_recv;
+            self.syn_dump.run(diag, &mut |s: &TcpSock| {
                 if s.state == state::SYN_RECV || s.state == state::NEW_SYN_RECV {
                     *counts.entry((s.local, s.local_port)).or_insert(0) += 1;
                 }

@@ -1,6 +1,6 @@
 //! Local-port pressure per remote endpoint: every `--scan.interval` (the sampler's scan
-//! cadence for this source), one sock_diag dump
-//! per address family of the sockets whose local port lies in `ip_local_port_range`
+//! cadence for this source), one sock_diag dump (both address families in one walk of
+//! the established hash) of the sockets whose local port lies in `ip_local_port_range`
 //! (the kernel filters with bytecode before copying anything out), counted per remote
 //! (address, port) and state. Ports run out per (local address, remote address, remote
 //! port): a remote holding most of `netpressure_local_port_range_size` is about to make
@@ -14,15 +14,14 @@ use std::net::IpAddr;
 
 use crate::config::Config;
 use crate::metrics;
-use crate::netlink::sock_diag::{build_request, state, Filter, SockDiag, TcpSock};
+use crate::netlink::sock_diag::{state, Filter, SockDiag, TcpDump, TcpSock};
 use crate::netlink::NetlinkError;
 use crate::procfs::net::parse_port_range;
 use crate::procfs::{ProcError, ProcFile};
 use crate::snapshot::Snapshot;
 use crate::source::{Source, SourceError};
 
-const DUMP_V4: &str = "sock_diag ephemeral-port sockets (IPv4)";
-const DUMP_V6: &str = "sock_diag ephemeral-port sockets (IPv6)";
+const DUMP: &str = "sock_diag ephemeral-port sockets";
 
 /// Every state of a socket that holds its local port, but LISTEN and request sockets.
 const STATES: u32 = state::bit(state::ESTABLISHED)
@@ -64,7 +63,7 @@ pub struct Remotes {
     diag: Option<SockDiag>,
     range_file: ProcFile,
     range: Option<(u16, u16)>,
-    reqs: [Vec<u8>; 2],
+    dump: Option<TcpDump>,
     top: usize,
     counts: HashMap<(IpAddr, u16), Counts>,
     ranked: Vec<((IpAddr, u16), Counts)>,
@@ -79,7 +78,7 @@ impl Remotes {
             diag: None,
             range_file: ProcFile::new(cfg.roots.proc("sys/net/ipv4/ip_local_port_range")),
             range: None,
-            reqs: [Vec::new(), Vec::new()],
+            dump: None,
             top: cfg.remotes_top,
             counts: HashMap::new(),
             ranked: Vec::new(),
@@ -99,10 +98,7 @@ impl Remotes {
             .ok_or_else(|| ProcError::parse(self.range_file.path(), "expected two ports, low then high"))?;
         if self.range != Some(range) {
             let f = Filter::LocalPortRange(range.0, range.1);
-            self.reqs = [
-                build_request(libc::AF_INET as u8, STATES, f),
-                build_request(libc::AF_INET6 as u8, STATES, f),
-            ];
+            self.dump = Some(TcpDump::new(DUMP, STATES, f));
             self.range = Some(range);
         }
         self.dump().map_err(|e| {
@@ -119,7 +115,7 @@ impl Remotes {
         }
         let Self {
             diag: Some(diag),
-            reqs,
+            dump: Some(dump),
             counts,
             ..
         } = self
@@ -127,10 +123,7 @@ impl Remotes {
             return Ok(());
         };
         counts.clear();
-        for (name, req) in [DUMP_V4, DUMP_V6].into_iter().zip(reqs.iter_mut()) {
-            diag.dump(name, req, &mut |s: &TcpSock| tally(counts, s))?;
-        }
-        Ok(())
+        dump.run(diag, &mut |s: &TcpSock| tally(counts, s))
     }
 
     fn rank(&mut self) {
