@@ -129,11 +129,14 @@ impl Snapshot {
             .map(|(_, _, v)| v)
     }
 
-    /// Groups samples by family (sorted by name) keeping push order inside a family.
+    /// Groups samples by family, keeping push order inside a family.
     /// Sorting in place with a tie-breaker keeps this allocation-free.
     pub fn finish(&mut self) {
+        // Grouping needs one order among families, not the alphabetical one: comparing
+        // the static descriptors' addresses is an integer compare, where names cost a
+        // string compare each (a node with 100 namespaces sorts 4,500 samples a tick).
         self.samples
-            .sort_unstable_by(|a, b| a.desc.name.cmp(b.desc.name).then(a.seq.cmp(&b.seq)));
+            .sort_unstable_by_key(|s| (std::ptr::from_ref::<Desc>(s.desc) as usize, s.seq));
     }
 
     /// Appends the text exposition of every family to `out`. Expects [`Snapshot::finish`]
@@ -217,14 +220,18 @@ mod tests {
         s.finish();
         let mut out = String::new();
         s.encode(&mut out);
-        let expected = "# HELP netpressure_conntrack_entries Conntrack entries in this network namespace, checked against the global limit.\n\
+        // Families are grouped (in an order of the build's choosing), samples in push order.
+        let entries = "# HELP netpressure_conntrack_entries Conntrack entries in this network namespace, checked against the global limit.\n\
 # TYPE netpressure_conntrack_entries gauge\n\
-netpressure_conntrack_entries 262144\n\
-# HELP netpressure_source_up 1 when the last sample of this source succeeded, 0 when it failed or the kernel lacks it.\n\
+netpressure_conntrack_entries 262144\n";
+        let up = "# HELP netpressure_source_up 1 when the last sample of this source succeeded, 0 when it failed or the kernel lacks it.\n\
 # TYPE netpressure_source_up gauge\n\
 netpressure_source_up{source=\"b\\\"x\\\\\\n\"} 1\n\
 netpressure_source_up{source=\"a\"} 0\n";
-        assert_eq!(out, expected);
+        assert!(
+            out == format!("{entries}{up}") || out == format!("{up}{entries}"),
+            "{out}"
+        );
     }
 
     #[test]
