@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the tests need (Debian packages) and runs the whole test suite:
-# unit tests, parser tests on captured kernel data, and live-kernel tests that create
-# network namespaces, fill conntrack tables and lower nf_conntrack_max (restored after).
+# Installs what the tests need (Debian packages; kubernetes-validate from PyPI into
+# target/manifest-venv) and runs the whole test suite: unit tests, parser tests on
+# captured kernel data, live-kernel tests that create network namespaces, fill conntrack
+# tables and lower nf_conntrack_max (restored after), and the Kubernetes manifests.
 # Needs root on Linux with conntrack and nftables. Usage: sudo scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,3 +26,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo test --locked --all-targets
+
+# Kubernetes manifests, offline against the schemas kubernetes-validate ships (PyPI).
+venv=target/manifest-venv
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import kubernetes_validate, yaml" 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate
+fi
+"$venv/bin/python" scripts/validate-manifests.py

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Checks deploy/kubernetes offline: every built-in kind against the Kubernetes schemas
+(kubernetes-validate, strict: unknown fields fail), and what no schema checks: the
+kustomization lists every manifest, the ServiceMonitor keeps the exporter's pod labels
+and scrapes the Service's port, and the DaemonSet keeps the properties the README
+promises. A deliberately broken copy must fail, so the validator is known to bite.
+
+Usage: scripts/validate-manifests.py  (needs kubernetes-validate and PyYAML)
+"""
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
+BUILTIN = ["namespace.yaml", "serviceaccount.yaml", "daemonset.yaml", "service.yaml"]
+
+
+def validate(paths):
+    return subprocess.run(
+        [sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", *map(str, paths)],
+        capture_output=True,
+        text=True,
+    )
+
+
+def load(name):
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+def main():
+    failures = []
+    r = validate([ROOT / n for n in BUILTIN])
+    if r.returncode != 0:
+        failures.append("schema validation failed:\n" + r.stdout + r.stderr)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        broken = pathlib.Path(tmp) / "broken.yaml"
+        broken.write_text((ROOT / "daemonset.yaml").read_text().replace("hostNetwork:", "hostNetwrk:"))
+        if validate([broken]).returncode == 0:
+            failures.append("a DaemonSet with an unknown field passed validation: the validator is not checking")
+
+    kust = load("kustomization.yaml")
+    listed = set(kust["resources"])
+    present = {p.name for p in ROOT.glob("*.yaml")} - {"kustomization.yaml"}
+    if listed != present:
+        failures.append(f"kustomization resources {sorted(listed)} != manifests {sorted(present)}")
+
+    svc, sm, ds = load("service.yaml"), load("servicemonitor.yaml"), load("daemonset.yaml")
+    svc_ports = {p["name"] for p in svc["spec"]["ports"]}
+    for ep in sm["spec"]["endpoints"]:
+        if ep.get("honorLabels") is not True:
+            failures.append("ServiceMonitor endpoint without honorLabels: true (namespace/pod would be renamed)")
+        if ep.get("port") not in svc_ports:
+            failures.append(f"ServiceMonitor scrapes port {ep.get('port')!r}, the Service has {sorted(svc_ports)}")
+    if sm["spec"]["selector"]["matchLabels"] != svc["metadata"]["labels"]:
+        failures.append("ServiceMonitor selector does not match the Service's labels")
+
+    pod = ds["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    sc = c["securityContext"]
+    checks = {
+        "hostNetwork": pod.get("hostNetwork") is True,
+        "hostPID": pod.get("hostPID") is True,
+        "tolerates every taint": {"operator": "Exists"} in pod.get("tolerations", []),
+        "read-only root filesystem": sc.get("readOnlyRootFilesystem") is True,
+        "drops all capabilities": sc["capabilities"]["drop"] == ["ALL"],
+        "adds only NET_ADMIN, SYS_ADMIN, SYS_PTRACE": sorted(sc["capabilities"]["add"])
+        == ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"],
+        "liveness on /-/healthy": c["livenessProbe"]["httpGet"]["path"] == "/-/healthy",
+        "readiness on /-/ready": c["readinessProbe"]["httpGet"]["path"] == "/-/ready",
+        "requests and limits": {"requests", "limits"} <= set(c["resources"]),
+        "/proc read-only": any(m["mountPath"] == "/host/proc" and m.get("readOnly") for m in c["volumeMounts"]),
+        "/var/log/pods read-only": any(
+            m["mountPath"] == "/host/var/log/pods" and m.get("readOnly") for m in c["volumeMounts"]
+        ),
+        "flags point at the mounts": {"--path.procfs=/host/proc", "--path.pod-logs=/host/var/log/pods"}
+        <= set(c["args"]),
+    }
+    failures += [f"DaemonSet: {name}" for name, ok in checks.items() if not ok]
+
+    for f in failures:
+        print("FAIL", f)
+    total = 3 + len(sm["spec"]["endpoints"]) * 2 + 1 + len(checks)
+    print(f"manifests: {total - len(failures)} passed, {len(failures)} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
