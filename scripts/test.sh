@@ -27,6 +27,11 @@ fi
 
 cargo test --locked --all-targets
 
+# Alert rules: generated files up to date, promtool check and unit tests.
+python3 alerts/generate.py --check
+promtool check rules alerts/netpressure.rules.yml
+promtool test rules alerts/tests/*.test.yml
+
 # Kubernetes manifests, offline against the schemas kubernetes-validate ships (PyPI).
 venv=target/manifest-venv
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import kubernetes_validate, yaml" 2>/dev/null; then
