@@ -13,8 +13,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # nftables: the ct state rule that makes conntrack track a test namespace; conntrack: -F;
-# prometheus: promtool; libcap2-bin: capsh, to run the exporter without CAP_NET_ADMIN.
-packages=(nftables conntrack prometheus libcap2-bin iproute2)
+# prometheus: promtool and the server for the end-to-end test; prometheus-alertmanager:
+# amtool and Alertmanager; libcap2-bin: capsh, to run the exporter without CAP_NET_ADMIN.
+packages=(nftables conntrack prometheus prometheus-alertmanager libcap2-bin iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,6 +32,11 @@ cargo test --locked --all-targets
 python3 alerts/generate.py --check
 promtool check rules alerts/netpressure.rules.yml
 promtool test rules alerts/tests/*.test.yml
+
+# Alertmanager example, dashboards (generated files up to date, conventions), runbooks.
+amtool check-config deploy/alertmanager/alertmanager.yml >/dev/null
+python3 dashboards/generate.py --check
+python3 scripts/check-dashboards.py
 
 # Kubernetes manifests, offline against the schemas kubernetes-validate ships (PyPI).
 venv=target/manifest-venv
