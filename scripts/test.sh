@@ -38,6 +38,10 @@ amtool check-config deploy/alertmanager/alertmanager.yml >/dev/null
 python3 dashboards/generate.py --check
 python3 scripts/check-dashboards.py
 
+# End to end: exporter, Prometheus and Alertmanager; alerts reach a webhook, every
+# dashboard query returns series.
+python3 tests/e2e/alerting.py
+
 # Kubernetes manifests, offline against the schemas kubernetes-validate ships (PyPI).
 venv=target/manifest-venv
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import kubernetes_validate, yaml" 2>/dev/null; then
