@@ -192,10 +192,12 @@ fn pod_labels_come_from_real_cgroups_and_the_pod_log_directory() {
     let _plain_child = Killed(plain.cmd("sleep").arg("120").spawn().unwrap());
 
     let exp = Exporter::start(&home, &args);
+    // Each namespace is sampled at its own phase of --netns.interval: wait for all.
     let body = scrape_until(&exp, "pod labels", |b| {
         expect
             .iter()
             .all(|l| metric(b, "netpressure_tcp_sockets_in_use", l).is_some())
+            && metric(b, "netpressure_tcp_sockets_in_use", &plain.label("")).is_some()
     });
     assert_eq!(
         metric(&body, "netpressure_tcp_sockets_in_use", &plain.label("")),
