@@ -140,9 +140,6 @@ pub struct Ctnetlink {
     cpu_req: Vec<u8>,
 }
 
-/// Bounds a dump so that a kernel that never sends DONE cannot hold the sampler.
-const MAX_DATAGRAMS: usize = 1024;
-
 impl Ctnetlink {
     /// Opens a `NETLINK_NETFILTER` socket in the calling thread's network namespace.
     ///
@@ -161,13 +158,7 @@ impl Ctnetlink {
     /// # Errors
     /// Any [`NetlinkError`]; EPERM without CAP_NET_ADMIN.
     pub fn stats(&mut self) -> Result<CtGlobalStats, NetlinkError> {
-        let seq = self.sock.send(REQ_STATS, &mut self.stats_req)?;
-        for _ in 0..MAX_DATAGRAMS {
-            if let Some(stats) = self.sock.recv_with(REQ_STATS, |d| decode_stats(d, seq))? {
-                return Ok(stats);
-            }
-        }
-        Err(NetlinkError::decode(REQ_STATS, "no stats message in reply"))
+        self.sock.exchange(REQ_STATS, &mut self.stats_req, decode_stats)
     }
 
     /// One GET_STATS_CPU dump into `out` (cleared first; its allocation is reused).
@@ -176,13 +167,9 @@ impl Ctnetlink {
     /// Any [`NetlinkError`]; EPERM without CAP_NET_ADMIN.
     pub fn stats_cpu(&mut self, out: &mut Vec<CtCpuStats>) -> Result<(), NetlinkError> {
         out.clear();
-        let seq = self.sock.send(REQ_STATS_CPU, &mut self.cpu_req)?;
-        for _ in 0..MAX_DATAGRAMS {
-            if self.sock.recv_with(REQ_STATS_CPU, |d| decode_stats_cpu(d, seq, out))? {
-                return Ok(());
-            }
-        }
-        Err(NetlinkError::decode(REQ_STATS_CPU, "dump did not end"))
+        self.sock.exchange(REQ_STATS_CPU, &mut self.cpu_req, |d, seq| {
+            Ok(decode_stats_cpu(d, seq, out)?.then_some(()))
+        })
     }
 }
 

@@ -114,6 +114,29 @@ impl NlSocket {
         Ok(self.seq)
     }
 
+    /// Sends `req` and feeds every reply datagram to `decode` (with the request's sequence
+    /// number) until it returns a result: the end of a dump, or the one message of a
+    /// plain request. Bounded, so that a kernel that never ends a dump cannot hold the
+    /// sampler: 65,536 datagrams of up to 32 KiB is millions of records.
+    ///
+    /// # Errors
+    /// Any [`NetlinkError`] of sending, receiving or `decode`.
+    pub fn exchange<R>(
+        &mut self,
+        request: &'static str,
+        req: &mut [u8],
+        mut decode: impl FnMut(&[u8], u32) -> Result<Option<R>, NetlinkError>,
+    ) -> Result<R, NetlinkError> {
+        const MAX_DATAGRAMS: usize = 1 << 16;
+        let seq = self.send(request, req)?;
+        for _ in 0..MAX_DATAGRAMS {
+            if let Some(r) = self.recv_with(request, |d| decode(d, seq))? {
+                return Ok(r);
+            }
+        }
+        Err(NetlinkError::decode(request, "the reply did not end"))
+    }
+
     /// Receives one datagram and hands it to `f`.
     ///
     /// # Errors

@@ -185,9 +185,6 @@ pub struct SockDiag {
     sock: NlSocket,
 }
 
-/// Bounds a dump: 64 KiB datagrams hold ~700 sockets each, so this allows millions.
-const MAX_DATAGRAMS: usize = 1 << 16;
-
 /// One kind of TCP dump over both address families: a single `TCPDIAG_GETSOCK` walk,
 /// or, on a kernel that refuses it, one SOCK_DIAG_BY_FAMILY dump per family.
 pub struct TcpDump {
@@ -260,13 +257,11 @@ impl SockDiag {
         req: &mut [u8],
         f: &mut dyn FnMut(&TcpSock),
     ) -> Result<(), NetlinkError> {
-        let seq = self.sock.send(request, req)?;
-        for _ in 0..MAX_DATAGRAMS {
-            if self.sock.recv_with(request, |d| decode_dump(request, d, seq, f))? {
-                return Ok(());
-            }
-        }
-        Err(NetlinkError::decode(request, "dump did not end"))
+        self.sock.exchange(
+            request,
+            req,
+            |d, seq| Ok(decode_dump(request, d, seq, f)?.then_some(())),
+        )
     }
 }
 

@@ -86,6 +86,25 @@ def wait_for_alert(received, name, labels, timeout):
     return None
 
 
+def hold_connections(procs, ns, port, backlog, clients):
+    """Starts a process in `ns` that listens on 127.0.0.1:port with `backlog`, never
+    accepts, and opens `clients` connections to it (each given 0.2 s) and holds them.
+    Returns how many connected."""
+    p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", f"""
+import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", {port})); s.listen({backlog})
+held = []
+for _ in range({clients}):
+    c = socket.socket(); c.settimeout(0.2)
+    try: c.connect(("127.0.0.1", {port})); held.append(c)
+    except OSError: c.close()
+print(len(held), flush=True)
+time.sleep(600)
+"""], stdout=subprocess.PIPE, text=True)
+    procs.append(p)
+    return int(p.stdout.readline())
+
+
 def main():
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="np-e2e-"))
     procs = []
@@ -162,35 +181,10 @@ receivers: [{name: hook, webhook_configs: [{url: 'http://127.0.0.1:9095/hook', s
         # Fill one namespace's table: more held connections than the lowered global max.
         with open(MAX_PATH, "w") as f:
             f.write(str(CT_MAX))
-        filler = subprocess.Popen(["ip", "netns", "exec", FULL, sys.executable, "-c", """
-import socket, time
-s = socket.socket(); s.bind(("127.0.0.1", 8080)); s.listen(256)
-held = []
-for _ in range(80):
-    c = socket.socket(); c.settimeout(0.2)
-    try: c.connect(("127.0.0.1", 8080)); held.append(c)
-    except OSError: c.close()
-print(len(held), flush=True)
-time.sleep(600)
-"""], stdout=subprocess.PIPE, text=True)
-        procs.append(filler)
-        held = int(filler.stdout.readline())
+        held = hold_connections(procs, FULL, port=8080, backlog=256, clients=80)
         record("conntrack table filled", held == CT_MAX, f"{held} connections held")
-
         # Overflow a listener in a third namespace: backlog 1, never accepting.
-        overflow = subprocess.Popen(["ip", "netns", "exec", LISTEN, sys.executable, "-c", """
-import socket, time
-s = socket.socket(); s.bind(("127.0.0.1", 7500)); s.listen(1)
-held = []
-for _ in range(10):
-    c = socket.socket(); c.settimeout(0.2)
-    try: c.connect(("127.0.0.1", 7500)); held.append(c)
-    except OSError: c.close()
-print(len(held), flush=True)
-time.sleep(600)
-"""], stdout=subprocess.PIPE, text=True)
-        procs.append(overflow)
-        overflow.stdout.readline()
+        hold_connections(procs, LISTEN, port=7500, backlog=1, clients=10)
 
         full = wait_for_alert(received, "NetpressureConntrackTableFull", {"netns": ino(FULL)}, 60)
         record("NetpressureConntrackTableFull reaches Alertmanager's webhook", full is not None)
