@@ -107,6 +107,20 @@ fn proc_stat_of_this_kernel_agrees_with_netlink() {
 }
 
 #[test]
+fn proc_stat_of_linux_5_10_is_read_by_name() {
+    // Captured in a qemu VM booting Debian's 5.10 kernel (tests/data/README.md).
+    let mut cpus = Vec::new();
+    let entries = parse_stat(&data("linux-5.10.0-32-cloud/proc_net_stat_nf_conntrack"), &mut cpus).unwrap();
+    assert_eq!(entries, Some(28));
+    assert_eq!(cpus.len(), 2);
+    // 5.10 has clashres, but chainlength came only in 5.15: its delete_list column in
+    // the same position must not be read as chain_too_long.
+    assert_eq!(cpus[0].get(CtCounter::ClashResolve), Some(0));
+    assert_eq!(cpus[0].get(CtCounter::ChainTooLong), None);
+    assert_eq!(cpus[1].get(CtCounter::Drop), Some(0));
+}
+
+#[test]
 fn proc_stat_old_layout_is_read_by_name() {
     let mut cpus = Vec::new();
     let entries = parse_stat(&data("linux-5.8-layout/proc_net_stat_nf_conntrack"), &mut cpus).unwrap();
@@ -152,6 +166,7 @@ fn truncated_and_corrupted_input_never_panics() {
     }
     for file in [
         "linux-6.18.44-full/proc_net_stat_nf_conntrack",
+        "linux-5.10.0-32-cloud/proc_net_stat_nf_conntrack",
         "linux-5.8-layout/proc_net_stat_nf_conntrack",
     ] {
         let bytes = data(file);
