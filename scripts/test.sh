@@ -14,8 +14,9 @@ fi
 
 # nftables: the ct state rule that makes conntrack track a test namespace; conntrack: -F;
 # prometheus: promtool and the server for the end-to-end test; prometheus-alertmanager:
-# amtool and Alertmanager; libcap2-bin: capsh, to run the exporter without CAP_NET_ADMIN.
-packages=(nftables conntrack prometheus prometheus-alertmanager libcap2-bin iproute2)
+# amtool and Alertmanager; libcap2-bin: capsh, to run the exporter without CAP_NET_ADMIN;
+# qemu-system-x86, busybox-static, cpio: booting an older kernel (tests/vm).
+packages=(nftables conntrack prometheus prometheus-alertmanager libcap2-bin iproute2 qemu-system-x86 busybox-static cpio)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,6 +38,10 @@ promtool test rules alerts/tests/*.test.yml
 amtool check-config deploy/alertmanager/alertmanager.yml >/dev/null
 python3 dashboards/generate.py --check
 python3 scripts/check-dashboards.py
+
+# The exporter on Linux 5.10 (Debian bullseye's kernel under qemu), with and without
+# conntrack loaded.
+tests/vm/old-kernel.sh
 
 # End to end: exporter, Prometheus and Alertmanager; alerts reach a webhook, every
 # dashboard query returns series.
