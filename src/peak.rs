@@ -87,10 +87,6 @@ impl Peaks {
     pub fn window(&self) -> Duration {
         self.window
     }
-
-    pub fn tracked(&self) -> usize {
-        self.series.len()
-    }
 }
 
 #[cfg(test)]

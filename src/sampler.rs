@@ -80,6 +80,8 @@ struct Discovery {
     omitted: usize,
     duration: Duration,
     errors: HashMap<&'static str, u64>,
+    /// The last discovery failed (logged once, until it works again).
+    failing: bool,
 }
 
 pub struct Sampler {
@@ -176,6 +178,7 @@ impl Sampler {
                     omitted: 0,
                     duration: Duration::ZERO,
                     errors: HashMap::new(),
+                    failing: false,
                 }),
                 Err(e) => {
                     log::warn!("cannot open the exporter's own network namespace ({e}); sampling only it");
@@ -332,9 +335,13 @@ fn discover(d: &mut Discovery, sources: &[&'static SourceInfo], cfg: &Config) {
         ..cfg.clone()
     };
     if let Err(e) = netns::discover(&d.procfs, &mut d.found) {
-        log::warn!("namespace discovery: {}: {e}", d.procfs.display());
+        if !d.failing {
+            log::warn!("namespace discovery: {}: {e}", d.procfs.display());
+            d.failing = true;
+        }
         return;
     }
+    d.failing = false;
     d.found.remove(&d.own);
     d.groups.retain(|k, _| d.found.contains_key(k));
     let mut new: Vec<NsKey> = d.found.keys().filter(|k| !d.groups.contains_key(k)).copied().collect();

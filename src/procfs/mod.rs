@@ -153,6 +153,9 @@ fn read_all_at(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
 #[derive(Debug, Clone)]
 pub struct Roots {
     pub procfs: PathBuf,
+    /// `--path.sysfs`: accepted as every node exporter does, for deployments that pass
+    /// it; no collector reads sysfs yet (the conntrack hash size comes from
+    /// `nf_conntrack_buckets`, the same variable as the `hashsize` module parameter).
     pub sysfs: PathBuf,
 }
 
@@ -166,10 +169,6 @@ impl Roots {
     /// process's main thread instead).
     pub fn proc_net(&self, rel: &str) -> PathBuf {
         self.procfs.join("thread-self/net").join(rel)
-    }
-
-    pub fn sys(&self, rel: &str) -> PathBuf {
-        self.sysfs.join(rel)
     }
 }
 

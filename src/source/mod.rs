@@ -222,11 +222,6 @@ impl SourceStatus {
         }
     }
 
-    /// Marks a path as down without a sample (e.g. ctnetlink refused for good).
-    pub fn mark_down(&mut self) {
-        self.up = false;
-    }
-
     pub fn emit(&self, name: &str, out: &mut Snapshot) {
         let l = [("source", name)];
         out.push(&metrics::SOURCE_UP, &l, if self.up { 1.0 } else { 0.0 });

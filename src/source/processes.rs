@@ -85,7 +85,6 @@ pub struct Processes {
     pid_buf: String,
     limits: HashMap<u32, CachedLimit>,
     scans: u64,
-    limit_reads: u64,
 }
 
 impl Processes {
@@ -105,7 +104,6 @@ impl Processes {
             pid_buf: String::new(),
             limits: HashMap::new(),
             scans: 0,
-            limit_reads: 0,
         }
     }
 
@@ -172,7 +170,6 @@ impl Processes {
                             continue;
                         }
                     }
-                    self.limit_reads += 1;
                     // "unlimited" cannot be set for RLIMIT_NOFILE; skip anything unparsable.
                     let Some(limit) = parse_max_open_files(&self.buf) else {
                         continue;
@@ -207,13 +204,6 @@ impl Processes {
         self.entries.sort_unstable_by(by_fill);
         self.scanned = scanned;
         Ok(())
-    }
-}
-
-impl Processes {
-    /// `/proc/PID/limits` files read so far (the rest came from the cache).
-    pub fn limit_reads(&self) -> u64 {
-        self.limit_reads
     }
 }
 
