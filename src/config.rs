@@ -120,36 +120,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-fn parse_sample_interval(s: &str) -> Result<Duration, String> {
+/// Parses a duration flag that must lie in `[min, max]`; `accepted` says so.
+fn bounded(s: &str, min: Duration, max: Duration, accepted: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
-    if d < Duration::from_millis(10) || d > Duration::from_secs(60) {
-        return Err("expected a duration from 10ms to 1m, such as 250ms".into());
+    if d < min || d > max {
+        return Err(accepted.into());
     }
     Ok(d)
 }
 
-fn parse_peak_window(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
-        return Err("expected a duration from 1s to 1h, such as 60s".into());
-    }
-    Ok(d)
-}
-
-fn parse_scan_interval(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < Duration::from_secs(1) || d > Duration::from_secs(600) {
-        return Err("expected a duration from 1s to 10m, such as 5s".into());
-    }
-    Ok(d)
-}
-
-fn parse_netns_scan_interval(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < Duration::from_secs(10) || d > Duration::from_secs(3600) {
-        return Err("expected a duration from 10s to 1h, such as 5m".into());
-    }
-    Ok(d)
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
 }
 
 fn parse_count(s: &str) -> Result<usize, String> {
@@ -256,7 +237,9 @@ fn command() -> Command {
                 .long("sample.interval")
                 .value_name("DURATION")
                 .default_value("250ms")
-                .value_parser(parse_sample_interval)
+                .value_parser(|s: &str| {
+                    bounded(s, Duration::from_millis(10), secs(60), "expected a duration from 10ms to 1m, such as 250ms")
+                })
                 .help("How often every enabled source is sampled (10ms to 1m)"),
         )
         .arg(
@@ -264,7 +247,7 @@ fn command() -> Command {
                 .long("sample.peak-window")
                 .value_name("DURATION")
                 .default_value("60s")
-                .value_parser(parse_peak_window)
+                .value_parser(|s: &str| bounded(s, secs(1), secs(3600), "expected a duration from 1s to 1h, such as 60s"))
                 .help("Sliding window over which _peak gauges keep their maximum (1s to 1h)"),
         )
         .arg(
@@ -284,7 +267,7 @@ fn command() -> Command {
                 .long("scan.interval")
                 .value_name("DURATION")
                 .default_value("5s")
-                .value_parser(parse_scan_interval)
+                .value_parser(|s: &str| bounded(s, secs(1), secs(600), "expected a duration from 1s to 10m, such as 5s"))
                 .help("How often the dumps that walk the established hash run: SYN_RECV per listener, sockets per remote (1s to 10m)"),
         )
         .arg(
@@ -343,7 +326,7 @@ fn command() -> Command {
                 .long("netns.interval")
                 .value_name("DURATION")
                 .default_value("10s")
-                .value_parser(parse_scan_interval)
+                .value_parser(|s: &str| bounded(s, secs(1), secs(600), "expected a duration from 1s to 10m, such as 10s"))
                 .help("How often namespaces are discovered and the other namespaces sampled (1s to 10m)"),
         )
         .arg(
@@ -351,7 +334,7 @@ fn command() -> Command {
                 .long("netns.scan-interval")
                 .value_name("DURATION")
                 .default_value("5m")
-                .value_parser(parse_netns_scan_interval)
+                .value_parser(|s: &str| bounded(s, secs(10), secs(3600), "expected a duration from 10s to 1h, such as 5m"))
                 .help("How often each other namespace's hash-walking dumps run, spread over the interval (10s to 1h)"),
         )
         .arg(

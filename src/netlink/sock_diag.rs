@@ -12,6 +12,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
+
 use super::{for_each_msg, Msg, NetlinkError, NlSocket};
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -20,8 +22,6 @@ const SOCK_DIAG_BY_FAMILY: u16 = 20;
 /// IPv4 and IPv6 sockets together, where SOCK_DIAG_BY_FAMILY needs a walk per family.
 const TCPDIAG_GETSOCK: u16 = 18;
 const COMPAT_REQ_LEN: usize = 60;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
 const INET_DIAG_REQ_BYTECODE: u16 = 1;
 const REQ_LEN: usize = 56;
 const MSG_LEN: usize = 72;
