@@ -12,8 +12,8 @@ use netpressure_exporter::sampler::Sampler;
 
 fn host_sample(c: &mut Criterion) {
     // Every default source at its cadence: each tick runs the gauge sources, every 4th
-    // tick the counter sources, every 20th the scans. The mean is the amortised cost of
-    // a tick at the default settings.
+    // tick the counter sources, every 20th the scans, every 40th namespace discovery.
+    // The mean is the amortised cost of a tick at the default settings.
     let cfg = Config::default();
     let (mut sampler, _rx) = Sampler::from_config(&cfg);
     c.bench_function("host_sample/amortised_all_default_sources", |b| {
@@ -29,12 +29,19 @@ fn host_sample(c: &mut Criterion) {
         "--collector.sockstat",
         "--collector.listeners",
         "--scan.interval=10m",
+        "--no-collector.netns",
     ])
     .unwrap();
     let (mut sampler, _rx) = Sampler::from_config(&cfg);
     c.bench_function("host_sample/every_tick_sources", |b| b.iter(|| sampler.tick()));
 
-    let cfg = Config::from_args(["bench", "--collector.disable-defaults", "--collector.conntrack"]).unwrap();
+    let cfg = Config::from_args([
+        "bench",
+        "--collector.disable-defaults",
+        "--collector.conntrack",
+        "--no-collector.netns",
+    ])
+    .unwrap();
     let (mut sampler, _rx) = Sampler::from_config(&cfg);
     c.bench_function("host_sample/conntrack_only", |b| b.iter(|| sampler.tick()));
 }
