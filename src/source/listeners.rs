@@ -4,14 +4,15 @@
 //! listener every `--scan.interval` (that dump walks the established hash).
 //!
 //! Cardinality is bounded by `--collector.listeners.max`: the fullest listeners are
-//! kept (by accept-queue fill, or SYN-queue fill against tcp_max_syn_backlog), ties
-//! broken by port, and the rest counted in `netpressure_tcp_listeners_omitted`.
+//! kept (by accept-queue fill, its recent maximum included, or SYN-queue fill against
+//! tcp_max_syn_backlog), ties broken by port, and the rest counted in
+//! `netpressure_tcp_listeners_omitted`.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::metrics;
@@ -31,14 +32,18 @@ struct Listener {
     queue: u32,
     limit: u32,
     syn_recv: Option<u32>,
+    /// The highest queue seen within about the peak window, for ranking: a listener
+    /// whose queue spiked and drained keeps its place (and so its `_peak` series).
+    recent_queue: u32,
 }
 
 impl Listener {
     /// How close this listener is to dropping connections, for ranking.
     fn fill(&self, max_syn_backlog: f64) -> f64 {
+        let queue = self.queue.max(self.recent_queue);
         let accept = if self.limit > 0 {
-            f64::from(self.queue) / f64::from(self.limit)
-        } else if self.queue > 0 {
+            f64::from(queue) / f64::from(self.limit)
+        } else if queue > 0 {
             f64::INFINITY
         } else {
             0.0
@@ -48,6 +53,34 @@ impl Listener {
             _ => 0.0,
         };
         accept.max(syn)
+    }
+}
+
+/// The recent maximum queue of each listener, kept for `window` after it was seen (an
+/// upper bound of the sliding maximum that is cheap to keep), and stamped with the
+/// sample that last saw the listener so that closed listeners are forgotten.
+#[derive(Debug, Default)]
+struct RecentQueues {
+    by_listener: HashMap<(IpAddr, u16), (u32, Instant, u64)>,
+    generation: u64,
+}
+
+impl RecentQueues {
+    fn update(&mut self, listeners: &mut [Listener], now: Instant, window: Duration) {
+        self.generation = self.generation.wrapping_add(1);
+        let generation = self.generation;
+        for l in listeners.iter_mut() {
+            let e = self
+                .by_listener
+                .entry((l.addr, l.port))
+                .or_insert((l.queue, now, generation));
+            if l.queue >= e.0 || now.saturating_duration_since(e.1) > window {
+                *e = (l.queue, now, generation);
+            }
+            e.2 = generation;
+            l.recent_queue = e.0;
+        }
+        self.by_listener.retain(|_, e| e.2 == generation);
     }
 }
 
@@ -62,6 +95,8 @@ pub struct Listeners {
     max: usize,
     ports: Option<Vec<(u16, u16)>>,
     listeners: Vec<Listener>,
+    recent: RecentQueues,
+    window: Duration,
     /// SYN_RECV request sockets by (local address, local port), from the last scan.
     syn_recv: HashMap<(IpAddr, u16), u32>,
     order: Vec<usize>,
@@ -82,6 +117,8 @@ impl Listeners {
             max: cfg.listeners_max,
             ports: cfg.listeners_ports.clone(),
             listeners: Vec::new(),
+            recent: RecentQueues::default(),
+            window: cfg.peak_window,
             syn_recv: HashMap::new(),
             order: Vec::new(),
             addr_buf: String::new(),
@@ -112,6 +149,7 @@ impl Listeners {
                     queue: s.rqueue,
                     limit: s.wqueue,
                     syn_recv: None,
+                    recent_queue: 0,
                 });
             }
         })
@@ -191,6 +229,7 @@ impl Source for Listeners {
         if self.scanned {
             self.attribute_syn_recv();
         }
+        self.recent.update(&mut self.listeners, Instant::now(), self.window);
         let backlog = self.max_syn_backlog_value.map_or(0.0, |v| v as f64);
         let listeners = &self.listeners;
         self.order.clear();
@@ -223,5 +262,44 @@ impl Source for Listeners {
             out.push(&metrics::MAX_SYN_BACKLOG, &[], v as f64);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(port: u16, queue: u32) -> Listener {
+        Listener {
+            addr: IpAddr::from([127, 0, 0, 1]),
+            port,
+            queue,
+            limit: 10,
+            syn_recv: None,
+            recent_queue: 0,
+        }
+    }
+
+    #[test]
+    fn a_drained_spike_keeps_its_rank_for_the_window() {
+        let window = Duration::from_secs(60);
+        let t0 = Instant::now();
+        let mut recent = RecentQueues::default();
+        let mut ls = vec![listener(80, 9), listener(443, 1)];
+        recent.update(&mut ls, t0, window);
+        // Port 80 drained; 443 now has the longer queue, but 80 spiked to 9 of 10.
+        let mut ls = vec![listener(80, 0), listener(443, 2)];
+        recent.update(&mut ls, t0 + Duration::from_secs(30), window);
+        assert_eq!(ls[0].recent_queue, 9);
+        assert!(ls[0].fill(0.0) > ls[1].fill(0.0));
+        // After the window, the spike is forgotten.
+        let mut ls = vec![listener(80, 0), listener(443, 2)];
+        recent.update(&mut ls, t0 + Duration::from_secs(61), window);
+        assert_eq!(ls[0].recent_queue, 0);
+        assert!(ls[0].fill(0.0) < ls[1].fill(0.0));
+        // A closed listener is forgotten at once.
+        let mut ls = vec![listener(443, 2)];
+        recent.update(&mut ls, t0 + Duration::from_secs(62), window);
+        assert_eq!(recent.by_listener.len(), 1);
     }
 }
