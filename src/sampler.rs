@@ -71,9 +71,13 @@ struct Discovery {
     /// The initial namespace, labelled `host`.
     init: Option<NsKey>,
     own_file: File,
+    /// Discovery, and the sources of other namespaces, run every this many ticks
+    /// (`--netns.interval`); their hash-walking dumps every `scan_ticks`.
     every_ticks: u64,
     scan_ticks: u64,
-    sample_ticks: u64,
+    /// The configuration other namespaces' sources are built with: their own scans
+    /// (the listeners' SYN_RECV walk) follow `--netns.scan-interval`.
+    ns_cfg: Config,
     max: usize,
     found: HashMap<NsKey, Found>,
     groups: HashMap<NsKey, Group>,
@@ -87,7 +91,6 @@ struct Discovery {
 pub struct Sampler {
     own: Group,
     sources: Vec<&'static SourceInfo>,
-    cfg: Config,
     discovery: Option<Discovery>,
     peaks: Peaks,
     interval: Duration,
@@ -171,7 +174,10 @@ impl Sampler {
                     own_file,
                     every_ticks: ticks_for(cfg.netns_interval, cfg.sample_interval),
                     scan_ticks: ticks_for(cfg.netns_scan_interval.max(cfg.netns_interval), cfg.sample_interval),
-                    sample_ticks: ticks_for(cfg.netns_interval, cfg.sample_interval),
+                    ns_cfg: Config {
+                        scan_interval: cfg.netns_scan_interval,
+                        ..cfg.clone()
+                    },
                     max: cfg.netns_max,
                     found: HashMap::new(),
                     groups: HashMap::new(),
@@ -190,7 +196,6 @@ impl Sampler {
         let sampler = Self {
             own,
             sources,
-            cfg: cfg.clone(),
             discovery,
             peaks: Peaks::new(cfg.peak_window),
             interval: cfg.sample_interval,
@@ -220,7 +225,7 @@ impl Sampler {
         run_group(&mut self.own, self.ticks, now, snap);
         if let Some(d) = self.discovery.as_mut() {
             if self.ticks % d.every_ticks == 0 {
-                discover(d, &self.sources, &self.cfg);
+                discover(d, &self.sources);
             }
             if !sample_foreign(d, self.ticks, now, snap) {
                 self.discovery = None;
@@ -326,14 +331,8 @@ fn append_group(g: &Group, snap: &mut Snapshot) {
 /// Finds the node's namespaces and brings the tracked set in line: new ones get their
 /// own source instances (opened lazily, inside the namespace), gone ones are dropped
 /// with their files and sockets, which also releases the namespace.
-fn discover(d: &mut Discovery, sources: &[&'static SourceInfo], cfg: &Config) {
+fn discover(d: &mut Discovery, sources: &[&'static SourceInfo]) {
     let t = Instant::now();
-    // Sources that pace scans of their own (the listeners' SYN_RECV walk) follow the
-    // slower cadence of other namespaces.
-    let ns_cfg = Config {
-        scan_interval: cfg.netns_scan_interval,
-        ..cfg.clone()
-    };
     if let Err(e) = netns::discover(&d.procfs, &mut d.found) {
         if !d.failing {
             log::warn!("namespace discovery: {}: {e}", d.procfs.display());
@@ -375,9 +374,9 @@ fn discover(d: &mut Discovery, sources: &[&'static SourceInfo], cfg: &Config) {
             .map(|s| {
                 let every = match s.cadence {
                     Cadence::Scan => d.scan_ticks,
-                    Cadence::Sample | Cadence::Second => d.sample_ticks,
+                    Cadence::Sample | Cadence::Second => d.every_ticks,
                 };
-                slot((s.build)(&ns_cfg), every, true, true)
+                slot((s.build)(&d.ns_cfg), every, true, true)
             })
             .collect();
         d.groups.insert(

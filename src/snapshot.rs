@@ -37,17 +37,6 @@ impl Snapshot {
         self.taken_at = 0.0;
     }
 
-    /// Where the snapshot ends now, to undo a failed source's partial output.
-    pub fn mark(&self) -> (usize, usize) {
-        (self.samples.len(), self.labels.len())
-    }
-
-    /// Drops everything pushed since `mark`.
-    pub fn rollback(&mut self, (samples, labels): (usize, usize)) {
-        self.samples.truncate(samples);
-        self.labels.truncate(labels);
-    }
-
     pub fn len(&self) -> usize {
         self.samples.len()
     }
