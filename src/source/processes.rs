@@ -21,6 +21,7 @@
 //! logged one by one.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::fs;
 use std::io;
 use std::os::unix::fs::DirEntryExt;
@@ -222,7 +223,7 @@ impl Source for Processes {
                 Read::Gone | Read::Denied => continue,
             };
             self.pid_buf.clear();
-            self.pid_buf.push_str(&e.pid.to_string());
+            let _ = write!(self.pid_buf, "{}", e.pid);
             let labels = [("pid", self.pid_buf.as_str()), ("comm", comm.as_str())];
             out.push(&metrics::PROCESS_OPEN_FDS_TOP, &labels, e.open as f64);
             out.push(&metrics::PROCESS_FD_LIMIT_TOP, &labels, e.limit as f64);
