@@ -6,6 +6,7 @@
 //! [`snapshot::Snapshot`]s; `server` encodes the latest one per scrape.
 
 pub mod config;
+pub mod cputotals;
 pub mod logging;
 pub mod metrics;
 pub mod model;

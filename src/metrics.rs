@@ -264,6 +264,10 @@ pub static LISTEN_QUEUE_LIMIT: Desc = gauge(
     "netpressure_tcp_listen_queue_limit",
     "A listener's accept-queue limit: its listen() backlog after the somaxconn clamp. The kernel holds at most limit+1.",
 );
+pub static LISTEN_SOCKETS: Desc = gauge(
+    "netpressure_tcp_listen_sockets",
+    "Sockets listening on this address and port: more than 1 for an SO_REUSEPORT group, whose queue and limit series are those of its fullest socket.",
+);
 pub static SYN_RECV: Desc = gauge(
     "netpressure_tcp_syn_recv_sockets",
     "Half-open connections (SYN_RECV request sockets) of a listener, counted every --scan.interval.",
@@ -274,7 +278,7 @@ pub static MAX_SYN_BACKLOG: Desc = gauge(
 );
 pub static LISTENERS: Desc = gauge(
     "netpressure_tcp_listeners",
-    "TCP listening sockets seen (after --collector.listeners.ports).",
+    "TCP listeners seen, one per address and port (an SO_REUSEPORT group counts once; after --collector.listeners.ports).",
 );
 pub static LISTENERS_OMITTED: Desc = gauge(
     "netpressure_tcp_listeners_omitted",
@@ -377,6 +381,10 @@ pub static NETNS_SOURCE_DOWN: Desc = gauge(
 pub static NETNS_SOURCE_ERRORS: Desc = counter(
     "netpressure_netns_source_errors_total",
     "Failed runs of this source in the namespaces besides the exporter's own.",
+);
+pub static NETNS_ENTER_ERRORS: Desc = counter(
+    "netpressure_netns_enter_errors_total",
+    "Failed attempts to enter a network namespace (setns; EPERM without CAP_SYS_ADMIN); the namespace is tried again at the next discovery.",
 );
 pub static NETNS_DISCOVERY_DURATION: Desc = gauge(
     "netpressure_netns_discovery_duration_seconds",

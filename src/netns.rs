@@ -29,12 +29,30 @@ pub struct Found {
     pub path: PathBuf,
 }
 
-/// The initial network namespace: PID 1's, or kthreadd's (PID 2, a kernel thread, always
-/// in the initial namespace) where PID 1's may not be read.
+/// The inode of the initial network namespace on kernels that give it a fixed one
+/// (`PROC_NET_INIT_INO` in `include/linux/proc_ns.h`; 6.18 has it). Dynamically
+/// allocated namespace inodes start at 0xF0000000, so no other namespace can have it.
+pub const INIT_NET_INO: u64 = 0xEFFF_FFF9;
+
+/// The initial network namespace, where evidence shows it; `None` where it cannot be
+/// known (then only [`INIT_NET_INO`] identifies it, see [`is_init`]).
+///
+/// The evidence is kthreadd, the kernel thread that is PID 2 in the initial PID
+/// namespace and lives in the initial network namespace. PID 1 is no evidence: without
+/// hostPID it is the container's init, whose namespace is a pod's. Unprivileged
+/// (no CAP_SYS_PTRACE), PID 2's `ns/net` gives EACCES.
 pub fn init_key(procfs: &Path) -> Option<NsKey> {
-    key_of(&procfs.join("1/ns/net"))
-        .or_else(|_| key_of(&procfs.join("2/ns/net")))
-        .ok()
+    let comm = fs::read(procfs.join("2/comm")).ok()?;
+    if comm.trim_ascii() != b"kthreadd" {
+        return None;
+    }
+    key_of(&procfs.join("2/ns/net")).ok()
+}
+
+/// Whether `key` is the initial network namespace: its fixed inode, or the one
+/// [`init_key`] found.
+pub fn is_init(key: NsKey, init: Option<NsKey>) -> bool {
+    key.1 == INIT_NET_INO || Some(key) == init
 }
 
 pub fn key_of(path: &Path) -> io::Result<NsKey> {
@@ -42,13 +60,24 @@ pub fn key_of(path: &Path) -> io::Result<NsKey> {
     Ok((m.dev(), m.ino()))
 }
 
-/// Opens a namespace for `setns`.
+/// Opens a namespace for `setns` and checks that it is the namespace `key` names: the
+/// path was resolved at discovery, and by now its PID may belong to another process in
+/// another namespace.
 ///
 /// # Errors
-/// The namespace is gone (ENOENT) or may not be opened (EACCES without CAP_SYS_PTRACE
-/// for another user's process).
-pub fn open(found: &Found) -> io::Result<File> {
-    File::open(&found.path)
+/// The namespace is gone (ENOENT), may not be opened (EACCES without CAP_SYS_PTRACE
+/// for another user's process), or the path now leads to another namespace.
+pub fn open(found: &Found, key: NsKey) -> io::Result<File> {
+    let f = File::open(&found.path)?;
+    let m = f.metadata()?;
+    if (m.dev(), m.ino()) != key {
+        return Err(io::Error::other(format!(
+            "{} is now namespace {} (its process was replaced)",
+            found.path.display(),
+            m.ino()
+        )));
+    }
+    Ok(f)
 }
 
 /// Parses one mountinfo line; returns the mount point when it is an nsfs mount of a
@@ -64,19 +93,27 @@ pub fn nsfs_net_mount(line: &[u8]) -> Option<&[u8]> {
     (fstype == b"nsfs" && root.starts_with(b"net:[")).then_some(mount_point)
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space).
+/// Undoes mountinfo's octal escapes (`\040` for a space). The kernel escapes only
+/// space, tab, newline and backslash (`\ooo`, three octal digits, at most `\377`); a
+/// sequence that is not a byte is kept as it stands.
 fn unescape(raw: &[u8]) -> PathBuf {
     use std::os::unix::ffi::OsStrExt;
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
-        if raw[i] == b'\\' && i + 3 < raw.len() && raw[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (raw[i + 1] - b'0') * 64 + (raw[i + 2] - b'0') * 8 + (raw[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(raw[i]);
-            i += 1;
+        let byte = raw
+            .get(i + 1..i + 4)
+            .filter(|d| raw[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .and_then(|d| u8::try_from(d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'))).ok());
+        match byte {
+            Some(b) => {
+                out.push(b);
+                i += 4;
+            }
+            None => {
+                out.push(raw[i]);
+                i += 1;
+            }
         }
     }
     PathBuf::from(std::ffi::OsStr::from_bytes(&out))
@@ -144,6 +181,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn open_refuses_a_path_that_now_leads_elsewhere() {
+        let found = Found {
+            pid: None,
+            path: PathBuf::from("/proc/self/ns/net"),
+        };
+        let key = key_of(&found.path).unwrap();
+        assert!(open(&found, key).is_ok());
+        // The key of another namespace (as after a PID was reused): refused.
+        let err = open(&found, (key.0, key.1 + 1)).unwrap_err();
+        assert!(err.to_string().contains("replaced"), "{err}");
+    }
+
+    #[test]
+    fn the_fixed_init_inode_is_host_whatever_else_is_known() {
+        assert!(is_init((4, INIT_NET_INO), None));
+        assert!(is_init((4, 4_026_532_245), Some((4, 4_026_532_245))));
+        assert!(!is_init((4, 4_026_532_245), None));
+        assert!(!is_init((4, 4_026_532_245), Some((4, 4_026_531_992))));
+    }
+
+    #[test]
     fn mountinfo_lines() {
         // Captured on the development machine after `ip netns add x` (Linux 6.18.44).
         let l = b"612 29 0:4 net:[4026532245] /run/netns/x rw shared:263 - nsfs nsfs rw";
@@ -154,5 +212,11 @@ mod tests {
         assert_eq!(nsfs_net_mount(tmp), None);
         assert_eq!(nsfs_net_mount(b""), None);
         assert_eq!(unescape(b"/run/netns/a\\040b"), PathBuf::from("/run/netns/a b"));
+        // Not a byte (over \\377), cut short, or not octal: kept as written, no panic.
+        assert_eq!(unescape(b"/a\\400b"), PathBuf::from("/a\\400b"));
+        assert_eq!(unescape(b"/a\\777"), PathBuf::from("/a\\777"));
+        assert_eq!(unescape(b"/a\\04"), PathBuf::from("/a\\04"));
+        assert_eq!(unescape(b"/a\\08x"), PathBuf::from("/a\\08x"));
+        assert_eq!(unescape(b"/a\\134b"), PathBuf::from("/a\\b"));
     }
 }

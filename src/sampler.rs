@@ -35,6 +35,15 @@ use crate::source::{Cadence, Source, SourceError, SourceInfo, SourceStatus};
 /// such as nf_conntrack may be loaded later).
 const ABSENT_RETRY: Duration = Duration::from_secs(10);
 
+/// Why the namespaced sources of the exporter's own namespace are down while the sampler
+/// thread cannot get back into it.
+const DISPLACED: &str =
+    "the sampler thread could not return to the exporter's own network namespace; not sampled until it does";
+
+/// Moves the sampler thread into a network namespace (`setns`); a test replaces it to
+/// inject failures.
+type Switch = Box<dyn FnMut(&File) -> std::io::Result<()> + Send>;
+
 /// What scrapes read: `None` until the first sample.
 pub type Published = watch::Receiver<Option<Arc<Snapshot>>>;
 
@@ -86,6 +95,37 @@ struct Discovery {
     errors: HashMap<&'static str, u64>,
     /// The last discovery failed (logged once, until it works again).
     failing: bool,
+    switch: Switch,
+    /// Failed attempts to enter a namespace, and whether EPERM has been logged.
+    enter_errors: u64,
+    denied_logged: bool,
+    /// Returning to the own namespace failed: the thread may be in another one. Until
+    /// a return succeeds, nothing that depends on the thread's namespace runs.
+    displaced: bool,
+}
+
+impl Discovery {
+    /// Tries to move the thread back into the exporter's own namespace.
+    fn go_home(&mut self) -> bool {
+        match (self.switch)(&self.own_file) {
+            Ok(()) => {
+                if self.displaced {
+                    log::info!("the sampler thread is back in the exporter's own network namespace");
+                }
+                self.displaced = false;
+                true
+            }
+            Err(e) => {
+                if !self.displaced {
+                    log::error!(
+                        "cannot return to the exporter's own network namespace: {e}; its namespaced sources and other namespaces are not sampled until a return succeeds"
+                    );
+                }
+                self.displaced = true;
+                false
+            }
+        }
+    }
 }
 
 pub struct Sampler {
@@ -118,7 +158,7 @@ fn slot(source: Box<dyn Source>, every_ticks: u64, namespaced: bool, quiet: bool
 }
 
 fn netns_label(key: NsKey, init: Option<NsKey>) -> String {
-    if Some(key) == init {
+    if netns::is_init(key, init) {
         r#"netns="host""#.to_string()
     } else {
         format!(r#"netns="{}""#, key.1)
@@ -185,6 +225,10 @@ impl Sampler {
                     duration: Duration::ZERO,
                     errors: HashMap::new(),
                     failing: false,
+                    switch: Box::new(|f: &File| crate::sys::setns_net(f)),
+                    enter_errors: 0,
+                    denied_logged: false,
+                    displaced: false,
                 }),
                 Err(e) => {
                     log::warn!("cannot open the exporter's own network namespace ({e}); sampling only it");
@@ -222,14 +266,15 @@ impl Sampler {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        run_group(&mut self.own, self.ticks, now, snap);
-        if let Some(d) = self.discovery.as_mut() {
+        // A thread that could not return home is never trusted with its own namespace's
+        // sources until a return succeeds.
+        let displaced = self.discovery.as_mut().is_some_and(|d| d.displaced && !d.go_home());
+        run_group(&mut self.own, self.ticks, now, snap, displaced);
+        if let Some(d) = self.discovery.as_mut().filter(|_| !displaced) {
             if self.ticks % d.every_ticks == 0 {
                 discover(d, &self.sources);
             }
-            if !sample_foreign(d, self.ticks, now, snap) {
-                self.discovery = None;
-            }
+            sample_foreign(d, self.ticks, now, snap);
         }
         self.ticks += 1;
         self.peaks.apply(snap, now);
@@ -258,6 +303,7 @@ impl Sampler {
             snap.push(&metrics::NETNS_SAMPLED, &[], d.groups.len() as f64);
             snap.push(&metrics::NETNS_OMITTED, &[], d.omitted as f64);
             snap.push(&metrics::NETNS_DISCOVERY_DURATION, &[], d.duration.as_secs_f64());
+            snap.push(&metrics::NETNS_ENTER_ERRORS, &[], d.enter_errors as f64);
             for s in self.sources.iter().filter(|s| s.namespaced) {
                 let down = d
                     .groups
@@ -308,10 +354,15 @@ impl Sampler {
 }
 
 /// Runs the due sources of a group (the thread already in its namespace) and appends
-/// every source's cached output, labelled, to `snap`.
-fn run_group(g: &mut Group, ticks: u64, now: Instant, snap: &mut Snapshot) {
+/// every source's cached output, labelled, to `snap`. With `displaced`, the thread may
+/// be in another namespace: namespaced sources are reported down and serve nothing.
+fn run_group(g: &mut Group, ticks: u64, now: Instant, snap: &mut Snapshot, displaced: bool) {
     for slot in &mut g.slots {
-        if (ticks + g.phase) % slot.every_ticks == 0 {
+        if displaced && slot.namespaced {
+            slot.cache.clear();
+            let err = SourceError::Other(DISPLACED.into());
+            slot.status.record(slot.source.name(), Err(&err), Duration::ZERO);
+        } else if (ticks + g.phase) % slot.every_ticks == 0 {
             sample_slot(slot, now);
         }
     }
@@ -349,7 +400,7 @@ fn discover(d: &mut Discovery, sources: &[&'static SourceInfo]) {
     d.omitted = new.len().saturating_sub(room);
     for key in new.into_iter().take(room) {
         let Some(found) = d.found.get(&key) else { continue };
-        let ns = match netns::open(found) {
+        let ns = match netns::open(found, key) {
             Ok(f) => f,
             Err(e) => {
                 log::debug!("namespace {}: cannot open {}: {e}", key.1, found.path.display());
@@ -404,26 +455,31 @@ fn discover(d: &mut Discovery, sources: &[&'static SourceInfo]) {
 }
 
 /// Enters each tracked namespace whose sources are due, runs them, and returns to the
-/// exporter's own namespace; appends every group's cached output. Returns false when
-/// other namespaces cannot be sampled at all (no CAP_SYS_ADMIN).
-fn sample_foreign(d: &mut Discovery, ticks: u64, now: Instant, snap: &mut Snapshot) -> bool {
+/// exporter's own namespace; appends every group's cached output.
+///
+/// A namespace that cannot be entered (EPERM without CAP_SYS_ADMIN, or gone) is
+/// dropped and tried again when discovery finds it next; the others go on. A failed
+/// return stops the round and marks the discovery displaced (see [`Discovery::go_home`]).
+fn sample_foreign(d: &mut Discovery, ticks: u64, now: Instant, snap: &mut Snapshot) {
     let mut broken = Vec::new();
-    for (key, g) in &mut d.groups {
+    let mut groups = std::mem::take(&mut d.groups);
+    for (key, g) in &mut groups {
         let due = g.slots.iter().any(|s| (ticks + g.phase) % s.every_ticks == 0);
         if let (true, Some(ns)) = (due, g.ns.as_ref()) {
-            match crate::sys::setns_net(ns) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            // A failed setns leaves the thread where it was: at home.
+            if let Err(e) = (d.switch)(ns) {
+                d.enter_errors += 1;
+                if e.raw_os_error() == Some(libc::EPERM) && !d.denied_logged {
                     log::warn!(
-                        "cannot enter other network namespaces ({e}): CAP_SYS_ADMIN is needed; sampling only the exporter's own"
+                        "cannot enter network namespace {} ({e}): CAP_SYS_ADMIN is needed to sample other namespaces",
+                        key.1
                     );
-                    return false;
-                }
-                Err(e) => {
+                    d.denied_logged = true;
+                } else {
                     log::debug!("namespace {}: setns: {e}", key.1);
-                    broken.push(*key);
-                    continue;
                 }
+                broken.push(*key);
+                continue;
             }
             for slot in &mut g.slots {
                 if (ticks + g.phase) % slot.every_ticks == 0 {
@@ -434,19 +490,18 @@ fn sample_foreign(d: &mut Discovery, ticks: u64, now: Instant, snap: &mut Snapsh
                     }
                 }
             }
-            if let Err(e) = crate::sys::setns_net(&d.own_file) {
-                // Cannot happen short of a kernel bug; stop sampling other namespaces
-                // rather than risk sampling the wrong one as our own.
-                log::error!("cannot return to the exporter's own network namespace: {e}");
-                return false;
+            if !d.go_home() {
+                // Nothing more this round: every later namespace would be entered from
+                // an unknown one, and the own namespace must wait for a return.
+                break;
             }
         }
         append_group(g, snap);
     }
     for key in broken {
-        d.groups.remove(&key);
+        groups.remove(&key);
     }
-    true
+    d.groups = groups;
 }
 
 /// Runs one source into its cache. A failed run leaves the cache empty: nothing
@@ -474,4 +529,140 @@ fn sample_slot(slot: &mut Slot, now: Instant) {
         }
     }
     slot.status.record(name, result.as_ref().map(|_| ()), took);
+}
+
+#[cfg(test)]
+mod tests {
+    //! The sampler's namespace switching against the real kernel, with failures injected
+    //! through [`Discovery::switch`]. Needs root (the suite runs as root).
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::source::SOURCES;
+    use std::os::unix::fs::MetadataExt;
+    use std::process::Command;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A namespace pinned by `ip netns add`, deleted on drop.
+    struct TestNs(String);
+
+    impl TestNs {
+        fn new(tag: &str) -> Self {
+            let name = format!("np-unit-{tag}-{}", std::process::id());
+            let _ = Command::new("ip").args(["netns", "del", &name]).output();
+            assert!(Command::new("ip")
+                .args(["netns", "add", &name])
+                .status()
+                .unwrap()
+                .success());
+            Self(name)
+        }
+
+        fn ino(&self) -> u64 {
+            std::fs::metadata(format!("/run/netns/{}", self.0)).unwrap().ino()
+        }
+    }
+
+    impl Drop for TestNs {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+
+    const REAL: u64 = 0;
+    const FAIL_RETURN: u64 = 1;
+    // Any other value: EPERM when entering the namespace with that inode.
+
+    fn sampler(mode: &Arc<AtomicU64>) -> (Sampler, Published) {
+        let cfg = Config {
+            sources: SOURCES.iter().filter(|s| s.name == "sockstat").collect(),
+            netns_interval: Config::default().sample_interval,
+            ..Config::default()
+        };
+        let (mut s, rx) = Sampler::from_config(&cfg);
+        let own_ino = netns::key_of(std::path::Path::new("/proc/thread-self/ns/net"))
+            .unwrap()
+            .1;
+        let mode = Arc::clone(mode);
+        s.discovery.as_mut().expect("netns discovery").switch = Box::new(move |f: &File| {
+            let ino = f.metadata()?.ino();
+            match mode.load(Ordering::SeqCst) {
+                FAIL_RETURN if ino == own_ino => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+                m if m == ino => Err(std::io::Error::from_raw_os_error(libc::EPERM)),
+                _ => crate::sys::setns_net(f),
+            }
+        });
+        (s, rx)
+    }
+
+    /// Whether the published snapshot has an in-use series labelled with `netns`.
+    fn serves(rx: &Published, netns: &str) -> bool {
+        let snap = rx.borrow().clone().unwrap();
+        let prefix = format!("netns=\"{netns}\"");
+        let found = snap
+            .iter()
+            .any(|(d, l, _)| d.name == "netpressure_tcp_sockets_in_use" && l.starts_with(&prefix));
+        found
+    }
+
+    fn own_label() -> String {
+        let key = netns::key_of(std::path::Path::new("/proc/thread-self/ns/net")).unwrap();
+        let init = netns::init_key(std::path::Path::new("/proc"));
+        netns_label(key, init)
+            .trim_start_matches("netns=\"")
+            .trim_end_matches('"')
+            .to_string()
+    }
+
+    #[test]
+    fn a_failed_return_home_serves_nothing_under_the_own_label_until_it_succeeds() {
+        let (a, b) = (TestNs::new("home-a"), TestNs::new("home-b"));
+        let own = own_label();
+        let mode = Arc::new(AtomicU64::new(REAL));
+        let (mut s, rx) = sampler(&mode);
+        s.tick();
+        assert!(serves(&rx, &own) && serves(&rx, &a.ino().to_string()) && serves(&rx, &b.ino().to_string()));
+
+        // The return after the first namespace fails: the thread stays in that namespace.
+        mode.store(FAIL_RETURN, Ordering::SeqCst);
+        s.tick();
+        for _ in 0..3 {
+            s.tick();
+            assert!(!serves(&rx, &own), "a series under the own label while displaced");
+            let snap = rx.borrow().clone().unwrap();
+            assert_eq!(snap.value("netpressure_source_up", r#"source="sockstat""#), Some(0.0));
+        }
+        // The thread really is elsewhere: nothing above was read from the wrong namespace.
+        assert_ne!(
+            netns::key_of(std::path::Path::new("/proc/thread-self/ns/net"))
+                .unwrap()
+                .1,
+            s.discovery.as_ref().unwrap().own.1
+        );
+
+        mode.store(REAL, Ordering::SeqCst);
+        s.tick();
+        s.tick();
+        assert!(serves(&rx, &own) && serves(&rx, &a.ino().to_string()) && serves(&rx, &b.ino().to_string()));
+        assert_eq!(own_label(), own);
+    }
+
+    #[test]
+    fn eperm_on_one_namespace_leaves_the_others_sampled() {
+        let (a, b) = (TestNs::new("eperm-a"), TestNs::new("eperm-b"));
+        let own = own_label();
+        let mode = Arc::new(AtomicU64::new(a.ino()));
+        let (mut s, rx) = sampler(&mode);
+        for _ in 0..3 {
+            s.tick();
+            assert!(serves(&rx, &own) && serves(&rx, &b.ino().to_string()));
+            assert!(!serves(&rx, &a.ino().to_string()));
+        }
+        assert!(s.discovery.as_ref().unwrap().enter_errors >= 3);
+        // Allowed again: found and sampled at the next discovery.
+        mode.store(REAL, Ordering::SeqCst);
+        s.tick();
+        s.tick();
+        assert!(serves(&rx, &a.ino().to_string()) && serves(&rx, &b.ino().to_string()));
+    }
 }

@@ -44,9 +44,11 @@ fn column(name: &[u8]) -> Column {
     }
 }
 
-/// Parses the file into one [`CtCpuStats`] per row (row index = CPU number) and returns
+/// Parses the file into one [`CtCpuStats`] per row and returns
 /// this namespace's entry count, which the kernel repeats on every row.
 ///
+/// Rows are numbered 0, 1, ...: row N is the Nth *possible* CPU, which is CPU N only
+/// where the possible CPUs are contiguous (the caller renumbers them).
 /// `cpus` is cleared and refilled, so its allocation is reused between samples.
 ///
 /// # Errors

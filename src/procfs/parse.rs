@@ -42,9 +42,43 @@ pub fn fields(line: &[u8]) -> impl Iterator<Item = &[u8]> {
     line.split(|b| b.is_ascii_whitespace()).filter(|f| !f.is_empty())
 }
 
+/// Parses a kernel CPU list such as `/sys/devices/system/cpu/possible` (`0-3`,
+/// `0,2-5,8`) into the CPU numbers, in order. `None` for anything else, or for a list of
+/// more than `max` CPUs.
+pub fn cpu_list(bytes: &[u8], max: usize) -> Option<Vec<u16>> {
+    let mut out = Vec::new();
+    for item in bytes.trim_ascii().split(|b| *b == b',') {
+        let (lo, hi) = match item.iter().position(|b| *b == b'-') {
+            Some(i) => (parse_dec(&item[..i])?, parse_dec(&item[i + 1..])?),
+            None => {
+                let v = parse_dec(item)?;
+                (v, v)
+            }
+        };
+        if lo > hi || (hi - lo) as usize >= max.saturating_sub(out.len()) {
+            return None;
+        }
+        for cpu in lo..=hi {
+            out.push(u16::try_from(cpu).ok()?);
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        // /sys/devices/system/cpu/possible on the development machine (Linux 6.18.44).
+        assert_eq!(cpu_list(b"0-1\n", 8192), Some(vec![0, 1]));
+        assert_eq!(cpu_list(b"0,2-4,7", 8192), Some(vec![0, 2, 3, 4, 7]));
+        assert_eq!(cpu_list(b"0-9", 4), None);
+        for bad in [&b""[..], b"x", b"3-1", b"1-", b"0,,1", b"0-99999999"] {
+            assert_eq!(cpu_list(bad, 8192), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn decimal() {

@@ -9,10 +9,12 @@
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::cputotals::{CpuTotals, MAX_CPUS};
 use crate::metrics;
 use crate::model::{CtCounter, CtCpuStats, CtGlobalStats};
 use crate::netlink::ctnetlink::Ctnetlink;
 use crate::netlink::NetlinkError;
+use crate::procfs::parse::cpu_list;
 use crate::procfs::{conntrack::parse_stat, ProcError, ProcFile};
 use crate::snapshot::Snapshot;
 use crate::source::{Every, IndexLabels, Source, SourceError, SourceStatus};
@@ -40,7 +42,14 @@ pub struct Conntrack {
     buckets_value: Option<u64>,
     timeout_values: [Option<u64>; 3],
     per_cpu: bool,
+    /// The last reading, raw 32-bit values per CPU.
     cpus: Vec<CtCpuStats>,
+    /// What is served: wrap-aware 64-bit totals of `cpus`.
+    totals: CpuTotals<{ CtCounter::COUNT }>,
+    /// `/sys/devices/system/cpu/possible`: row N of `/proc/net/stat/nf_conntrack` is the
+    /// Nth possible CPU (the kernel skips impossible ones), not CPU N.
+    possible: std::path::PathBuf,
+    possible_cpus: Option<Vec<u16>>,
     cpu_labels: IndexLabels,
 }
 
@@ -64,6 +73,9 @@ impl Conntrack {
             timeout_values: [None; 3],
             per_cpu: cfg.conntrack_per_cpu,
             cpus: Vec::new(),
+            totals: CpuTotals::new(),
+            possible: cfg.roots.sysfs.join("devices/system/cpu/possible"),
+            possible_cpus: None,
             cpu_labels: IndexLabels::default(),
         }
     }
@@ -89,6 +101,19 @@ impl Conntrack {
         match self.stat.read() {
             Ok(bytes) => {
                 parse_stat(bytes, &mut self.cpus).map_err(|e| ProcError::parse(self.stat.path(), e.to_string()))?;
+                if self.possible_cpus.is_none() {
+                    // Without sysfs, rows are taken as CPUs 0..n (true wherever the
+                    // possible CPUs are contiguous, as they nearly always are).
+                    // Read once (it cannot change while the system runs), and not kept open.
+                    self.possible_cpus = Some(
+                        std::fs::read(&self.possible)
+                            .ok()
+                            .and_then(|b| cpu_list(&b, MAX_CPUS))
+                            .unwrap_or_default(),
+                    );
+                }
+                let possible = self.possible_cpus.as_deref().unwrap_or_default();
+                renumber_rows(&mut self.cpus, possible);
             }
             // Many kernels since ≈5.15 no longer build this file: counters are then absent.
             Err(e) if e.is_not_found() => self.cpus.clear(),
@@ -98,6 +123,16 @@ impl Conntrack {
             entries: Some(entries),
             max_entries,
         })
+    }
+}
+
+/// Gives row N the number of the Nth possible CPU, where `possible` lists them.
+fn renumber_rows(rows: &mut [CtCpuStats], possible: &[u16]) {
+    if possible.len() < rows.len() {
+        return;
+    }
+    for (row, cpu) in rows.iter_mut().zip(possible) {
+        row.cpu = *cpu;
     }
 }
 
@@ -156,26 +191,20 @@ impl Source for Conntrack {
             }
         }
 
+        for row in &self.cpus {
+            self.totals.observe(usize::from(row.cpu), &row.counters);
+        }
         for c in CtCounter::ALL {
             let desc = metrics::conntrack_counter(c);
             if self.per_cpu {
                 for i in 0..self.cpus.len() {
-                    let row = self.cpus[i];
-                    if let Some(v) = row.get(c) {
-                        let label = self.cpu_labels.get(usize::from(row.cpu));
-                        out.push(desc, &[("cpu", label)], v as f64);
+                    let cpu = usize::from(self.cpus[i].cpu);
+                    if let Some(v) = self.totals.cpu_total(cpu, c.index()) {
+                        out.push(desc, &[("cpu", self.cpu_labels.get(cpu))], v as f64);
                     }
                 }
-            } else {
-                let mut sum: Option<u64> = None;
-                for row in &self.cpus {
-                    if let Some(v) = row.get(c) {
-                        sum = Some(sum.unwrap_or(0).wrapping_add(v));
-                    }
-                }
-                if let Some(v) = sum {
-                    out.push(desc, &[], v as f64);
-                }
+            } else if let Some(v) = self.totals.total(c.index()) {
+                out.push(desc, &[], v as f64);
             }
         }
         Ok(())
@@ -183,5 +212,24 @@ impl Source for Conntrack {
 
     fn visit_status(&self, f: &mut dyn FnMut(&'static str, &SourceStatus)) {
         f(NETLINK_PATH, &self.netlink_status);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn procfs_rows_are_numbered_by_possible_cpu() {
+        let mut rows = vec![CtCpuStats::default(); 3];
+        for (i, r) in rows.iter_mut().enumerate() {
+            r.cpu = i as u16;
+        }
+        // Possible CPUs 0, 2 and 5: the kernel prints three rows, for those CPUs.
+        renumber_rows(&mut rows, &[0, 2, 5]);
+        assert_eq!(rows.iter().map(|r| r.cpu).collect::<Vec<_>>(), [0, 2, 5]);
+        // A possible list shorter than the rows is not trusted.
+        renumber_rows(&mut rows, &[7]);
+        assert_eq!(rows.iter().map(|r| r.cpu).collect::<Vec<_>>(), [0, 2, 5]);
     }
 }

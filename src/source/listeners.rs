@@ -29,25 +29,51 @@ const SYN: &str = "sock_diag SYN_RECV";
 struct Listener {
     addr: IpAddr,
     port: u16,
+    /// Accept queue and limit of the group's fullest socket.
     queue: u32,
     limit: u32,
+    /// Sockets listening on this address and port: more than one in an SO_REUSEPORT
+    /// group (one per worker in ingress-nginx, envoy, ...), each with its own queue.
+    sockets: u32,
     syn_recv: Option<u32>,
     /// The highest queue seen within about the peak window, for ranking: a listener
     /// whose queue spiked and drained keeps its place (and so its `_peak` series).
     recent_queue: u32,
 }
 
+/// How full an accept queue is: the socket of a group that drops first.
+fn accept_fill(queue: u32, limit: u32) -> f64 {
+    if limit > 0 {
+        f64::from(queue) / f64::from(limit)
+    } else if queue > 0 {
+        f64::INFINITY
+    } else {
+        0.0
+    }
+}
+
+/// Folds the sockets of a LISTEN dump into one listener per (address, port): an
+/// SO_REUSEPORT group becomes one listener with the queue and limit of its fullest
+/// socket (relative to its limit) and the number of its sockets.
+fn fold_reuseport(listeners: &mut Vec<Listener>) {
+    listeners.sort_unstable_by_key(|l| (l.addr, l.port));
+    listeners.dedup_by(|later, kept| {
+        if (later.addr, later.port) != (kept.addr, kept.port) {
+            return false;
+        }
+        kept.sockets += later.sockets;
+        if accept_fill(later.queue, later.limit) > accept_fill(kept.queue, kept.limit) {
+            kept.queue = later.queue;
+            kept.limit = later.limit;
+        }
+        true
+    });
+}
+
 impl Listener {
     /// How close this listener is to dropping connections, for ranking.
     fn fill(&self, max_syn_backlog: f64) -> f64 {
-        let queue = self.queue.max(self.recent_queue);
-        let accept = if self.limit > 0 {
-            f64::from(queue) / f64::from(self.limit)
-        } else if queue > 0 {
-            f64::INFINITY
-        } else {
-            0.0
-        };
+        let accept = accept_fill(self.queue.max(self.recent_queue), self.limit);
         let syn = match self.syn_recv {
             Some(n) if max_syn_backlog > 0.0 => f64::from(n) / max_syn_backlog,
             _ => 0.0,
@@ -148,11 +174,14 @@ impl Listeners {
                     port: s.local_port,
                     queue: s.rqueue,
                     limit: s.wqueue,
+                    sockets: 1,
                     syn_recv: None,
                     recent_queue: 0,
                 });
             }
-        })
+        })?;
+        fold_reuseport(listeners);
+        Ok(())
     }
 
     fn scan_syn_recv(&mut self) -> Result<(), SourceError> {
@@ -177,20 +206,13 @@ impl Listeners {
         Ok(())
     }
 
-    /// Attributes each (address, port) of request sockets to the listener that owns it:
-    /// the one bound to that address, else a wildcard listener on that port.
+    /// Attributes each (address, port) of request sockets to the listener that owns it.
     fn attribute_syn_recv(&mut self) {
         for l in &mut self.listeners {
             l.syn_recv = Some(0);
         }
         for (&(addr, port), &n) in &self.syn_recv {
-            let exact = self.listeners.iter().position(|l| l.port == port && l.addr == addr);
-            let owner = exact.or_else(|| {
-                self.listeners
-                    .iter()
-                    .position(|l| l.port == port && l.addr.is_unspecified() && same_family_or_dual(l.addr, addr))
-            });
-            if let Some(i) = owner {
+            if let Some(i) = owner(&self.listeners, addr, port) {
                 if let Some(c) = self.listeners[i].syn_recv.as_mut() {
                     *c += n;
                 }
@@ -203,10 +225,20 @@ fn port_wanted(ranges: Option<&[(u16, u16)]>, port: u16) -> bool {
     ranges.is_none_or(|r| r.iter().any(|(lo, hi)| (*lo..=*hi).contains(&port)))
 }
 
-/// A wildcard IPv6 listener also takes IPv4 connections (unless IPV6_V6ONLY, which the
-/// dump does not show); a wildcard IPv4 listener only IPv4.
-fn same_family_or_dual(listener: IpAddr, local: IpAddr) -> bool {
-    listener.is_ipv6() || local.is_ipv4()
+/// The listener a request socket with local `addr`:`port` belongs to: the one bound to
+/// that address; else the wildcard listener of the address's own family; else, for an
+/// IPv4 address, a wildcard IPv6 listener (dual-stack, taking IPv4 connections).
+///
+/// A dual-stack IPv6 listener's IPv4 request sockets carry an IPv4-mapped IPv6 address
+/// (`::ffff:a.b.c.d`), which is IPv6 here and so finds `[::]` even when `0.0.0.0` listens
+/// on the same port; a plain IPv4 address finds `0.0.0.0` first, which, when both
+/// listen, is the socket that took the connection (`[::]` is then v6-only: the kernel
+/// refuses the pair otherwise).
+fn owner(listeners: &[Listener], addr: IpAddr, port: u16) -> Option<usize> {
+    let on_port = |f: &dyn Fn(&Listener) -> bool| listeners.iter().position(|l| l.port == port && f(l));
+    on_port(&|l| l.addr == addr)
+        .or_else(|| on_port(&|l| l.addr.is_unspecified() && l.addr.is_ipv4() == addr.is_ipv4()))
+        .or_else(|| on_port(&|l| l.addr.is_unspecified() && l.addr.is_ipv6() && addr.is_ipv4()))
 }
 
 impl Source for Listeners {
@@ -252,6 +284,7 @@ impl Source for Listeners {
             let labels = [("address", self.addr_buf.as_str()), ("port", self.port_buf.as_str())];
             out.push(&metrics::LISTEN_QUEUE, &labels, f64::from(l.queue));
             out.push(&metrics::LISTEN_QUEUE_LIMIT, &labels, f64::from(l.limit));
+            out.push(&metrics::LISTEN_SOCKETS, &labels, f64::from(l.sockets));
             if let Some(n) = l.syn_recv {
                 out.push(&metrics::SYN_RECV, &labels, f64::from(n));
             }
@@ -275,9 +308,62 @@ mod tests {
             port,
             queue,
             limit: 10,
+            sockets: 1,
             syn_recv: None,
             recent_queue: 0,
         }
+    }
+
+    fn at(addr: &str, port: u16, queue: u32, limit: u32) -> Listener {
+        Listener {
+            addr: addr.parse().unwrap(),
+            limit,
+            ..listener(port, queue)
+        }
+    }
+
+    #[test]
+    fn a_reuseport_group_is_one_listener_with_its_fullest_socket() {
+        // Three workers on 127.0.0.1:8080 (limits 100, 10, 100) and one on another port.
+        let mut ls = vec![
+            at("127.0.0.1", 8080, 50, 100),
+            at("127.0.0.1", 9090, 1, 10),
+            at("127.0.0.1", 8080, 9, 10),
+            at("127.0.0.1", 8080, 60, 100),
+            at("::1", 8080, 0, 10),
+        ];
+        fold_reuseport(&mut ls);
+        let g: Vec<_> = ls
+            .iter()
+            .map(|l| (l.addr.to_string(), l.port, l.queue, l.limit, l.sockets))
+            .collect();
+        assert_eq!(
+            g,
+            [
+                ("127.0.0.1".into(), 8080, 9, 10, 3),
+                ("127.0.0.1".into(), 9090, 1, 10, 1),
+                ("::1".into(), 8080, 0, 10, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn request_sockets_go_to_the_listener_of_their_family() {
+        // 0.0.0.0:80 beside a v6-only [::]:80: IPv4 request sockets are the IPv4 one's.
+        let both = [at("::", 80, 0, 10), at("0.0.0.0", 80, 0, 10)];
+        let v4: IpAddr = "127.0.0.1".parse().unwrap();
+        let v6: IpAddr = "::1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(owner(&both, v4, 80), Some(1));
+        assert_eq!(owner(&both, v6, 80), Some(0));
+        assert_eq!(owner(&both, mapped, 80), Some(0));
+        // A dual-stack [::]:80 alone takes IPv4 too; 0.0.0.0 alone never takes IPv6.
+        assert_eq!(owner(&both[..1], v4, 80), Some(0));
+        assert_eq!(owner(&both[1..], v6, 80), None);
+        // A listener bound to the address wins over any wildcard.
+        let exact = [at("0.0.0.0", 80, 0, 10), at("127.0.0.1", 80, 0, 10)];
+        assert_eq!(owner(&exact, v4, 80), Some(1));
+        assert_eq!(owner(&exact, v4, 81), None);
     }
 
     #[test]

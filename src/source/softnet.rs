@@ -2,19 +2,20 @@
 //! `netdev_max_backlog`. Both are global: the same in every namespace.
 
 use crate::config::Config;
+use crate::cputotals::CpuTotals;
 use crate::metrics;
 use crate::procfs::net::{parse_softnet, SoftnetRow};
 use crate::procfs::{ProcError, ProcFile};
 use crate::snapshot::Snapshot;
 use crate::source::{IndexLabels, Source, SourceError};
 
-/// A served family and the row field it reads.
-type Column = (&'static metrics::Desc, fn(&SoftnetRow) -> u64);
-
 pub struct Softnet {
     stat: ProcFile,
     limit: ProcFile,
     rows: Vec<SoftnetRow>,
+    /// Wrap-aware totals of `dropped` and `time_squeeze` per CPU: the columns are 32-bit
+    /// and a CPU that goes offline loses its row.
+    totals: CpuTotals<2>,
     per_cpu: bool,
     labels: IndexLabels,
 }
@@ -25,6 +26,7 @@ impl Softnet {
             stat: ProcFile::new(cfg.roots.proc_net("softnet_stat")),
             limit: ProcFile::new(cfg.roots.proc("sys/net/core/netdev_max_backlog")),
             rows: Vec::new(),
+            totals: CpuTotals::new(),
             per_cpu: cfg.softnet_per_cpu,
             labels: IndexLabels::default(),
         }
@@ -39,17 +41,22 @@ impl Source for Softnet {
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
         let path = self.stat.path().to_path_buf();
         parse_softnet(self.stat.read()?, &mut self.rows).map_err(|e| ProcError::parse(&path, e))?;
-        let columns: [Column; 2] = [
-            (&metrics::SOFTNET_DROPPED, |r| r.dropped),
-            (&metrics::SOFTNET_SQUEEZED, |r| r.time_squeeze),
-        ];
-        for (desc, column) in columns {
+        for row in &self.rows {
+            self.totals
+                .observe(row.cpu as usize, &[Some(row.dropped), Some(row.time_squeeze)]);
+        }
+        for (i, desc) in [&metrics::SOFTNET_DROPPED, &metrics::SOFTNET_SQUEEZED]
+            .into_iter()
+            .enumerate()
+        {
             if self.per_cpu {
                 for row in &self.rows {
-                    out.push(desc, &[("cpu", self.labels.get(row.cpu as usize))], column(row) as f64);
+                    if let Some(v) = self.totals.cpu_total(row.cpu as usize, i) {
+                        out.push(desc, &[("cpu", self.labels.get(row.cpu as usize))], v as f64);
+                    }
                 }
-            } else {
-                out.push(desc, &[], self.rows.iter().map(column).sum::<u64>() as f64);
+            } else if let Some(v) = self.totals.total(i) {
+                out.push(desc, &[], v as f64);
             }
         }
         // netdev_max_backlog exists only in the initial namespace's /proc/sys.

@@ -75,6 +75,26 @@ def record(name, ok, detail=""):
     print(("PASS " if ok else "FAIL ") + name + (f": {detail}" if detail and not ok else ""), flush=True)
 
 
+def prom_has(query):
+    """Whether Prometheus's instant query returns at least one series."""
+    url = "http://127.0.0.1:9090/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    body = json.loads(http_get(url))
+    return body.get("status") == "success" and len(body["data"]["result"]) > 0
+
+
+def wait_until(pred, timeout):
+    """Polls pred (an exception counts as not yet) until it holds or timeout passes."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if pred():
+                return True
+        except Exception:  # noqa: BLE001 - the component is not there yet
+            pass
+        time.sleep(0.2)
+    return False
+
+
 def wait_for_alert(received, name, labels, timeout):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -177,6 +197,16 @@ receivers: [{name: hook, webhook_configs: [{url: 'http://127.0.0.1:9095/hook', s
             return False
         record("components ready", all(ready(u) for u in (
             "http://127.0.0.1:9861/-/ready", "http://127.0.0.1:9090/-/ready", "http://127.0.0.1:9093/-/ready")))
+
+        # The alerts use increase() of counters, which sees a rise only between two samples
+        # Prometheus holds: wait for its own evidence that it has scraped the exporter and
+        # stored both namespaces' counters before the test makes them rise. Its first
+        # scrape of a new target comes about 5 s after /-/ready (target updates are
+        # batched), and the exporter finds the namespaces at its next discovery.
+        record("Prometheus has stored both namespaces' counters before they rise", wait_until(
+            lambda: prom_has('up{job="netpressure"} == 1')
+            and prom_has(f'netpressure_conntrack_drop_total{{netns="{ino(FULL)}"}}')
+            and prom_has(f'netpressure_tcp_listen_overflows_total{{netns="{ino(LISTEN)}"}}'), 120))
 
         # Fill one namespace's table: more held connections than the lowered global max.
         with open(MAX_PATH, "w") as f:
