@@ -207,7 +207,7 @@ NODE = [
     ("Tuning values",
      "The sysctls that bound these pressures, as the exporter last read them.",
      "short",
-     [(f'netpressure_sysctl{{{SEL}}}', "")],
+     [(f'netpressure_sysctl{{{NS}}}', "")],
      "table"),
 ]
 

@@ -146,6 +146,13 @@ fn ticks_for(interval: Duration, sample: Duration) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX).max(1)
 }
 
+/// Whether a slot runs on this tick: on its cadence (offset by its group's phase), and
+/// at once when it has never run, so that a newly found namespace is served in full
+/// from its first round.
+fn due(slot: &Slot, ticks: u64, phase: u64) -> bool {
+    (ticks + phase) % slot.every_ticks == 0 || slot.status.samples == 0
+}
+
 fn slot(source: Box<dyn Source>, every_ticks: u64, namespaced: bool, quiet: bool) -> Slot {
     Slot {
         source,
@@ -362,7 +369,7 @@ fn run_group(g: &mut Group, ticks: u64, now: Instant, snap: &mut Snapshot, displ
             slot.cache.clear();
             let err = SourceError::Other(DISPLACED.into());
             slot.status.record(slot.source.name(), Err(&err), Duration::ZERO);
-        } else if (ticks + g.phase) % slot.every_ticks == 0 {
+        } else if due(slot, ticks, g.phase) {
             sample_slot(slot, now);
         }
     }
@@ -427,7 +434,9 @@ fn discover(d: &mut Discovery, sources: &[&'static SourceInfo]) {
                     Cadence::Scan => d.scan_ticks,
                     Cadence::Sample | Cadence::Second => d.every_ticks,
                 };
-                slot((s.build)(&d.ns_cfg), every, true, true)
+                let mut source = (s.build)(&d.ns_cfg);
+                source.set_quiet();
+                slot(source, every, true, true)
             })
             .collect();
         d.groups.insert(
@@ -464,8 +473,8 @@ fn sample_foreign(d: &mut Discovery, ticks: u64, now: Instant, snap: &mut Snapsh
     let mut broken = Vec::new();
     let mut groups = std::mem::take(&mut d.groups);
     for (key, g) in &mut groups {
-        let due = g.slots.iter().any(|s| (ticks + g.phase) % s.every_ticks == 0);
-        if let (true, Some(ns)) = (due, g.ns.as_ref()) {
+        let any_due = g.slots.iter().any(|s| due(s, ticks, g.phase));
+        if let (true, Some(ns)) = (any_due, g.ns.as_ref()) {
             // A failed setns leaves the thread where it was: at home.
             if let Err(e) = (d.switch)(ns) {
                 d.enter_errors += 1;
@@ -482,7 +491,7 @@ fn sample_foreign(d: &mut Discovery, ticks: u64, now: Instant, snap: &mut Snapsh
                 continue;
             }
             for slot in &mut g.slots {
-                if (ticks + g.phase) % slot.every_ticks == 0 {
+                if due(slot, ticks, g.phase) {
                     let before = slot.status.errors;
                     sample_slot(slot, now);
                     if slot.status.errors > before {

@@ -128,26 +128,49 @@ impl Snapshot {
             .sort_unstable_by_key(|s| (std::ptr::from_ref::<Desc>(s.desc) as usize, s.seq));
     }
 
-    /// Appends the text exposition of every family to `out`. Expects [`Snapshot::finish`]
-    /// to have grouped the samples.
+    /// Appends the text exposition of every family to `out`, in a deterministic order:
+    /// families sorted by name, the series of a family by their rendered labels (as
+    /// node_exporter's output is), so that two scrapes diff line by line. Expects
+    /// [`Snapshot::finish`] to have grouped the samples.
+    ///
+    /// The order is made here, once per scrape, rather than on every sample tick: the
+    /// sampler runs many times between two scrapes.
     pub fn encode(&self, out: &mut String) {
-        let mut current: Option<&str> = None;
-        for s in &self.samples {
-            if current != Some(s.desc.name) {
-                current = Some(s.desc.name);
-                let _ = writeln!(out, "# HELP {} {}", s.desc.name, s.desc.help);
-                let _ = writeln!(out, "# TYPE {} {}", s.desc.name, s.desc.kind.as_str());
+        let mut order: Vec<u32> = (0..as_u32(self.samples.len())).collect();
+        // Family runs are contiguous after `finish`: sort each run by labels, then the
+        // runs by family name.
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        let mut start = 0;
+        for i in 1..=self.samples.len() {
+            if i == self.samples.len() || !std::ptr::eq(self.samples[i].desc, self.samples[start].desc) {
+                runs.push((start, i));
+                start = i;
             }
-            out.push_str(s.desc.name);
-            let labels = self.label_str(s.labels);
-            if !labels.is_empty() {
-                out.push('{');
-                out.push_str(labels);
-                out.push('}');
+        }
+        for &(a, b) in &runs {
+            order[a..b].sort_by(|x, y| {
+                self.label_str(self.samples[*x as usize].labels)
+                    .cmp(self.label_str(self.samples[*y as usize].labels))
+            });
+        }
+        runs.sort_by_key(|&(a, _)| self.samples[a].desc.name);
+        for (a, b) in runs {
+            let desc = self.samples[a].desc;
+            let _ = writeln!(out, "# HELP {} {}", desc.name, escape_help(desc.help));
+            let _ = writeln!(out, "# TYPE {} {}", desc.name, desc.kind.as_str());
+            for &i in &order[a..b] {
+                let s = &self.samples[i as usize];
+                out.push_str(desc.name);
+                let labels = self.label_str(s.labels);
+                if !labels.is_empty() {
+                    out.push('{');
+                    out.push_str(labels);
+                    out.push('}');
+                }
+                out.push(' ');
+                write_value(out, s.value);
+                out.push('\n');
             }
-            out.push(' ');
-            write_value(out, s.value);
-            out.push('\n');
         }
     }
 
@@ -185,6 +208,16 @@ fn escape_label_value(out: &mut String, v: &str) {
     }
 }
 
+/// HELP text escapes backslash and newline (the text format's rule); the declared help
+/// strings have neither, so this borrows.
+fn escape_help(help: &str) -> std::borrow::Cow<'_, str> {
+    if help.contains(['\\', '\n']) {
+        help.replace('\\', "\\\\").replace('\n', "\\n").into()
+    } else {
+        help.into()
+    }
+}
+
 fn write_value(out: &mut String, v: f64) {
     if v.is_nan() {
         out.push_str("NaN");
@@ -201,7 +234,7 @@ mod tests {
     use crate::metrics::{CONNTRACK_ENTRIES, SOURCE_UP};
 
     #[test]
-    fn encodes_grouped_families_with_escaped_labels() {
+    fn encodes_sorted_families_and_series_with_escaped_labels() {
         let mut s = Snapshot::new();
         s.push(&SOURCE_UP, &[("source", "b\"x\\\n")], 1.0);
         s.push(&CONNTRACK_ENTRIES, &[], 262_144.0);
@@ -209,18 +242,21 @@ mod tests {
         s.finish();
         let mut out = String::new();
         s.encode(&mut out);
-        // Families are grouped (in an order of the build's choosing), samples in push order.
-        let entries = "# HELP netpressure_conntrack_entries Conntrack entries in this network namespace, checked against the global limit.\n\
+        // Families by name, series by labels, whatever the push order.
+        let expected = "# HELP netpressure_conntrack_entries Conntrack entries in this network namespace, checked against the global limit.\n\
 # TYPE netpressure_conntrack_entries gauge\n\
-netpressure_conntrack_entries 262144\n";
-        let up = "# HELP netpressure_source_up 1 when the last sample of this source succeeded, 0 when it failed or the kernel lacks it.\n\
+netpressure_conntrack_entries 262144\n\
+# HELP netpressure_source_up 1 when the last sample of this source succeeded, 0 when it failed or the kernel lacks it.\n\
 # TYPE netpressure_source_up gauge\n\
-netpressure_source_up{source=\"b\\\"x\\\\\\n\"} 1\n\
-netpressure_source_up{source=\"a\"} 0\n";
-        assert!(
-            out == format!("{entries}{up}") || out == format!("{up}{entries}"),
-            "{out}"
-        );
+netpressure_source_up{source=\"a\"} 0\n\
+netpressure_source_up{source=\"b\\\"x\\\\\\n\"} 1\n";
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn help_escapes() {
+        assert_eq!(escape_help("a\\b\nc"), "a\\\\b\\nc");
+        assert_eq!(escape_help("plain"), "plain");
     }
 
     #[test]

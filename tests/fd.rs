@@ -52,11 +52,18 @@ fn the_process_nearest_its_limit_is_first_and_leaves_when_it_exits() {
         metric(b, "netpressure_process_open_fds", &labels) == Some(290.0)
     });
     assert_eq!(metric(&body, "netpressure_process_fd_limit", &labels), Some(300.0));
-    let first = body
+    // The fullest of the served processes (series are listed by label, not by rank).
+    let fill = |l: &str| {
+        let labels = l.split_once('{').unwrap().1.rsplit_once("} ").unwrap().0;
+        metric(&body, "netpressure_process_open_fds", labels).unwrap()
+            / metric(&body, "netpressure_process_fd_limit", labels).unwrap()
+    };
+    let fullest = body
         .lines()
-        .find(|l| l.starts_with("netpressure_process_open_fds{"))
+        .filter(|l| l.starts_with("netpressure_process_open_fds{"))
+        .max_by(|a, b| fill(a).total_cmp(&fill(b)))
         .unwrap();
-    assert!(first.contains(&labels), "the fullest process is served first: {first}");
+    assert!(fullest.contains(&labels), "the child is the fullest: {fullest}");
     assert!(metric(&body, "netpressure_processes_scanned", "").unwrap() > 1.0);
 
     child.kill().unwrap();

@@ -8,7 +8,7 @@ mod common;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
-use common::{metric, Exporter, Netns, EXPORTER};
+use common::{check_exposition, checked, metric, Exporter, Netns, EXPORTER};
 
 #[test]
 fn metrics_is_text_format_and_gzip_on_request() {
@@ -22,7 +22,7 @@ fn metrics_is_text_format_and_gzip_on_request() {
         Some("text/plain; version=0.0.4; charset=utf-8")
     );
     assert_eq!(plain.header("content-encoding"), None);
-    let text = String::from_utf8(plain.body).unwrap();
+    let text = checked(String::from_utf8(plain.body).unwrap());
     let build_info = format!(
         r#"netpressure_build_info{{version="{}",revision=""#,
         env!("CARGO_PKG_VERSION")
@@ -41,8 +41,56 @@ fn metrics_is_text_format_and_gzip_on_request() {
     flate2::read::GzDecoder::new(&gz.body[..])
         .read_to_string(&mut unzipped)
         .unwrap();
-    assert!(unzipped.starts_with("# HELP "));
+    let unzipped = checked(unzipped);
     assert!(metric(&unzipped, "netpressure_conntrack_entries_limit", &ns.label("")).is_some());
+}
+
+#[test]
+fn the_strict_exposition_check_rejects_what_prometheus_would_drop_or_misread() {
+    let ok = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\"} 1\na_total{x=\"2\"} 2\n\
+# HELP b B \\\\ \\n.\n# TYPE b gauge\nb{p=\"q\\\"\\\\\\n\",r=\"\"} NaN\n";
+    assert_eq!(check_exposition(ok), Ok(()));
+    let head = "# HELP a A.\n# TYPE a gauge\n";
+    for (bad, why) in [
+        (format!("{head}a{{x=\"1\"}} 1\na{{x=\"1\"}} 1\n"), "duplicate series"),
+        (format!("{head}a{{x=\"2\"}} 1\na{{x=\"1\"}} 1\n"), "series out of order"),
+        (format!("{head}a 1\n# HELP a A.\n# TYPE a gauge\na 1\n"), "family twice"),
+        (
+            format!("# HELP b B.\n# TYPE b gauge\nb 1\n{head}a 1\n"),
+            "families out of order",
+        ),
+        (format!("{head}b 1\n"), "sample outside its family"),
+        (format!("{head}a{{x=\"a\"b\"}} 1\n"), "unescaped quote"),
+        (format!("{head}a{{x=\"\\t\"}} 1\n"), "bad escape"),
+        (format!("{head}a{{x=\"1\",x=\"2\"}} 1\n"), "label twice"),
+        (format!("{head}a{{1x=\"1\"}} 1\n"), "bad label name"),
+        (format!("{head}a one\n"), "bad value"),
+        (
+            "# HELP a A.\n# TYPE a counter\na 1\n".to_string(),
+            "counter without _total",
+        ),
+        ("# HELP a \\x.\n# TYPE a gauge\na 1\n".to_string(), "bad HELP escape"),
+        (head.to_string(), "family without samples"),
+    ] {
+        assert!(check_exposition(&bad).is_err(), "{why} passed:\n{bad}");
+    }
+}
+
+#[test]
+fn two_scrapes_list_the_same_series_in_the_same_order() {
+    let ns = Netns::new("order");
+    let exp = Exporter::start(&ns, &[]);
+    let series = |body: &str| -> Vec<String> {
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.rsplit_once(' ').unwrap().0.to_string())
+            .collect()
+    };
+    let first = exp.scrape();
+    let taken = |body: &str| metric(body, "netpressure_last_sample_timestamp_seconds", "");
+    // A later snapshot, not the same one served twice.
+    let second = common::scrape_until(&exp, "a newer snapshot", |b| taken(b) > taken(&first));
+    assert_eq!(series(&first), series(&second));
 }
 
 #[test]

@@ -40,6 +40,8 @@ fn three_namespaces_each_with_their_own_numbers() {
     assert!(entries >= 20.0);
 
     let b = Netns::new("nsb");
+    // A pod-level sysctl: this namespace's own somaxconn.
+    b.sh("sysctl -qw net.core.somaxconn=777");
     let _held = b.enter(|| {
         let l = listen_with_backlog(7200, 2);
         let c = connect_many(7200, 3, Duration::from_secs(1));
@@ -66,12 +68,21 @@ fn three_namespaces_each_with_their_own_numbers() {
     assert!(tw >= 40.0);
 
     let queue = b.label(r#"address="127.0.0.1",port="7200""#);
+    let somaxconn = r#"name="net.core.somaxconn""#;
     let body = scrape_until(&exp, "all three namespaces", |body| {
-        metric(body, "netpressure_conntrack_entries", &a.label("")) == Some(entries)
+        metric(body, "netpressure_sysctl", &b.label(somaxconn)) == Some(777.0)
+            && metric(body, "netpressure_conntrack_entries", &a.label("")) == Some(entries)
             && metric(body, "netpressure_tcp_listen_queue_length", &queue) == Some(3.0)
             && metric(body, "netpressure_tcp_time_wait_sockets", &c.label("")) == Some(tw)
     });
     // Each namespace has its own numbers, not its neighbours'.
+    // A new namespace starts with the kernel's default (SOMAXCONN, 4096 since 5.4),
+    // whatever the node's own value is.
+    assert_eq!(metric(&body, "netpressure_sysctl", &a.label(somaxconn)), Some(4096.0));
+    assert_eq!(
+        metric(&body, "netpressure_sysctl", &home.label(somaxconn)),
+        Some(4096.0)
+    );
     assert_eq!(metric(&body, "netpressure_conntrack_entries", &b.label("")), Some(0.0));
     assert_eq!(
         metric(&body, "netpressure_tcp_time_wait_sockets", &a.label("")),

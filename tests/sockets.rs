@@ -135,7 +135,7 @@ fn time_wait_per_remote_against_the_local_port_range() {
         metric(
             &body,
             "netpressure_sysctl",
-            r#"name="net.ipv4.ip_local_port_range.start""#
+            &ns.label(r#"name="net.ipv4.ip_local_port_range.start""#)
         ),
         Some(40000.0)
     );

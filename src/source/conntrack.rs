@@ -155,7 +155,7 @@ impl Source for Conntrack {
                     let err = SourceError::from(e);
                     self.netlink_status.record(NETLINK_PATH, Err(&err), t.elapsed());
                     self.netlink = if refused { Netlink::Refused } else { Netlink::Closed };
-                    if refused {
+                    if refused && !self.netlink_status.quiet {
                         log::info!("conntrack: reading procfs instead of ctnetlink from now on");
                     }
                 }
@@ -208,6 +208,10 @@ impl Source for Conntrack {
             }
         }
         Ok(())
+    }
+
+    fn set_quiet(&mut self) {
+        self.netlink_status.quiet = true;
     }
 
     fn visit_status(&self, f: &mut dyn FnMut(&'static str, &SourceStatus)) {

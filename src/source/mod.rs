@@ -55,6 +55,10 @@ pub trait Source: Send {
     /// The source is down for this sample; the sampler counts and logs it.
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError>;
 
+    /// Makes the source log its own state changes at debug only: it is one of many
+    /// instances in other namespaces, which the sampler reports in aggregate.
+    fn set_quiet(&mut self) {}
+
     /// Reports the status of paths inside the source (e.g. ctnetlink beside its procfs
     /// fallback) as extra `source` label values.
     fn visit_status(&self, _f: &mut dyn FnMut(&'static str, &SourceStatus)) {}
@@ -138,10 +142,10 @@ pub static SOURCES: &[SourceInfo] = &[
     },
     SourceInfo {
         name: "sysctl",
-        help: "the tuning values that bound these pressures (somaxconn, tcp_max_syn_backlog, ...), every scan",
+        help: "the per-namespace tuning values that bound these pressures (somaxconn, tcp_max_syn_backlog, ...), every scan",
         default_enabled: true,
         cadence: Cadence::Scan,
-        namespaced: false,
+        namespaced: true,
         build: |cfg| Box::new(sysctl::Sysctl::new(cfg)),
     },
     SourceInfo {

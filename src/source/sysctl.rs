@@ -1,8 +1,12 @@
-//! The tuning values that bound the pressures this exporter measures, re-read every
-//! `--scan.interval` (the sampler's scan cadence: they change rarely, though kube-proxy
-//! and operators do change them) and
-//! served as one family `netpressure_sysctl{name}`. A sysctl absent in this namespace
-//! (netdev_max_backlog outside the initial one) is simply not served.
+//! The per-namespace tuning values that bound the pressures this exporter measures,
+//! re-read every `--scan.interval` (the sampler's scan cadence: they change rarely,
+//! though kube-proxy and operators do change them) and served as one family
+//! `netpressure_sysctl{name}` in every sampled namespace: a pod can have its own
+//! `somaxconn` or port range (pod-level sysctls). `/proc/sys/net` follows the network
+//! namespace of the thread that opens the file, so each namespace's instance reads its
+//! own. The node-wide `netdev_max_backlog` is served once, by softnet
+//! (`netpressure_softnet_backlog_limit`). A sysctl this kernel lacks is not served;
+//! none at all means the procfs root is wrong, and the source is down.
 
 use crate::config::Config;
 use crate::metrics;
@@ -14,7 +18,6 @@ use crate::source::{Source, SourceError};
 /// (sysctl name, path under /proc/sys).
 const SINGLE: &[(&str, &str)] = &[
     ("net.core.somaxconn", "sys/net/core/somaxconn"),
-    ("net.core.netdev_max_backlog", "sys/net/core/netdev_max_backlog"),
     ("net.ipv4.tcp_max_syn_backlog", "sys/net/ipv4/tcp_max_syn_backlog"),
     ("net.ipv4.tcp_syncookies", "sys/net/ipv4/tcp_syncookies"),
     ("net.ipv4.tcp_max_tw_buckets", "sys/net/ipv4/tcp_max_tw_buckets"),
@@ -45,9 +48,16 @@ impl Source for Sysctl {
     }
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
+        let mut served = 0;
         for (name, file) in &mut self.files {
             if let Some(v) = file.read_u64_opt()? {
                 out.push(&metrics::SYSCTL, &[("name", name)], v as f64);
+                served += 1;
+            }
+        }
+        if served == 0 {
+            if let Some((_, file)) = self.files.first() {
+                return Err(ProcError::NotFound(file.path().to_path_buf()).into());
             }
         }
         match self.port_range.read() {

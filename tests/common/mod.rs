@@ -284,11 +284,11 @@ impl Exporter {
         self.get_with(path, &[])
     }
 
-    /// The body of `/metrics`.
+    /// The body of `/metrics`, after the strict exposition check ([`check_exposition`]).
     pub fn scrape(&self) -> String {
         let r = self.get("/metrics").unwrap();
         assert_eq!(r.status, 200);
-        String::from_utf8(r.body).unwrap()
+        checked(String::from_utf8(r.body).unwrap())
     }
 
     pub fn pid(&self) -> u32 {
@@ -373,6 +373,14 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `body` after [`check_exposition`]; panics with the reason and the body otherwise.
+pub fn checked(body: String) -> String {
+    if let Err(e) = check_exposition(&body) {
+        panic!("the exposition fails the strict check: {e}\n{body}");
+    }
+    body
+}
+
 /// The value of the series `name{labels}` in a text exposition (`labels` exactly as
 /// rendered, e.g. `source="conntrack"`, or "" for none).
 pub fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
@@ -446,4 +454,146 @@ pub fn connect_many(port: u16, n: usize, timeout: Duration) -> Vec<TcpStream> {
     (0..n)
         .filter_map(|_| TcpStream::connect_timeout(&addr, timeout).ok())
         .collect()
+}
+
+/// The strict check every test scrape goes through: the whole exposition, not one line
+/// of it. Each family has one HELP then one TYPE, then its samples, contiguous;
+/// families are sorted by name and a family's series by their rendered labels (the
+/// exporter's deterministic order), which also rules out duplicate series; label names
+/// are valid and unique in a series, label values and HELP text escaped as the text
+/// format (0.0.4) requires; values parse; counters end in `_total` and gauges do not.
+pub fn check_exposition(text: &str) -> Result<(), String> {
+    let mut family: Option<(String, String)> = None; // (name, type)
+    let mut help_for: Option<String> = None;
+    let mut last_family: Option<String> = None;
+    let mut last_labels: Option<String> = None;
+    let mut samples_in_family = 0usize;
+    for (n, line) in text.lines().enumerate() {
+        let at = |what: String| format!("line {}: {what}: {line}", n + 1);
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            if family.is_some() && samples_in_family == 0 {
+                return Err(at("previous family has no samples".into()));
+            }
+            let (name, help) = rest.split_once(' ').ok_or_else(|| at("HELP without text".into()))?;
+            check_escapes(help, false).map_err(at)?;
+            if let Some(prev) = &last_family {
+                if name <= prev.as_str() {
+                    return Err(at(format!("family {name} not after {prev} (sorted, each once)")));
+                }
+            }
+            help_for = Some(name.to_string());
+            family = None;
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').ok_or_else(|| at("TYPE without a type".into()))?;
+            if help_for.as_deref() != Some(name) {
+                return Err(at("TYPE not right after its HELP".into()));
+            }
+            match kind {
+                "counter" if !name.ends_with("_total") => return Err(at("counter without _total".into())),
+                "gauge" if name.ends_with("_total") => return Err(at("gauge named _total".into())),
+                "counter" | "gauge" => {}
+                _ => return Err(at(format!("unexpected type {kind}"))),
+            }
+            help_for = None;
+            family = Some((name.to_string(), kind.to_string()));
+            last_family = Some(name.to_string());
+            last_labels = None;
+            samples_in_family = 0;
+        } else if line.starts_with('#') || line.is_empty() {
+            return Err(at("unexpected comment or empty line".into()));
+        } else {
+            let (series, value) = line.rsplit_once(' ').ok_or_else(|| at("no value".into()))?;
+            if !matches!(value, "NaN" | "+Inf" | "-Inf") && value.parse::<f64>().is_err() {
+                return Err(at("value does not parse".into()));
+            }
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (
+                    name,
+                    rest.strip_suffix('}')
+                        .ok_or_else(|| at("label set not closed".into()))?,
+                ),
+                None => (series, ""),
+            };
+            let Some((fname, _)) = &family else {
+                return Err(at("sample before its family's HELP and TYPE".into()));
+            };
+            if name != fname {
+                return Err(at(format!(
+                    "sample of {name} inside family {fname} (families contiguous)"
+                )));
+            }
+            check_labels(labels).map_err(at)?;
+            if let Some(prev) = &last_labels {
+                if labels <= prev.as_str() {
+                    return Err(at(format!("series not after {{{prev}}}: duplicate or unsorted")));
+                }
+            }
+            last_labels = Some(labels.to_string());
+            samples_in_family += 1;
+        }
+    }
+    if help_for.is_some() || (family.is_some() && samples_in_family == 0) {
+        return Err("the last family has no samples".into());
+    }
+    if last_family.is_none() {
+        return Err("no family at all".into());
+    }
+    Ok(())
+}
+
+/// Only `\\`, `\n` (and `\"` in label values) may follow a backslash; a label value
+/// may not hold a bare `"` or newline.
+fn check_escapes(s: &str, label_value: bool) -> Result<(), String> {
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('\\' | 'n') => {}
+                Some('"') if label_value => {}
+                other => return Err(format!("bad escape \\{other:?}")),
+            },
+            '\n' => return Err("raw newline".into()),
+            '"' if label_value => return Err("unescaped quote".into()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `a="x",b="y"`: valid, unique names; escaped values.
+fn check_labels(labels: &str) -> Result<(), String> {
+    let mut names = Vec::new();
+    let mut rest = labels;
+    while !rest.is_empty() {
+        let (name, after) = rest.split_once("=\"").ok_or("label without =\"")?;
+        let valid = name
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        if name.is_empty() || !valid || name.starts_with("__") {
+            return Err(format!("bad label name {name:?}"));
+        }
+        if names.contains(&name) {
+            return Err(format!("label {name} twice"));
+        }
+        names.push(name);
+        // The value ends at the first quote not escaped by a backslash.
+        let bytes = after.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() && bytes[i] != b'"' {
+            i += if bytes[i] == b'\\' { 2 } else { 1 };
+        }
+        if i >= bytes.len() {
+            return Err("label value not closed".into());
+        }
+        check_escapes(&after[..i], true)?;
+        rest = &after[i + 1..];
+        if !rest.is_empty() {
+            rest = rest.strip_prefix(',').ok_or("labels not separated by a comma")?;
+            if rest.is_empty() {
+                return Err("trailing comma".into());
+            }
+        }
+    }
+    Ok(())
 }
