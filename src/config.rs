@@ -122,7 +122,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Parses a duration flag that must lie in `[min, max]`; `accepted` says so.
 fn bounded(s: &str, min: Duration, max: Duration, accepted: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
+    let d = parse_duration(s).map_err(|_| accepted.to_string())?;
     if d < min || d > max {
         return Err(accepted.into());
     }
@@ -157,22 +157,64 @@ pub fn parse_ports(s: &str) -> Result<Vec<(u16, u16)>, String> {
         .collect()
 }
 
+/// The characters a URL path may hold as they are (RFC 3986 `pchar` and `/`); anything
+/// else must be percent-encoded. The path is matched against the request's path as it
+/// arrives, byte for byte, never through a router pattern, so `*`, `:` or `{` mean
+/// nothing special.
+fn is_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/%".contains(c)
+}
+
 fn parse_telemetry_path(s: &str) -> Result<String, String> {
-    if !s.starts_with('/') || s == "/" || s.starts_with("/-/") || s.contains(char::is_whitespace) {
-        return Err("expected an absolute URL path other than / and /-/..., such as /metrics".into());
+    const ACCEPTED: &str = "expected an absolute URL path other than / and /-/..., such as /metrics, of letters, digits and -._~!$&'()*+,;=:@/ (other characters percent-encoded as %HH)";
+    let b = s.as_bytes();
+    let escapes_ok = b
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c == b'%')
+        .all(|(i, _)| b.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)));
+    if !s.starts_with('/') || s == "/" || s.starts_with("/-/") || !s.chars().all(is_path_char) || !escapes_ok {
+        return Err(ACCEPTED.into());
     }
     Ok(s.to_string())
 }
 
-/// Accepts `:PORT`, `HOST:PORT` and `[IPv6]:PORT` as Go exporters do.
+/// Accepts `:PORT`, `HOST:PORT` and `[IPv6]:PORT` as Go exporters do. HOST is an IPv4
+/// address, a bracketed IPv6 address, or a DNS name; something that looks like an IPv4
+/// address but is not one (`1.2.3.4.5`) is refused here rather than at bind time.
 fn parse_listen_address(s: &str) -> Result<String, String> {
-    const ACCEPTED: &str = "expected [HOST]:PORT, such as :9861, 127.0.0.1:9861 or [::1]:9861";
+    const ACCEPTED: &str = "expected [HOST]:PORT, such as :9861, 127.0.0.1:9861, [::1]:9861 or localhost:9861";
     let (host, port) = s.rsplit_once(':').ok_or_else(|| ACCEPTED.to_string())?;
     port.parse::<u16>().map_err(|_| ACCEPTED.to_string())?;
-    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+    let valid = if host.is_empty() {
+        true
+    } else if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else if host.bytes().all(|c| c.is_ascii_digit() || c == b'.') {
+        host.parse::<std::net::Ipv4Addr>().is_ok()
+    } else {
+        host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+            })
+    };
+    if !valid {
         return Err(ACCEPTED.into());
     }
     Ok(s.to_string())
+}
+
+/// A directory flag (`--path.*`): any non-empty path. Whether it holds what it should is
+/// checked once every flag is known ([`Config::validate`]).
+fn parse_dir(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("expected a directory path, such as /proc or /host/proc".into());
+    }
+    Ok(PathBuf::from(s))
 }
 
 fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
@@ -221,7 +263,7 @@ fn command() -> Command {
                 .long("path.procfs")
                 .value_name("DIR")
                 .default_value("/proc")
-                .value_parser(clap::value_parser!(PathBuf))
+                .value_parser(parse_dir)
                 .help("procfs mountpoint (e.g. /host/proc in a container)"),
         )
         .arg(
@@ -229,7 +271,7 @@ fn command() -> Command {
                 .long("path.sysfs")
                 .value_name("DIR")
                 .default_value("/sys")
-                .value_parser(clap::value_parser!(PathBuf))
+                .value_parser(parse_dir)
                 .help("sysfs mountpoint"),
         )
         .arg(
@@ -350,7 +392,7 @@ fn command() -> Command {
                 .long("path.pod-logs")
                 .value_name("DIR")
                 .default_value("/var/log/pods")
-                .value_parser(clap::value_parser!(PathBuf))
+                .value_parser(parse_dir)
                 .help("The kubelet's pod log directory, whose NAMESPACE_NAME_UID entries name pods"),
         )
         .arg(
@@ -458,6 +500,27 @@ impl Config {
     }
 
     fn validate(self) -> Result<Config, CliExit> {
+        // A wrong root would otherwise look like a kernel without these files: every
+        // source down as "not present", nothing logged above debug.
+        let procfs = &self.roots.procfs;
+        if let Some(missing) = ["stat", "thread-self/net/netstat"]
+            .iter()
+            .map(|f| procfs.join(f))
+            .find(|p| !p.exists())
+        {
+            return Err(CliExit::Usage(format!(
+                "netpressure_exporter: invalid value {:?} for --path.procfs: {} does not exist; expected the procfs mount of this PID namespace, such as /proc or /host/proc (with hostPID)",
+                procfs.display().to_string(),
+                missing.display()
+            )));
+        }
+        if !self.roots.sysfs.join("devices").is_dir() {
+            return Err(CliExit::Usage(format!(
+                "netpressure_exporter: invalid value {:?} for --path.sysfs: {} is not a directory; expected the sysfs mount, such as /sys or /host/sys",
+                self.roots.sysfs.display().to_string(),
+                self.roots.sysfs.join("devices").display()
+            )));
+        }
         if self.peak_window < self.sample_interval {
             return Err(CliExit::Usage(format!(
                 "netpressure_exporter: --sample.peak-window ({:?}) must be at least --sample.interval ({:?})",
@@ -490,12 +553,24 @@ fn one_line(e: &clap::Error) -> String {
                 arg.unwrap_or_default()
             )
         }
-        ErrorKind::InvalidValue => format!(
-            "invalid value {:?} for {}: expected one of {}",
-            value.unwrap_or_default(),
-            arg.unwrap_or_default(),
-            ctx(ContextKind::ValidValue).unwrap_or_default()
-        ),
+        ErrorKind::InvalidValue => match ctx(ContextKind::ValidValue).filter(|v| !v.is_empty()) {
+            Some(valid) => format!(
+                "invalid value {:?} for {}: expected one of {valid}",
+                value.unwrap_or_default(),
+                arg.unwrap_or_default(),
+            ),
+            // No value at all (`--web.listen-address` last on the line): say what goes
+            // there, from the flag's own value name.
+            None => {
+                let flag = arg.unwrap_or_default();
+                let what = command()
+                    .get_arguments()
+                    .find(|a| a.get_long().is_some_and(|l| flag == format!("--{l}")))
+                    .and_then(|a| a.get_value_names().and_then(|v| v.first().map(ToString::to_string)))
+                    .unwrap_or_else(|| "a value".into());
+                format!("missing value for {flag}: expected {what} (see --help)")
+            }
+        },
         ErrorKind::UnknownArgument => {
             let hint = ctx(ContextKind::SuggestedArg)
                 .map(|s| format!("; did you mean {s}?"))
@@ -589,5 +664,88 @@ mod tests {
         );
         let m = usage(&["--sample.interval", "10s", "--sample.peak-window", "5s"]);
         assert!(m.contains("--sample.peak-window"), "{m}");
+    }
+
+    #[test]
+    fn every_flag_refuses_bad_values_in_one_line() {
+        let cases: &[(&[&str], &str, &str)] = &[
+            (&["--web.telemetry-path", "/m{"], "--web.telemetry-path", "/metrics"),
+            (&["--web.telemetry-path", "/{x}"], "--web.telemetry-path", "/metrics"),
+            (&["--web.telemetry-path", "/a b"], "--web.telemetry-path", "/metrics"),
+            (
+                &["--web.telemetry-path", "/a%zz"],
+                "--web.telemetry-path",
+                "percent-encoded",
+            ),
+            (
+                &["--web.telemetry-path", "/-/metrics"],
+                "--web.telemetry-path",
+                "/metrics",
+            ),
+            (&["--web.telemetry-path", "/"], "--web.telemetry-path", "/metrics"),
+            (&["--web.listen-address"], "--web.listen-address", "[HOST]:PORT"),
+            (
+                &["--web.listen-address", "1.2.3.4.5:80"],
+                "--web.listen-address",
+                ":9861",
+            ),
+            (&["--web.listen-address", "[::1:80"], "--web.listen-address", ":9861"),
+            (&["--web.listen-address", "[zz]:80"], "--web.listen-address", ":9861"),
+            (&["--web.listen-address=-bad-:80"], "--web.listen-address", ":9861"),
+            (&["--web.listen-address", ":99999"], "--web.listen-address", ":9861"),
+            (&["--path.procfs="], "--path.procfs", "/proc"),
+            (&["--path.procfs", "/nonexistent"], "--path.procfs", "/proc"),
+            (&["--path.procfs", "/tmp"], "--path.procfs", "/host/proc"),
+            (&["--path.sysfs="], "--path.sysfs", "directory"),
+            (&["--path.sysfs", "/tmp"], "--path.sysfs", "/sys"),
+            (&["--path.pod-logs="], "--path.pod-logs", "directory"),
+            (&["--sample.interval", "1ms"], "--sample.interval", "10ms"),
+            (&["--sample.peak-window", "2h"], "--sample.peak-window", "1h"),
+            (&["--scan.interval", "0s"], "--scan.interval", "1s"),
+            (&["--netns.interval", "x"], "--netns.interval", "10s"),
+            (&["--netns.scan-interval", "1s"], "--netns.scan-interval", "10s"),
+            (&["--netns.max", "0"], "--netns.max", "1 to 10000"),
+            (
+                &["--collector.listeners.max=-1"],
+                "--collector.listeners.max",
+                "1 to 10000",
+            ),
+            (
+                &["--collector.listeners.ports", "80-"],
+                "--collector.listeners.ports",
+                "8000-8100",
+            ),
+            (
+                &["--collector.remotes.top", "1e3"],
+                "--collector.remotes.top",
+                "1 to 10000",
+            ),
+            (
+                &["--collector.processes.top", ""],
+                "--collector.processes.top",
+                "1 to 10000",
+            ),
+            (&["--log.level", "trace"], "--log.level", "debug"),
+            (&["--log.format"], "--log.format", "FORMAT"),
+        ];
+        for (args, flag, accepted) in cases {
+            let m = usage(args);
+            assert!(
+                m.contains(flag) && m.contains(accepted) && !m.contains('\n') && !m.ends_with("one of "),
+                "{args:?}: {m}"
+            );
+        }
+        for ok in [
+            ":9861",
+            "127.0.0.1:1",
+            "[::1]:9861",
+            "localhost:9861",
+            "node-1.example:80",
+        ] {
+            assert!(parse_listen_address(ok).is_ok(), "{ok}");
+        }
+        for ok in ["/metrics", "/a/b:c*", "/m%7Bx", "/~x"] {
+            assert!(parse_telemetry_path(ok).is_ok(), "{ok}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Flags -> config, logging, runtime; spawn the sampler and the HTTP server.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,15 +13,21 @@ use tokio::net::TcpListener;
 fn main() -> ExitCode {
     let cfg = match Config::from_args(std::env::args_os()) {
         Ok(cfg) => cfg,
+        // print! and eprintln! panic when the stream cannot be written (`--help
+        // >/dev/full`); a failed write is reported (where stderr still works) and exits 1.
         Err(CliExit::Print(text)) => {
-            #[allow(clippy::print_stdout)]
-            {
-                print!("{text}");
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "netpressure_exporter: cannot write to standard output: {e}"
+                );
+                return ExitCode::from(1);
             }
             return ExitCode::SUCCESS;
         }
         Err(CliExit::Usage(line)) => {
-            eprintln!("{line}");
+            let _ = writeln!(std::io::stderr(), "{line}");
             return ExitCode::from(2);
         }
     };

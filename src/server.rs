@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -34,14 +34,30 @@ impl AppState {
     }
 }
 
+/// The routes. `--web.telemetry-path` is matched byte for byte in the fallback, never
+/// as a router pattern: a path such as `/m{x}` or `/*` must mean itself.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route(&state.telemetry_path.clone(), get(metrics))
         .route("/", get(landing))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
-        .fallback(not_found)
+        .fallback(telemetry_or_not_found)
         .with_state(state)
+}
+
+async fn telemetry_or_not_found(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if uri.path() != state.telemetry_path {
+        return not_found().await.into_response();
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET, HEAD")]).into_response();
+    }
+    metrics(State(state), headers).await
 }
 
 /// Whether the client accepts gzip (`Accept-Encoding: gzip` or `*`, without `q=0`).

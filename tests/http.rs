@@ -169,6 +169,42 @@ fn bad_flags_exit_2_with_one_line_naming_the_flag() {
     assert!(e.contains("--web.telemetry-path"), "{e}");
     let e = bad(&["--no-such-flag"]);
     assert!(e.contains("--no-such-flag"), "{e}");
+    // Values that used to panic after "listening", exit 1, or say "expected one of ".
+    for args in [
+        &["--web.telemetry-path=/m{"][..],
+        &["--web.telemetry-path=/{x}"],
+        &["--web.listen-address"],
+        &["--web.listen-address", "1.2.3.4.5:80"],
+        &["--path.procfs="],
+        &["--path.procfs=/tmp"],
+        &["--path.sysfs="],
+        &["--path.pod-logs="],
+    ] {
+        let e = bad(args);
+        let flag = args[0].split('=').next().unwrap();
+        assert!(e.contains(flag) && !e.trim_end().ends_with("one of"), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn a_telemetry_path_with_router_syntax_means_itself() {
+    let ns = Netns::new("rawpath");
+    let exp = Exporter::start(&ns, &["--web.telemetry-path=/m*:x"]);
+    let r = exp.get("/m*:x").unwrap();
+    assert_eq!(r.status, 200);
+    checked(String::from_utf8(r.body).unwrap());
+    for other in ["/m", "/mx:x", "/anything", "/metrics"] {
+        assert_eq!(exp.get(other).unwrap().status, 404, "{other}");
+    }
+}
+
+#[test]
+fn help_to_a_full_device_fails_without_a_panic() {
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let out = Command::new(EXPORTER).arg("--help").stdout(full).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot write") && !err.contains("panicked"), "{err}");
 }
 
 #[test]

@@ -54,6 +54,7 @@ B=/bin/busybox
 $B mkdir -p /proc /sys /dev /tmp
 $B mount -t proc proc /proc
 $B mount -t devtmpfs dev /dev
+$B mount -t sysfs sys /sys
 $B ip link set lo up
 if $B grep -q np.conntrack=1 /proc/cmdline; then
   for m in libcrc32c nf_defrag_ipv4 nf_defrag_ipv6 nf_conntrack nfnetlink nf_conntrack_netlink nf_tables nft_ct; do
@@ -67,7 +68,9 @@ if $B grep -q np.conntrack=1 /proc/cmdline; then
   i=0; while [ $i -lt 20 ]; do echo x | $B nc -w 1 127.0.0.1 7000 >/dev/null 2>&1; i=$((i+1)); done
 fi
 /bin/netpressure_exporter --web.listen-address=127.0.0.1:9861 --log.level=debug 2>/tmp/log &
-$B sleep 3
+# Ready means the first sample is published; poll for it (bounded) rather than sleep.
+i=0; until $B wget -q -O /dev/null http://127.0.0.1:9861/-/ready 2>/dev/null || [ $i -ge 300 ]; do $B sleep 0.1; i=$((i+1)); done
+echo "===INO=== $($B stat -L -c %i /proc/self/ns/net)"
 echo ===METRICS===
 $B wget -q -O - http://127.0.0.1:9861/metrics
 echo ===LOG===
@@ -108,6 +111,9 @@ check "5.10 with conntrack: ctnetlink up" test "$(metric 'netpressure_source_up\
 entries=$(metric 'netpressure_conntrack_entries\{netns="host"\}' "$work/m1")
 check "5.10 with conntrack: tracked flows counted over ctnetlink" test "${entries:-0}" -gt 0
 check "5.10 with conntrack: the limit" test -n "$(metric 'netpressure_conntrack_entries_limit\{netns="host"\}' "$work/m1")"
+ino=$(grep -o '===INO=== [0-9]*' "$out" | awk '{print $2}')
+check "5.10: the initial namespace has a dynamic inode ($ino), yet is labelled host (kthreadd's)" \
+  test -n "$ino" -a "$ino" != 4026531833 -a -n "$entries"
 check "5.10 with conntrack: counters typed as counters" grep -q '^# TYPE netpressure_conntrack_drop_total counter' "$work/m1"
 
 if [ "$failed" -gt 0 ]; then
