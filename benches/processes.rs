@@ -32,10 +32,20 @@ fn scan(c: &mut Criterion) {
     let scanned = snap.value("netpressure_processes_scanned", "").unwrap();
     assert!(scanned >= EXTRA as f64, "scanned {scanned}");
     eprintln!("processes with open descriptors: {scanned}");
+    // Limits by prlimit(2): the bench runs as root, as the processes do.
     c.bench_function("processes/full_scan_2000_extra", |b| {
         b.iter(|| {
             snap.clear();
             procs.sample(&mut snap).unwrap();
+        })
+    });
+    // Limits from /proc/PID/limits, as for other users' processes without
+    // CAP_SYS_RESOURCE.
+    let mut from_file = Processes::new(&cfg).without_prlimit();
+    c.bench_function("processes/full_scan_2000_extra_limits_file", |b| {
+        b.iter(|| {
+            snap.clear();
+            from_file.sample(&mut snap).unwrap();
         })
     });
     for child in &mut children {

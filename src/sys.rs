@@ -63,3 +63,26 @@ pub fn setns_net(ns: &impl AsRawFd) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// The soft RLIMIT_NOFILE of process `pid` (in the caller's PID namespace), by
+/// `prlimit(2)` without setting anything: one system call, where reading
+/// `/proc/PID/limits` makes the kernel format sixteen lines.
+///
+/// # Errors
+/// The errno of `prlimit(2)`: EPERM unless the caller has CAP_SYS_RESOURCE or the
+/// process runs under the caller's own user and group IDs; ESRCH when it has exited.
+pub fn nofile_soft_limit(pid: u32) -> io::Result<u64> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    let mut old = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a null new limit only reads; `old` is a valid, writable rlimit64 that
+    // outlives the call.
+    let rc = unsafe { libc::prlimit64(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    if rc == 0 {
+        Ok(old.rlim_cur)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -170,3 +170,27 @@ fn a_raised_limit_is_seen_at_the_next_scan_when_the_process_is_near_it() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn a_lowered_limit_is_seen_at_the_next_scan_whatever_the_fill() {
+    let ns = Netns::new("fdlower");
+    // Far from its limit when first scanned (285 of 20,000), then the process lowers its
+    // soft limit as a runtime might right after start: 285 of 300.
+    let mut child = child_with_fds(285, 20_000, 20_000);
+    let labels = format!(r#"pid="{}",comm="sleep""#, child.id());
+    let exp = Exporter::start(&ns, &["--scan.interval=1s"]);
+    let scans = |b: &str| metric(b, "netpressure_samples_total", r#"source="processes""#).unwrap_or(0.0);
+    let before = scans(&scrape_until(&exp, "two scans", |b| scans(b) >= 2.0));
+    common::run(Command::new("prlimit").args(["--pid", &child.id().to_string(), "--nofile=300:20000"]));
+    // The scan running while prlimit ran may have read either limit; the one after must
+    // read the new one.
+    let body = scrape_until(&exp, "two more scans", |b| scans(b) >= before + 2.0);
+    assert_eq!(
+        metric(&body, "netpressure_process_fd_limit", &labels),
+        Some(300.0),
+        "{body}"
+    );
+    assert_eq!(metric(&body, "netpressure_process_open_fds", &labels), Some(285.0));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

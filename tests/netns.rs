@@ -283,3 +283,67 @@ fn namespace_churn_leaves_no_descriptors_and_no_series_behind() {
     assert_eq!(code, Some(0));
     assert!(!log.contains("level=error"), "{log}");
 }
+
+/// The label the node's own namespace should get when the exporter runs in the test's
+/// namespace: `host` where that is the initial namespace (its fixed inode on this
+/// kernel), else its inode.
+fn expected_own_label() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+    if ino == 0xEFFF_FFF9 {
+        "host".into()
+    } else {
+        ino.to_string()
+    }
+}
+
+#[test]
+fn unprivileged_the_nodes_namespace_is_still_host() {
+    let _s = serial();
+    // uid 65534 without capabilities: PID 1's and kthreadd's ns/net give EACCES.
+    let port = 19_861;
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+    ])
+    .arg(common::EXPORTER)
+    .args([
+        &format!("--web.listen-address=127.0.0.1:{port}"),
+        "--sample.interval=100ms",
+    ]);
+    let exp = Exporter::start_here(&mut cmd, port);
+    let own = format!(r#"netns="{}""#, expected_own_label());
+    let body = scrape_until(&exp, "the own namespace's sockets", |b| {
+        metric(b, "netpressure_tcp_sockets_in_use", &own).is_some()
+    });
+    assert!(
+        !body.contains(r#"netns="4026531833""#) || own.contains("4026531833"),
+        "the node's namespace served by inode"
+    );
+}
+
+#[test]
+fn in_a_private_pid_namespace_the_pods_namespace_is_not_host() {
+    let _s = serial();
+    let ns = Netns::new("pidns");
+    // As in a pod without hostPID: PID 1 is the container's init, in the pod's namespace.
+    let mut cmd = ns.cmd("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc"])
+        .arg(common::EXPORTER)
+        .args([
+            &format!("--web.listen-address=127.0.0.1:{}", common::PORT),
+            "--sample.interval=100ms",
+        ]);
+    let exp = Exporter::start_cmd(&mut cmd);
+    let body = scrape_until(&exp, "the own namespace's sockets", |b| {
+        metric(b, "netpressure_tcp_sockets_in_use", &ns.label("")).is_some()
+    });
+    assert!(
+        !body.contains(r#"netns="host""#),
+        "a pod's namespace served as host:\n{body}"
+    );
+}

@@ -9,7 +9,7 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{connect_many, listen_with_backlog, metric, scrape_until, Exporter, Netns};
+use common::{connect_many, listen_reuseport, listen_with_backlog, metric, scrape_until, Exporter, Netns};
 
 fn listener(ns: &Netns, port: u16) -> String {
     ns.label(&format!(r#"address="127.0.0.1",port="{port}""#))
@@ -190,4 +190,32 @@ fn ipv6_listeners_come_from_the_same_dump() {
     // The exporter's own IPv4 listener is served beside it.
     let own = ns.label(&format!(r#"address="127.0.0.1",port="{}""#, common::PORT));
     assert!(metric(&body, "netpressure_tcp_listen_queue_limit", &own).is_some());
+}
+
+#[test]
+fn a_reuseport_group_is_one_series_with_its_fullest_socket() {
+    let ns = Netns::new("reuseport");
+    let exp = Exporter::start(&ns, &[]);
+    // Two workers on 127.0.0.1:7600 that never accept: one with backlog 1, one with 100.
+    // Twenty connections spread over both by hash; the small one fills (2 = backlog + 1)
+    // unless fewer than two of them reach it (odds about 1 in 50,000).
+    let _held = ns.enter(|| {
+        let small = listen_reuseport(7600, 1);
+        let large = listen_reuseport(7600, 100);
+        let conns = connect_many(7600, 20, Duration::from_millis(300));
+        (small, large, conns)
+    });
+    let labels = listener(&ns, 7600);
+    // Every scrape passes the strict check: two series for one port would fail it.
+    let body = scrape_until(&exp, "the group", |b| {
+        metric(b, "netpressure_tcp_listen_sockets", &labels) == Some(2.0)
+            && metric(b, "netpressure_tcp_listen_queue_length", &labels) == Some(2.0)
+    });
+    assert_eq!(metric(&body, "netpressure_tcp_listen_queue_limit", &labels), Some(1.0));
+    assert_eq!(
+        metric(&body, "netpressure_tcp_listen_queue_length_peak", &labels),
+        Some(2.0)
+    );
+    // The group and the exporter's own listener.
+    assert_eq!(metric(&body, "netpressure_tcp_listeners", &ns.label("")), Some(2.0));
 }

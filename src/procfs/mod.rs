@@ -153,9 +153,9 @@ fn read_all_at(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
 #[derive(Debug, Clone)]
 pub struct Roots {
     pub procfs: PathBuf,
-    /// `--path.sysfs`: accepted as every node exporter does, for deployments that pass
-    /// it; no collector reads sysfs yet (the conntrack hash size comes from
-    /// `nf_conntrack_buckets`, the same variable as the `hashsize` module parameter).
+    /// `--path.sysfs`: the possible CPUs (`devices/system/cpu/possible`), which number
+    /// the rows of `/proc/net/stat/nf_conntrack`. The conntrack hash size comes from
+    /// `nf_conntrack_buckets`, the same variable as the `hashsize` module parameter.
     pub sysfs: PathBuf,
 }
 

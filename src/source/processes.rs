@@ -8,13 +8,15 @@
 //! `--collector.processes.top` by open/limit are served, so `pid` labels stay bounded; a
 //! process that leaves the top-K, or exits, drops its series at the next scan.
 //!
-//! Reading `/proc/PID/limits` is most of a scan's cost (about 11 µs a process, the kernel
-//! formats 16 lines), so each process's limit is cached, keyed by PID and the inode of
-//! `/proc/PID` (which a new process with a reused PID does not share), and re-read once
-//! every [`REFRESH_SCANS`] scans (spread over the scans by PID, so that no scan re-reads
-//! them all), or at every scan once the process holds half its cached limit:
-//! a process that raises its own limit after start is never reported against the old one
-//! for long, and never when it matters.
+//! The limit is read afresh at every scan, so a process that changes its own limit
+//! (the Go runtime, the JVM and nginx raise their soft limit at start-up; a few lower
+//! it) is ranked by its current limit at the next scan, at any age. It is read with
+//! `prlimit(2)` (one system call, no text) where the kernel allows it: CAP_SYS_RESOURCE,
+//! or a process of the exporter's own user, and only when `--path.procfs` is this PID
+//! namespace's procfs, so that its PIDs are the ones `prlimit` means. Elsewhere it is
+//! read from `/proc/PID/limits` (about 11 µs a process: the kernel formats sixteen
+//! lines). A process refused once is read from the file for the rest of its life,
+//! without asking `prlimit` again.
 //!
 //! A process that exits mid-scan is skipped silently. One that cannot be read
 //! (permissions, `hidepid`) is counted in `netpressure_processes_unreadable`, never
@@ -32,16 +34,6 @@ use crate::metrics;
 use crate::procfs::pid::parse_max_open_files;
 use crate::snapshot::Snapshot;
 use crate::source::{Source, SourceError};
-
-/// Scans after which a cached limit is read again.
-pub const REFRESH_SCANS: u64 = 12;
-
-#[derive(Debug, Clone, Copy)]
-struct CachedLimit {
-    ino: u64,
-    limit: u64,
-    seen_at_scan: u64,
-}
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -84,7 +76,11 @@ pub struct Processes {
     unreadable: u64,
     scanned: usize,
     pid_buf: String,
-    limits: HashMap<u32, CachedLimit>,
+    /// `--path.procfs` is this PID namespace's procfs: its PIDs are ours to prlimit.
+    own_pids: bool,
+    /// Processes (PID and inode of `/proc/PID`, which a reused PID does not share)
+    /// whose limit prlimit refused, with the scan that last saw them.
+    refused: HashMap<u32, (u64, u64)>,
     scans: u64,
 }
 
@@ -93,6 +89,8 @@ impl Processes {
         let root = cfg.roots.procfs.clone();
         // The exporter always has descriptors open, so a size of 0 means "not supported".
         let size_is_count = fs::metadata(root.join("self/fd")).is_ok_and(|m| m.len() > 0);
+        let own_pids =
+            fs::read_link(root.join("self")).is_ok_and(|p| p.as_os_str() == std::process::id().to_string().as_str());
         Self {
             root,
             top: cfg.processes_top,
@@ -103,7 +101,8 @@ impl Processes {
             unreadable: 0,
             scanned: 0,
             pid_buf: String::new(),
-            limits: HashMap::new(),
+            own_pids,
+            refused: HashMap::new(),
             scans: 0,
         }
     }
@@ -134,6 +133,35 @@ impl Processes {
         )
     }
 
+    /// The current soft RLIMIT_NOFILE of `pid` (whose `/proc/PID` has inode `ino`).
+    fn limit(&mut self, pid: u32, ino: u64) -> Read<Option<u64>> {
+        let refused = self.refused.get_mut(&pid).filter(|(i, _)| *i == ino);
+        if self.own_pids && refused.is_none() {
+            match crate::sys::nofile_soft_limit(pid) {
+                Ok(limit) => return Read::Ok(Some(limit)),
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                    self.refused.insert(pid, (ino, self.scans));
+                }
+                Err(_) => return Read::Gone,
+            }
+        } else if let Some((_, seen)) = refused {
+            *seen = self.scans;
+        }
+        match self.read_file(pid, "limits") {
+            Read::Ok(()) => Read::Ok(parse_max_open_files(&self.buf)),
+            Read::Gone => Read::Gone,
+            Read::Denied => Read::Denied,
+        }
+    }
+
+    /// Reads limits from `/proc/PID/limits` only, as without CAP_SYS_RESOURCE for
+    /// processes of other users (for benchmarks).
+    #[doc(hidden)]
+    pub fn without_prlimit(mut self) -> Self {
+        self.own_pids = false;
+        self
+    }
+
     /// One full scan: every process's open descriptors and limit.
     ///
     /// # Errors
@@ -157,40 +185,19 @@ impl Processes {
                 }
             };
             let ino = entry.ino();
-            let limit = match self.limits.get_mut(&pid) {
-                Some(c) if c.ino == ino && (self.scans + u64::from(pid)) % REFRESH_SCANS != 0 && open * 2 < c.limit => {
-                    c.seen_at_scan = self.scans;
-                    c.limit
-                }
-                _ => {
-                    match self.read_file(pid, "limits") {
-                        Read::Ok(()) => {}
-                        Read::Gone => continue,
-                        Read::Denied => {
-                            self.unreadable += 1;
-                            continue;
-                        }
-                    }
-                    // "unlimited" cannot be set for RLIMIT_NOFILE; skip anything unparsable.
-                    let Some(limit) = parse_max_open_files(&self.buf) else {
-                        continue;
-                    };
-                    let scan = self.scans;
-                    self.limits.insert(
-                        pid,
-                        CachedLimit {
-                            ino,
-                            limit,
-                            seen_at_scan: scan,
-                        },
-                    );
-                    limit
+            let limit = match self.limit(pid, ino) {
+                Read::Ok(Some(limit)) => limit,
+                // "unlimited" cannot be set for RLIMIT_NOFILE; skip anything unparsable.
+                Read::Ok(None) | Read::Gone => continue,
+                Read::Denied => {
+                    self.unreadable += 1;
+                    continue;
                 }
             };
             self.entries.push(Entry { pid, open, limit });
         }
         let scan = self.scans;
-        self.limits.retain(|_, c| c.seen_at_scan == scan);
+        self.refused.retain(|_, (_, seen)| *seen == scan);
         let by_fill = |a: &Entry, b: &Entry| {
             b.fill()
                 .partial_cmp(&a.fill())

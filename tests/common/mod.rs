@@ -195,7 +195,9 @@ impl Drop for ConntrackMaxGuard {
 /// The exporter binary running inside a namespace, stopped on drop.
 pub struct Exporter {
     child: Child,
-    ns_name: String,
+    /// The namespace it listens in; `None`: the test's own (the node's).
+    ns_name: Option<String>,
+    port: u16,
 }
 
 impl Exporter {
@@ -247,13 +249,23 @@ impl Exporter {
             .and_then(|a| a.to_str())
             .expect("an `ip netns exec NAME ...` command")
             .to_string();
+        Self::spawn(cmd, Some(ns_name), PORT)
+    }
+
+    /// Starts the exporter with a command line of the test's own in the test's own
+    /// network namespace; it must listen on 127.0.0.1:`port`.
+    pub fn start_here(cmd: &mut Command, port: u16) -> Self {
+        Self::spawn(cmd, None, port)
+    }
+
+    fn spawn(cmd: &mut Command, ns_name: Option<String>, port: u16) -> Self {
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let exp = Self { child, ns_name };
+        let exp = Self { child, ns_name, port };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(r) = exp.get("/-/ready") {
@@ -274,9 +286,12 @@ impl Exporter {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
         req.push_str("\r\n");
-        let stream = enter(&self.ns_name, || {
-            TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], PORT)), Duration::from_secs(2))
-        })?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let connect = move || TcpStream::connect_timeout(&addr, Duration::from_secs(2));
+        let stream = match &self.ns_name {
+            Some(name) => enter(name, connect)?,
+            None => connect()?,
+        };
         http_exchange(stream, &req)
     }
 
@@ -414,6 +429,16 @@ pub fn scrape_until(exp: &Exporter, what: &str, mut pred: impl FnMut(&str) -> bo
 /// A TCP listener on 127.0.0.1:`port` with an explicit `listen()` backlog (std always
 /// asks for 128). Call inside [`Netns::enter`].
 pub fn listen_with_backlog(port: u16, backlog: i32) -> TcpListener {
+    listen_on(port, backlog, false)
+}
+
+/// As [`listen_with_backlog`], one socket of an SO_REUSEPORT group (each has its own
+/// accept queue; the kernel spreads connections over them by hash).
+pub fn listen_reuseport(port: u16, backlog: i32) -> TcpListener {
+    listen_on(port, backlog, true)
+}
+
+fn listen_on(port: u16, backlog: i32, reuseport: bool) -> TcpListener {
     use std::os::fd::FromRawFd;
     // SAFETY: plain socket calls on a descriptor we own; on success ownership moves to
     // the TcpListener, which closes it.
@@ -428,6 +453,16 @@ pub fn listen_with_backlog(port: u16, backlog: i32) -> TcpListener {
             std::ptr::addr_of!(one).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
+        if reuseport {
+            let rc = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEPORT,
+                std::ptr::addr_of!(one).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            assert_eq!(rc, 0);
+        }
         let addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: port.to_be(),
