@@ -3,7 +3,7 @@
 # target/manifest-venv) and runs the whole test suite: unit tests, parser tests on
 # captured kernel data, live-kernel tests that create network namespaces, fill conntrack
 # tables and lower nf_conntrack_max (restored after), and the Kubernetes manifests.
-# Needs root on Linux with conntrack and nftables. Usage: sudo scripts/test.sh
+# Needs root on Linux with conntrack and nftables. Usage, as root: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
