@@ -11,6 +11,33 @@ struct Logger {
     format: LogFormat,
 }
 
+/// How long the same warning stays quiet after it was logged.
+pub const REPEAT_QUIET: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Keeps a warning that comes back (a source that flaps between up and down, a failure
+/// that returns every second) to one line per [`REPEAT_QUIET`]; the repeats in between
+/// go to debug and are counted in the next line that is logged.
+#[derive(Debug, Default, Clone)]
+pub struct Repeats {
+    last: Option<(String, std::time::Instant)>,
+    suppressed: u64,
+}
+
+impl Repeats {
+    /// Whether `msg` may be logged at its level now; `Some(n)` with the number of
+    /// repeats that were kept quiet since it was last logged.
+    pub fn allow(&mut self, msg: &str, now: std::time::Instant) -> Option<u64> {
+        if let Some((last, at)) = &self.last {
+            if last == msg && now.saturating_duration_since(*at) < REPEAT_QUIET {
+                self.suppressed += 1;
+                return None;
+            }
+        }
+        self.last = Some((msg.to_string(), now));
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 /// Installs the logger. Safe to call more than once (later calls only set the level).
 pub fn init(level: log::LevelFilter, format: LogFormat) {
     let _ = log::set_boxed_logger(Box::new(Logger { format }));
@@ -122,6 +149,20 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_warning_is_logged_once_per_quiet_period_and_counted() {
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + std::time::Duration::from_secs(s);
+        let mut r = Repeats::default();
+        assert_eq!(r.allow("down: EPERM", at(0)), Some(0));
+        assert_eq!(r.allow("down: EPERM", at(1)), None);
+        assert_eq!(r.allow("down: EPERM", at(2)), None);
+        // Another message is logged at once; the first one's repeats stay counted.
+        assert_eq!(r.allow("down: ENOBUFS", at(3)), Some(2));
+        assert_eq!(r.allow("down: EPERM", at(4)), Some(0));
+        assert_eq!(r.allow("down: EPERM", at(4 + REPEAT_QUIET.as_secs())), Some(0));
+    }
 
     #[test]
     fn dates() {

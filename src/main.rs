@@ -47,17 +47,27 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         let listener = bind(&cfg.listen_address).await?;
         let local = listener.local_addr()?;
 
+        match netpressure_exporter::sys::raise_nofile_limit() {
+            Ok((old, new)) if old != new => log::debug!("raised the soft RLIMIT_NOFILE from {old} to {new}"),
+            Ok(_) => {}
+            Err(e) => log::warn!("cannot raise the soft RLIMIT_NOFILE to the hard limit: {e}"),
+        }
         let (sampler, snapshots) = Sampler::from_config(&cfg);
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-        let sampler_thread = std::thread::Builder::new()
-            .name("sampler".into())
-            .spawn(move || sampler.run(stop_rx))?;
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new().name("sampler".into()).spawn(move || {
+            sampler.run(stop_rx);
+            let _ = done_tx.send(());
+        })?;
 
+        let stale_after = (cfg.sample_interval * 20).max(Duration::from_secs(10));
         let state = AppState {
             snapshots,
             telemetry_path: cfg.telemetry_path.clone(),
-            stale_after: (cfg.sample_interval * 20).max(Duration::from_secs(10)),
+            stale_after,
             sources: cfg.sources.iter().map(|s| s.name).collect(),
+            started: std::time::Instant::now(),
+            first_sample_deadline: stale_after,
         };
         log::info!(
             "listening on {local}, metrics at {}; sampling {} every {:?}, peaks over {:?}",
@@ -70,7 +80,10 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             .with_graceful_shutdown(shutdown_signal())
             .await?;
         drop(stop_tx);
-        let _ = sampler_thread.join();
+        // A sample stuck in the kernel must not keep the process from exiting.
+        if done_rx.recv_timeout(Duration::from_secs(5)).is_err() {
+            log::warn!("the sampler did not stop within 5 s; exiting without it");
+        }
         log::info!("stopped");
         Ok(())
     })

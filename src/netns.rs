@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::procfs::parse::fields;
@@ -42,7 +42,7 @@ pub const INIT_NET_INO: u64 = 0xEFFF_FFF9;
 /// hostPID it is the container's init, whose namespace is a pod's. Unprivileged
 /// (no CAP_SYS_PTRACE), PID 2's `ns/net` gives EACCES.
 pub fn init_key(procfs: &Path) -> Option<NsKey> {
-    let comm = fs::read(procfs.join("2/comm")).ok()?;
+    let comm = crate::procfs::read(&procfs.join("2/comm")).ok()?;
     if comm.trim_ascii() != b"kthreadd" {
         return None;
     }
@@ -68,7 +68,11 @@ pub fn key_of(path: &Path) -> io::Result<NsKey> {
 /// The namespace is gone (ENOENT), may not be opened (EACCES without CAP_SYS_PTRACE
 /// for another user's process), or the path now leads to another namespace.
 pub fn open(found: &Found, key: NsKey) -> io::Result<File> {
-    let f = File::open(&found.path)?;
+    // Non-blocking: discovery only ever names nsfs files, but a path must never hang.
+    let f = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&found.path)?;
     let m = f.metadata()?;
     if (m.dev(), m.ino()) != key {
         return Err(io::Error::other(format!(
@@ -158,7 +162,7 @@ pub fn discover(procfs: &Path, out: &mut HashMap<NsKey, Found>) -> io::Result<()
     // not ours to follow but its mounts are visible to us (the host itself); then our
     // own mount table.
     for (mountinfo, root) in [("1/mountinfo", Some("1/root")), ("self/mountinfo", None)] {
-        let Ok(text) = fs::read(procfs.join(mountinfo)) else {
+        let Ok(text) = crate::procfs::read(&procfs.join(mountinfo)) else {
             continue;
         };
         for line in text.split(|b| *b == b'\n') {

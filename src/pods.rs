@@ -79,8 +79,8 @@ pub fn lookup(pod_logs: &Path, uid: &str) -> Option<Pod> {
 
 /// The pod of process `pid`, if it is in one and its log directory exists.
 pub fn of_pid(procfs: &Path, pod_logs: &Path, pid: u32) -> Option<Pod> {
-    let cgroup = fs::read_to_string(procfs.join(pid.to_string()).join("cgroup")).ok()?;
-    lookup(pod_logs, &pod_uid(&cgroup)?)
+    let cgroup = crate::procfs::read(&procfs.join(pid.to_string()).join("cgroup")).ok()?;
+    lookup(pod_logs, &pod_uid(&String::from_utf8_lossy(&cgroup))?)
 }
 
 #[cfg(test)]

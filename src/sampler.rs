@@ -418,8 +418,8 @@ fn discover(d: &mut Discovery, sources: &[&'static SourceInfo]) {
         let mut labels = netns.clone();
         let mut pending_pod = None;
         if let Some(pid) = found.pid {
-            let cgroup = std::fs::read_to_string(d.procfs.join(pid.to_string()).join("cgroup")).unwrap_or_default();
-            if let Some(uid) = pods::pod_uid(&cgroup) {
+            let cgroup = crate::procfs::read(&d.procfs.join(pid.to_string()).join("cgroup")).unwrap_or_default();
+            if let Some(uid) = pods::pod_uid(&String::from_utf8_lossy(&cgroup)) {
                 match pods::lookup(&d.pod_logs, &uid) {
                     Some(pod) => labels = with_pod(&netns, &pod),
                     None => pending_pod = Some((d.pod_logs.clone(), uid)),

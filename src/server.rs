@@ -26,6 +26,10 @@ pub struct AppState {
     /// A snapshot older than this means the sampler is stuck: `/-/healthy` fails.
     pub stale_after: Duration,
     pub sources: Vec<&'static str>,
+    /// When the server started, and how long the first sample may take before
+    /// `/-/healthy` fails (a sampler stuck before its first sample is not healthy).
+    pub started: std::time::Instant,
+    pub first_sample_deadline: Duration,
 }
 
 impl AppState {
@@ -132,6 +136,12 @@ milliseconds, with the peaks a scrape would miss.</p>
 
 async fn healthy(State(state): State<AppState>) -> (StatusCode, &'static str) {
     let Some(snap) = state.latest() else {
+        if state.started.elapsed() > state.first_sample_deadline {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unhealthy: no sample taken since start\n",
+            );
+        }
         return (StatusCode::OK, "Healthy (starting)\n");
     };
     let now = SystemTime::now()
@@ -175,6 +185,23 @@ mod tests {
         let mut m = HeaderMap::new();
         m.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
         m
+    }
+
+    #[tokio::test]
+    async fn healthy_fails_when_the_first_sample_is_overdue() {
+        let (_tx, rx) = tokio::sync::watch::channel(None);
+        let mut state = AppState {
+            snapshots: rx,
+            telemetry_path: "/metrics".into(),
+            stale_after: Duration::from_secs(10),
+            sources: vec![],
+            started: std::time::Instant::now(),
+            first_sample_deadline: Duration::from_secs(10),
+        };
+        assert_eq!(healthy(State(state.clone())).await.0, StatusCode::OK);
+        state.started -= Duration::from_secs(11);
+        assert_eq!(healthy(State(state.clone())).await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ready(State(state)).await.0, StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[test]

@@ -64,6 +64,32 @@ pub fn setns_net(ns: &impl AsRawFd) -> io::Result<()> {
     }
 }
 
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit (systemd starts services
+/// with a soft limit of 1024; each sampled namespace costs a few descriptors) and
+/// returns the (old, new) soft limit.
+///
+/// # Errors
+/// The errno of `getrlimit(2)` or `setrlimit(2)`.
+pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
+    let mut rl = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `rl` is a valid, writable rlimit64 that outlives the call.
+    if unsafe { libc::getrlimit64(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let old = rl.rlim_cur;
+    if rl.rlim_cur < rl.rlim_max {
+        rl.rlim_cur = rl.rlim_max;
+        // SAFETY: `rl` is a valid rlimit64 that outlives the call.
+        if unsafe { libc::setrlimit64(libc::RLIMIT_NOFILE, &rl) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((old, rl.rlim_cur))
+}
+
 /// The soft RLIMIT_NOFILE of process `pid` (in the caller's PID namespace), by
 /// `prlimit(2)` without setting anything: one system call, where reading
 /// `/proc/PID/limits` makes the kernel format sixteen lines.

@@ -194,3 +194,43 @@ fn a_lowered_limit_is_seen_at_the_next_scan_whatever_the_fill() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn a_fifo_or_an_endless_file_under_the_root_neither_stalls_nor_bloats() {
+    use std::os::unix::fs::symlink;
+    // A procfs root whose file-nr is a FIFO (an open or read would block for ever);
+    // everything else is the real /proc. (/dev/zero and oversized files: the procfs
+    // module's unit tests.)
+    let root = std::env::temp_dir().join(format!("np-hostile-proc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("sys/fs")).unwrap();
+    for entry in ["stat", "self", "thread-self"] {
+        symlink(format!("/proc/{entry}"), root.join(entry)).unwrap();
+    }
+    for entry in ["net", "kernel"] {
+        symlink(format!("/proc/sys/{entry}"), root.join("sys").join(entry)).unwrap();
+    }
+    common::run(Command::new("mkfifo").arg(root.join("sys/fs/file-nr")));
+    symlink("/proc/sys/fs/nr_open", root.join("sys/fs/nr_open")).unwrap();
+
+    let ns = Netns::new("hostile");
+    let arg = format!("--path.procfs={}", root.display());
+    // Ready means the first sample was published: nothing blocked it.
+    let exp = Exporter::start(&ns, &[&arg, "--no-collector.netns"]);
+    let body = scrape_until(&exp, "a few samples", |b| {
+        metric(b, "netpressure_samples_total", r#"source="filefd""#).unwrap_or(0.0) >= 3.0
+    });
+    assert_eq!(metric(&body, "netpressure_source_up", r#"source="filefd""#), Some(0.0));
+    assert!(metric(&body, "netpressure_source_errors_total", r#"source="filefd""#).unwrap() >= 3.0);
+    assert_eq!(
+        metric(&body, "netpressure_source_up", r#"source="sockstat""#),
+        Some(1.0)
+    );
+    let rss = metric(&body, "process_resident_memory_bytes", "").unwrap();
+    assert!(rss < 64.0 * 1024.0 * 1024.0, "RSS {rss}");
+    assert_eq!(exp.get("/-/healthy").unwrap().status, 200);
+    let (code, log) = exp.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("not a regular file"), "{log}");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -9,8 +9,50 @@ pub mod pid;
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+/// The most any proc or sys file is read to: far above the largest file read here
+/// (`softnet_stat` of 8,192 CPUs is about 1.2 MiB; `mountinfo` of a busy node a few
+/// hundred KiB), so that a wrong root pointing at an endless file (`/dev/zero`) costs
+/// one bounded read and an error, not the node's memory.
+pub const MAX_FILE_BYTES: usize = 4 << 20;
+
+/// Opens a file to read without ever blocking: non-blocking (a FIFO opens at once and
+/// reads as empty), and refused unless it is a regular file, as every proc and sys file
+/// is (a device, FIFO or socket under a wrong root is an error, not a read that hangs).
+///
+/// # Errors
+/// The open's error, or `InvalidInput` for a file that is not regular.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let f = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !f.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(f)
+}
+
+/// Reads a whole proc or sys file into `buf` (cleared first), opened with
+/// [`open_regular`] and read to at most [`MAX_FILE_BYTES`].
+///
+/// # Errors
+/// As [`open_regular`], the read's error, or `FileTooLarge` past the bound.
+pub fn read_into(path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
+    read_all_at(&open_regular(path)?, buf)
+}
+
+/// [`read_into`] a new buffer.
+///
+/// # Errors
+/// As [`read_into`].
+pub fn read(path: &Path) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    read_into(path, &mut buf)?;
+    Ok(buf)
+}
 
 /// A failure to read a proc or sys file, with the path it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +124,7 @@ impl ProcFile {
     /// [`ProcError::NotFound`] when the file does not exist, otherwise the I/O error.
     pub fn read(&mut self) -> Result<&[u8], ProcError> {
         if self.file.is_none() {
-            let f = File::open(&self.path).map_err(|e| ProcError::from_io(&self.path, e))?;
+            let f = open_regular(&self.path).map_err(|e| ProcError::from_io(&self.path, e))?;
             self.file = Some(f);
         }
         let Some(file) = self.file.as_ref() else {
@@ -121,13 +163,21 @@ impl ProcFile {
 }
 
 /// Reads from offset 0 until end of file into `buf`, growing it only when a file is
-/// larger than any read before. seq_file and sysctl files both restart at offset 0.
+/// larger than any read before, and never past [`MAX_FILE_BYTES`]. seq_file and sysctl
+/// files both restart at offset 0.
 fn read_all_at(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
     buf.clear();
     let mut len = 0usize;
     loop {
+        if len >= MAX_FILE_BYTES {
+            buf.clear();
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("larger than {MAX_FILE_BYTES} bytes"),
+            ));
+        }
         if buf.capacity() == len {
-            buf.reserve(len.max(256));
+            buf.reserve(len.max(256).min(MAX_FILE_BYTES - len));
         }
         let cap = buf.capacity();
         buf.resize(cap, 0);
@@ -178,5 +228,43 @@ impl Default for Roots {
             procfs: PathBuf::from("/proc"),
             sysfs: PathBuf::from("/sys"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_fifos_and_oversized_files_are_refused_without_blocking_or_growing() {
+        let dir = std::env::temp_dir().join(format!("np-procfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // /dev/zero never ends; a read of it would fill memory.
+        let err = ProcFile::new("/dev/zero").read().unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        // A FIFO with no writer: a blocking open would never return.
+        let fifo = dir.join("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let err = ProcFile::new(&fifo).read().unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        // A regular file past the bound (sparse: costs no disk).
+        let big = dir.join("big");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(2 * MAX_FILE_BYTES as u64)
+            .unwrap();
+        let mut f = ProcFile::new(&big);
+        let err = f.read().unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
+        assert!(f.buf.capacity() <= 2 * MAX_FILE_BYTES, "{}", f.buf.capacity());
+        // Exactly at ordinary sizes, all is read.
+        std::fs::write(&big, b"262144\n").unwrap();
+        assert_eq!(ProcFile::new(&big).read_u64().unwrap(), 262_144);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -106,7 +106,7 @@ impl Conntrack {
                     // possible CPUs are contiguous, as they nearly always are).
                     // Read once (it cannot change while the system runs), and not kept open.
                     self.possible_cpus = Some(
-                        std::fs::read(&self.possible)
+                        crate::procfs::read(&self.possible)
                             .ok()
                             .and_then(|b| cpu_list(&b, MAX_CPUS))
                             .unwrap_or_default(),

@@ -185,6 +185,9 @@ pub struct SourceStatus {
     pub samples: u64,
     pub duration: Duration,
     last_error: Option<String>,
+    /// The last failure was logged at warn (so its recovery is logged at info).
+    warned: bool,
+    repeats: crate::logging::Repeats,
 }
 
 impl SourceStatus {
@@ -202,8 +205,12 @@ impl SourceStatus {
         self.duration = took;
         match result {
             Ok(()) => {
-                if self.last_error.take().is_some() && !self.quiet {
-                    log::info!("source {name} recovered");
+                if self.last_error.take().is_some() {
+                    if std::mem::take(&mut self.warned) {
+                        log::info!("source {name} recovered");
+                    } else {
+                        log::debug!("source {name} recovered");
+                    }
                 }
                 self.up = true;
             }
@@ -215,11 +222,18 @@ impl SourceStatus {
                 }
                 let msg = e.to_string();
                 if self.last_error.as_deref() != Some(msg.as_str()) {
-                    if absent || self.quiet {
-                        log::debug!("source {name} is down: not available on this kernel: {msg}");
+                    let allowed = if absent || self.quiet {
+                        None
                     } else {
-                        log::warn!("source {name} is down: {msg}");
+                        self.repeats.allow(&msg, Instant::now())
+                    };
+                    match allowed {
+                        Some(0) => log::warn!("source {name} is down: {msg}"),
+                        Some(n) => log::warn!("source {name} is down: {msg} ({n} more times since the last warning)"),
+                        None if absent => log::debug!("source {name} is down: not available on this kernel: {msg}"),
+                        None => log::debug!("source {name} is down: {msg}"),
                     }
+                    self.warned = allowed.is_some();
                     self.last_error = Some(msg);
                 }
             }

@@ -17,7 +17,7 @@ pub struct Process {
 
 impl Process {
     pub fn new() -> Self {
-        let boot_time = std::fs::read("/proc/stat")
+        let boot_time = crate::procfs::read(std::path::Path::new("/proc/stat"))
             .ok()
             .and_then(|b| parse_btime(&b))
             .map(|v| v as f64);

@@ -123,14 +123,8 @@ impl Processes {
     }
 
     fn read_file(&mut self, pid: u32, file: &str) -> Read<()> {
-        use std::io::Read as _;
         self.set_path(pid, file);
-        self.buf.clear();
-        classify(
-            fs::File::open(&self.path)
-                .and_then(|mut f| f.read_to_end(&mut self.buf))
-                .map(|_| ()),
-        )
+        classify(crate::procfs::read_into(&self.path, &mut self.buf))
     }
 
     /// The current soft RLIMIT_NOFILE of `pid` (whose `/proc/PID` has inode `ino`).
