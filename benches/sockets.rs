@@ -9,13 +9,13 @@ use netpressure_exporter::snapshot::Snapshot;
 use netpressure_exporter::source::listeners::Listeners;
 use netpressure_exporter::source::netstat::Netstat;
 use netpressure_exporter::source::remotes::Remotes;
-use netpressure_exporter::source::Source;
+use netpressure_exporter::source::{NsContext, Source};
 
 fn sockets(c: &mut Criterion) {
-    // A long scan interval: the SYN_RECV scan runs once, in warm-up; what is measured is
-    // the per-sample LISTEN dump.
+    // The per-sample LISTEN dump (the SYN_RECV scan is a source of the slow lane).
     let cfg = Config::from_args(["bench", "--scan.interval=10m"]).unwrap();
-    let mut listeners = Listeners::new(&cfg);
+    let ctx = NsContext::read_here(&cfg).unwrap();
+    let mut listeners = Listeners::new(&cfg, &ctx);
     let mut snap = Snapshot::new();
     c.bench_function("listeners/sample", |b| {
         b.iter(|| {
@@ -23,7 +23,7 @@ fn sockets(c: &mut Criterion) {
             listeners.sample(&mut snap).unwrap();
         })
     });
-    let mut remotes = Remotes::new(&cfg);
+    let mut remotes = Remotes::new(&cfg, &ctx);
     c.bench_function("remotes/scan", |b| b.iter(|| remotes.scan().unwrap()));
     let mut netstat = Netstat::new(&cfg);
     c.bench_function("netstat/sample", |b| {

@@ -18,7 +18,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn main() {
     let cfg = Config::from_args(["bench", "--collector.remotes.top=20"]).unwrap();
-    let mut remotes = Remotes::new(&cfg);
+    let ctx = netpressure_exporter::source::NsContext::read_here(&cfg).unwrap();
+    let mut remotes = Remotes::new(&cfg, &ctx);
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     let mut ss_lines = 0;
     for _ in 0..10 {

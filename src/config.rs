@@ -39,12 +39,19 @@ pub struct Config {
     pub processes_top: usize,
     pub softnet_per_cpu: bool,
     pub netns: bool,
+    pub netns_sample_interval: Duration,
     pub netns_interval: Duration,
     pub netns_scan_interval: Duration,
     pub netns_max: usize,
+    /// `--netns.families`: the families served for other namespaces; `None` for all.
+    pub netns_families: Option<Vec<String>>,
     pub pod_logs: PathBuf,
     pub log_level: log::LevelFilter,
     pub log_format: LogFormat,
+    /// Not a flag: how often counters are read where a source reads them apart from
+    /// its gauges (conntrack's per-CPU counters). 1 s in the exporter's own namespace,
+    /// `--netns.interval` in the others.
+    pub counter_interval: Duration,
 }
 
 impl Default for Config {
@@ -64,12 +71,15 @@ impl Default for Config {
             processes_top: 10,
             softnet_per_cpu: false,
             netns: true,
+            netns_sample_interval: Duration::from_secs(1),
             netns_interval: Duration::from_secs(10),
             netns_scan_interval: Duration::from_secs(300),
             netns_max: 200,
+            netns_families: None,
             pod_logs: PathBuf::from("/var/log/pods"),
             log_level: log::LevelFilter::Info,
             log_format: LogFormat::Logfmt,
+            counter_interval: Duration::from_secs(1),
         }
     }
 }
@@ -206,6 +216,27 @@ fn parse_listen_address(s: &str) -> Result<String, String> {
         return Err(ACCEPTED.into());
     }
     Ok(s.to_string())
+}
+
+/// `--netns.families`: `None` for all.
+#[derive(Debug, Clone)]
+struct Families(Option<Vec<String>>);
+
+fn parse_families(s: &str) -> Result<Families, String> {
+    if s == "all" {
+        return Ok(Families(None));
+    }
+    let known = crate::metrics::namespaced_families();
+    let mut names = Vec::new();
+    for name in s.split(',').map(str::trim) {
+        if !known.contains(&name) {
+            return Err(format!(
+                "expected all, or a comma-separated list of namespaced families such as netpressure_conntrack_entries,netpressure_tcp_listen_queue_length; {name:?} is not one"
+            ));
+        }
+        names.push(name.to_string());
+    }
+    Ok(Families(Some(names)))
 }
 
 /// A directory flag (`--path.*`): any non-empty path. Whether it holds what it should is
@@ -364,12 +395,22 @@ fn command() -> Command {
                 .help("Sample only the exporter's own network namespace"),
         )
         .arg(
+            Arg::new("netns.sample-interval")
+                .long("netns.sample-interval")
+                .value_name("DURATION")
+                .default_value("1s")
+                .value_parser(|s: &str| {
+                    bounded(s, Duration::from_millis(100), secs(60), "expected a duration from 100ms to 1m, such as 1s")
+                })
+                .help("How often the pressure gauges of the other namespaces are sampled, each with its peak (100ms to 1m; never more often than --sample.interval)"),
+        )
+        .arg(
             Arg::new("netns.interval")
                 .long("netns.interval")
                 .value_name("DURATION")
                 .default_value("10s")
                 .value_parser(|s: &str| bounded(s, secs(1), secs(600), "expected a duration from 1s to 10m, such as 10s"))
-                .help("How often namespaces are discovered and the other namespaces sampled (1s to 10m)"),
+                .help("How often namespaces are discovered and the other namespaces' counters read (1s to 10m)"),
         )
         .arg(
             Arg::new("netns.scan-interval")
@@ -386,6 +427,14 @@ fn command() -> Command {
                 .default_value("200")
                 .value_parser(parse_count)
                 .help("Most namespaces sampled besides the exporter's own; the rest are counted in netpressure_netns_omitted"),
+        )
+        .arg(
+            Arg::new("netns.families")
+                .long("netns.families")
+                .value_name("LIST")
+                .default_value("all")
+                .value_parser(parse_families)
+                .help("Metric families served for namespaces other than the exporter's own: all, or a comma-separated list of family names (each costs a series per pod)"),
         )
         .arg(
             Arg::new("path.pod-logs")
@@ -489,17 +538,22 @@ impl Config {
             processes_top: get(&m, "collector.processes.top").unwrap_or(d.processes_top),
             softnet_per_cpu: m.get_flag("collector.softnet.per-cpu"),
             netns: !m.get_flag("no-collector.netns"),
+            netns_sample_interval: get(&m, "netns.sample-interval").unwrap_or(d.netns_sample_interval),
             netns_interval: get(&m, "netns.interval").unwrap_or(d.netns_interval),
             netns_scan_interval: get(&m, "netns.scan-interval").unwrap_or(d.netns_scan_interval),
             netns_max: get(&m, "netns.max").unwrap_or(d.netns_max),
+            netns_families: get::<Families>(&m, "netns.families").map_or(d.netns_families, |f| f.0),
             pod_logs: get(&m, "path.pod-logs").unwrap_or(d.pod_logs),
             log_level: get(&m, "log.level").unwrap_or(d.log_level),
             log_format: get(&m, "log.format").unwrap_or(d.log_format),
+            counter_interval: d.counter_interval,
         })
         .and_then(Config::validate)
     }
 
-    fn validate(self) -> Result<Config, CliExit> {
+    fn validate(mut self) -> Result<Config, CliExit> {
+        // Other namespaces are never sampled more often than the exporter's own.
+        self.netns_sample_interval = self.netns_sample_interval.max(self.sample_interval);
         // A wrong root would otherwise look like a kernel without these files: every
         // source down as "not present", nothing logged above debug.
         let procfs = &self.roots.procfs;

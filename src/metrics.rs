@@ -8,6 +8,9 @@ use crate::model::CtCounter;
 pub enum Kind {
     Gauge,
     Counter,
+    /// One of the `_bucket`, `_sum` and `_count` series of a histogram: the family is
+    /// the name without that suffix.
+    Histogram,
 }
 
 impl Kind {
@@ -15,7 +18,76 @@ impl Kind {
         match self {
             Kind::Gauge => "gauge",
             Kind::Counter => "counter",
+            Kind::Histogram => "histogram",
         }
+    }
+}
+
+impl Desc {
+    /// The family name: the name, or for a histogram series the name without its suffix.
+    pub fn family(&self) -> &'static str {
+        if self.kind == Kind::Histogram {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                if let Some(base) = self.name.strip_suffix(suffix) {
+                    return base;
+                }
+            }
+        }
+        self.name
+    }
+}
+
+const fn histogram(name: &'static str, help: &'static str) -> Desc {
+    Desc {
+        name,
+        help,
+        kind: Kind::Histogram,
+        peak: None,
+    }
+}
+
+/// A histogram kept by the sampler itself (not a kernel value): cumulative counts over
+/// fixed bounds, a sum and a count, as the text format serves them.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+    labels: Vec<String>,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+            labels: bounds.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    pub fn observe(&mut self, v: f64) {
+        for (b, c) in self.bounds.iter().zip(&mut self.counts) {
+            if v <= *b {
+                *c += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    /// Pushes the series of the histogram whose `_bucket` series is `bucket` (its `_sum`
+    /// and `_count` are the descriptors declared right after it, see
+    /// [`SAMPLE_DURATION`]).
+    pub fn emit(&self, h: &'static [Desc; 3], out: &mut crate::snapshot::Snapshot) {
+        for (le, c) in self.labels.iter().zip(&self.counts) {
+            out.push(&h[0], &[("le", le)], *c as f64);
+        }
+        out.push(&h[0], &[("le", "+Inf")], self.count as f64);
+        out.push(&h[1], &[], self.sum);
+        out.push(&h[2], &[], self.count as f64);
     }
 }
 
@@ -130,6 +202,26 @@ pub static SOURCE_DURATION: Desc = gauge(
     "Time the last sample of this source took.",
 );
 pub static SAMPLES: Desc = counter("netpressure_samples_total", "Samples taken of this source.");
+/// Bounds of [`SAMPLE_DURATION`], seconds: a tick of the own namespace takes tens of
+/// microseconds; other namespaces' rounds add a few milliseconds.
+pub static SAMPLE_DURATION_BUCKETS: [f64; 11] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+];
+/// The fast lane's tick duration: `_bucket`, `_sum`, `_count`.
+pub static SAMPLE_DURATION: [Desc; 3] = [
+    histogram(
+        "netpressure_sample_duration_seconds_bucket",
+        "Time one tick of the fast lane took (every source due, other namespaces included, and publishing).",
+    ),
+    histogram(
+        "netpressure_sample_duration_seconds_sum",
+        "Time one tick of the fast lane took (every source due, other namespaces included, and publishing).",
+    ),
+    histogram(
+        "netpressure_sample_duration_seconds_count",
+        "Time one tick of the fast lane took (every source due, other namespaces included, and publishing).",
+    ),
+];
 pub static SAMPLER_OVERRUNS: Desc = counter(
     "netpressure_sampler_overruns_total",
     "Sample ticks skipped because the previous sample overran --sample.interval.",
@@ -390,3 +482,48 @@ pub static NETNS_DISCOVERY_DURATION: Desc = gauge(
     "netpressure_netns_discovery_duration_seconds",
     "Time the last namespace discovery took (listing /proc/*/ns/net and PID 1's mountinfo).",
 );
+
+/// The families the namespaced sources serve (their `_peak` twins follow them), in
+/// which `--netns.families` chooses those served for other namespaces.
+pub fn namespaced_families() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = [
+        &CONNTRACK_ENTRIES,
+        &CONNTRACK_ENTRIES_LIMIT,
+        &CONNTRACK_BUCKETS,
+        &CONNTRACK_TCP_TIMEOUT,
+        &TCP_LISTEN_OVERFLOWS,
+        &TCP_LISTEN_DROPS,
+        &TCP_SYN_QUEUE_DROPS,
+        &TCP_SYN_QUEUE_COOKIES,
+        &TCP_SYNCOOKIES_SENT,
+        &TCP_SYNCOOKIES_RECV,
+        &TCP_SYNCOOKIES_FAILED,
+        &TCP_TW_OVERFLOWS,
+        &TCP_TW_REUSED,
+        &TCP_ACTIVE_OPENS,
+        &TCP_PASSIVE_OPENS,
+        &TCP_ATTEMPT_FAILS,
+        &TCP_ESTAB_RESETS,
+        &TCP_TW_SOCKETS,
+        &TCP_TW_LIMIT,
+        &TCP_INUSE,
+        &TCP_ORPHAN,
+        &LISTEN_QUEUE,
+        &LISTEN_QUEUE_LIMIT,
+        &LISTEN_SOCKETS,
+        &SYN_RECV,
+        &MAX_SYN_BACKLOG,
+        &LISTENERS,
+        &LISTENERS_OMITTED,
+        &REMOTE_SOCKETS,
+        &PORT_RANGE_SIZE,
+        &REMOTES,
+        &REMOTES_OMITTED,
+        &SYSCTL,
+    ]
+    .iter()
+    .map(|d| d.name)
+    .collect();
+    v.extend(CONNTRACK_COUNTERS.iter().map(|d| d.name));
+    v
+}

@@ -180,6 +180,34 @@ pub fn discover(procfs: &Path, out: &mut HashMap<NsKey, Found>) -> io::Result<()
     Ok(())
 }
 
+thread_local! {
+    /// Set while a thread samples another namespace's sources without having entered it.
+    static OPENING_FORBIDDEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread may open a namespace-bound handle (a netlink socket, a
+/// file under `/proc/thread-self/net` or `/proc/sys/net`): always, but inside
+/// [`without_entering`]. A handle binds to the namespace of the thread that opens it,
+/// so one opened there would belong to the wrong namespace.
+pub fn may_open() -> bool {
+    !OPENING_FORBIDDEN.get()
+}
+
+/// Runs `f` (another namespace's sources, whose handles are already open and stay bound
+/// to it) on a thread that has not entered that namespace: any attempt to open a
+/// handle fails with a "not entered" error instead, and the caller enters the namespace
+/// and runs that source again.
+pub fn without_entering<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            OPENING_FORBIDDEN.set(self.0);
+        }
+    }
+    let _reset = Reset(OPENING_FORBIDDEN.replace(true));
+    f()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@
 //! Under cgroup v1 every controller line carries the same path; the first `pod` match
 //! wins. A process outside any pod gives no UID, and no labels: never a wrong one.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 
@@ -57,24 +58,34 @@ fn is_uid(s: &str) -> bool {
             .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// Looks `uid` up among the kubelet's `NAMESPACE_NAME_UID` directories in `pod_logs`.
-pub fn lookup(pod_logs: &Path, uid: &str) -> Option<Pod> {
-    for entry in fs::read_dir(pod_logs).ok()?.flatten() {
+/// Every pod the kubelet's `NAMESPACE_NAME_UID` directories in `pod_logs` name, by UID
+/// (listed once per discovery, not once per namespace). Empty where there is no such
+/// directory (not a Kubernetes node).
+pub fn index(pod_logs: &Path) -> HashMap<String, Pod> {
+    let mut out = HashMap::new();
+    let Ok(dir) = fs::read_dir(pod_logs) else { return out };
+    for entry in dir.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         let mut parts = name.splitn(3, '_');
-        let (Some(ns), Some(pod), Some(u)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(ns), Some(pod), Some(uid)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
-        if u == uid {
-            return Some(Pod {
+        out.insert(
+            uid.to_string(),
+            Pod {
                 uid: uid.to_string(),
                 namespace: ns.to_string(),
                 name: pod.to_string(),
-            });
-        }
+            },
+        );
     }
-    None
+    out
+}
+
+/// Looks `uid` up among the kubelet's `NAMESPACE_NAME_UID` directories in `pod_logs`.
+pub fn lookup(pod_logs: &Path, uid: &str) -> Option<Pod> {
+    index(pod_logs).remove(uid)
 }
 
 /// The pod of process `pid`, if it is in one and its log directory exists.

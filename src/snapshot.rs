@@ -63,6 +63,11 @@ impl Snapshot {
         });
     }
 
+    /// Keeps only the samples of the families `keep` accepts.
+    pub fn retain(&mut self, keep: impl Fn(&'static Desc) -> bool) {
+        self.samples.retain(|s| keep(s.desc));
+    }
+
     /// Adds a sample with the label set of the sample at `index` (used for `_peak`).
     pub fn push_like(&mut self, index: usize, desc: &'static Desc, value: f64) {
         if let Some(s) = self.samples.get(index) {
@@ -148,16 +153,25 @@ impl Snapshot {
             }
         }
         for &(a, b) in &runs {
+            // A histogram's buckets keep their push order: increasing `le`, as the text
+            // format requires (by text, "+Inf" would sort first).
+            if self.samples[a].desc.kind == crate::metrics::Kind::Histogram {
+                continue;
+            }
             order[a..b].sort_by(|x, y| {
                 self.label_str(self.samples[*x as usize].labels)
                     .cmp(self.label_str(self.samples[*y as usize].labels))
             });
         }
         runs.sort_by_key(|&(a, _)| self.samples[a].desc.name);
+        let mut family = "";
         for (a, b) in runs {
             let desc = self.samples[a].desc;
-            let _ = writeln!(out, "# HELP {} {}", desc.name, escape_help(desc.help));
-            let _ = writeln!(out, "# TYPE {} {}", desc.name, desc.kind.as_str());
+            if desc.family() != family {
+                family = desc.family();
+                let _ = writeln!(out, "# HELP {family} {}", escape_help(desc.help));
+                let _ = writeln!(out, "# TYPE {family} {}", desc.kind.as_str());
+            }
             for &i in &order[a..b] {
                 let s = &self.samples[i as usize];
                 out.push_str(desc.name);

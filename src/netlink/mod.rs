@@ -39,6 +39,10 @@ pub enum NetlinkError {
     Truncated { request: &'static str, len: usize },
     #[error("{request}: no reply within {RECV_TIMEOUT:?}")]
     Timeout { request: &'static str },
+    /// The socket must be opened inside its network namespace, which the thread has not
+    /// entered (see [`crate::netns::without_entering`]).
+    #[error("opening netlink socket (protocol {protocol}): this thread is outside its namespace")]
+    NotEntered { protocol: isize },
 }
 
 impl NetlinkError {
@@ -91,6 +95,9 @@ impl NlSocket {
     /// # Errors
     /// [`NetlinkError::Socket`] with the errno of socket/bind/connect/setsockopt.
     pub fn open(protocol: isize) -> Result<Self, NetlinkError> {
+        if !crate::netns::may_open() {
+            return Err(NetlinkError::NotEntered { protocol });
+        }
         let err = |source| NetlinkError::Socket { protocol, source };
         let mut sock = Socket::new(protocol).map_err(err)?;
         sock.bind_auto().map_err(err)?;

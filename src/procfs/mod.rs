@@ -68,6 +68,10 @@ pub enum ProcError {
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: {detail}")]
     Parse { path: PathBuf, detail: String },
+    /// The file must be opened inside its network namespace, which the thread has not
+    /// entered (see [`crate::netns::without_entering`]).
+    #[error("{0}: not opened yet, and this thread is outside its namespace")]
+    NotEntered(PathBuf),
 }
 
 impl ProcError {
@@ -80,6 +84,10 @@ impl ProcError {
                 source: e,
             },
         }
+    }
+
+    pub fn io(path: &Path, e: io::Error) -> Self {
+        Self::from_io(path, e)
     }
 
     pub fn parse(path: &Path, detail: impl Into<String>) -> Self {
@@ -124,6 +132,9 @@ impl ProcFile {
     /// [`ProcError::NotFound`] when the file does not exist, otherwise the I/O error.
     pub fn read(&mut self) -> Result<&[u8], ProcError> {
         if self.file.is_none() {
+            if !crate::netns::may_open() {
+                return Err(ProcError::NotEntered(self.path.clone()));
+            }
             let f = open_regular(&self.path).map_err(|e| ProcError::from_io(&self.path, e))?;
             self.file = Some(f);
         }

@@ -1,12 +1,14 @@
-//! Conntrack table pressure for the exporter's own network namespace.
+//! Conntrack table pressure of one network namespace.
 //!
-//! Primary path: ctnetlink GET_STATS (this namespace's entries, global max) and
-//! GET_STATS_CPU (per-CPU counters). Fallback when ctnetlink is refused (no
-//! CAP_NET_ADMIN) or missing: `nf_conntrack_count`, `nf_conntrack_max` and, where the
-//! kernel still builds it, `/proc/net/stat/nf_conntrack`. The hash size and the TCP
-//! timeouts always come from `/proc/sys/net/netfilter`.
+//! Primary path: ctnetlink GET_STATS (this namespace's entries, global max) every
+//! sample, and GET_STATS_CPU (per-CPU counters) every second (other namespaces: every
+//! `--netns.interval`). Fallback when ctnetlink is refused (no CAP_NET_ADMIN) or
+//! missing: `nf_conntrack_count`, `nf_conntrack_max` and, where the kernel still builds
+//! it, `/proc/net/stat/nf_conntrack`. The hash size and the TCP timeouts are the
+//! namespace's settings (`settings.rs`), read every scan.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use crate::config::Config;
 use crate::cputotals::{CpuTotals, MAX_CPUS};
@@ -17,7 +19,8 @@ use crate::netlink::NetlinkError;
 use crate::procfs::parse::cpu_list;
 use crate::procfs::{conntrack::parse_stat, ProcError, ProcFile};
 use crate::snapshot::Snapshot;
-use crate::source::{Every, IndexLabels, Source, SourceError, SourceStatus};
+use crate::source::settings::Sysctl;
+use crate::source::{Every, IndexLabels, NsContext, Source, SourceError, SourceStatus};
 
 /// The name of the ctnetlink path in `netpressure_source_*{source=...}`.
 pub const NETLINK_PATH: &str = "conntrack_netlink";
@@ -35,12 +38,9 @@ pub struct Conntrack {
     netlink_status: SourceStatus,
     count: ProcFile,
     max: ProcFile,
-    buckets: ProcFile,
     stat: ProcFile,
-    timeouts: [(&'static str, ProcFile); 3],
-    settings_every: Every,
-    buckets_value: Option<u64>,
-    timeout_values: [Option<u64>; 3],
+    ctx: Arc<NsContext>,
+    counters_every: Every,
     per_cpu: bool,
     /// The last reading, raw 32-bit values per CPU.
     cpus: Vec<CtCpuStats>,
@@ -54,23 +54,16 @@ pub struct Conntrack {
 }
 
 impl Conntrack {
-    pub fn new(cfg: &Config) -> Self {
+    pub fn new(cfg: &Config, ctx: &Arc<NsContext>) -> Self {
         let nf = |name: &str| ProcFile::new(cfg.roots.proc(&format!("sys/net/netfilter/{name}")));
         Self {
             netlink: Netlink::Closed,
             netlink_status: SourceStatus::default(),
             count: nf("nf_conntrack_count"),
             max: nf("nf_conntrack_max"),
-            buckets: nf("nf_conntrack_buckets"),
             stat: ProcFile::new(cfg.roots.proc_net("stat/nf_conntrack")),
-            timeouts: [
-                ("established", nf("nf_conntrack_tcp_timeout_established")),
-                ("close_wait", nf("nf_conntrack_tcp_timeout_close_wait")),
-                ("time_wait", nf("nf_conntrack_tcp_timeout_time_wait")),
-            ],
-            settings_every: Every::new(Duration::from_secs(1)),
-            buckets_value: None,
-            timeout_values: [None; 3],
+            ctx: Arc::clone(ctx),
+            counters_every: Every::new(cfg.counter_interval),
             per_cpu: cfg.conntrack_per_cpu,
             cpus: Vec::new(),
             totals: CpuTotals::new(),
@@ -91,13 +84,24 @@ impl Conntrack {
             });
         };
         let global = nl.stats()?;
-        nl.stats_cpu(&mut self.cpus)?;
+        if self.counters_every.due(Instant::now()) {
+            if let Err(e) = nl.stats_cpu(&mut self.cpus) {
+                self.counters_every.reset();
+                return Err(e);
+            }
+        }
         Ok(global)
     }
 
     fn via_procfs(&mut self) -> Result<CtGlobalStats, SourceError> {
         let entries = self.count.read_u64()?;
         let max_entries = self.max.read_u64_opt()?;
+        if !self.counters_every.due(Instant::now()) {
+            return Ok(CtGlobalStats {
+                entries: Some(entries),
+                max_entries,
+            });
+        }
         match self.stat.read() {
             Ok(bytes) => {
                 parse_stat(bytes, &mut self.cpus).map_err(|e| ProcError::parse(self.stat.path(), e.to_string()))?;
@@ -150,6 +154,8 @@ impl Source for Conntrack {
                     self.netlink_status.record(NETLINK_PATH, Ok(()), t.elapsed());
                     global = Some(g);
                 }
+                // Not a failure of ctnetlink: the sampler enters the namespace and retries.
+                Err(e @ NetlinkError::NotEntered { .. }) => return Err(e.into()),
                 Err(e) => {
                     let refused = e.is_permission_denied() || e.is_unsupported();
                     let err = SourceError::from(e);
@@ -175,18 +181,16 @@ impl Source for Conntrack {
         if let Some(v) = global.max_entries {
             out.push(&metrics::CONNTRACK_ENTRIES_LIMIT, &[], v as f64);
         }
-        // Hash size and timeouts are settings: re-read once a second, not every tick.
-        if self.settings_every.due(Instant::now()) {
-            self.buckets_value = self.buckets.read_u64_opt()?;
-            for ((_, file), value) in self.timeouts.iter_mut().zip(&mut self.timeout_values) {
-                *value = file.read_u64_opt()?;
-            }
-        }
-        if let Some(v) = self.buckets_value {
+        let settings = self.ctx.settings();
+        if let Some(v) = settings.get(Sysctl::ConntrackBuckets) {
             out.push(&metrics::CONNTRACK_BUCKETS, &[], v as f64);
         }
-        for ((state, _), value) in self.timeouts.iter().zip(self.timeout_values) {
-            if let Some(v) = value {
+        for (state, s) in [
+            ("established", Sysctl::ConntrackTimeoutEstablished),
+            ("close_wait", Sysctl::ConntrackTimeoutCloseWait),
+            ("time_wait", Sysctl::ConntrackTimeoutTimeWait),
+        ] {
+            if let Some(v) = settings.get(s) {
                 out.push(&metrics::CONNTRACK_TCP_TIMEOUT, &[("state", state)], v as f64);
             }
         }

@@ -1,7 +1,8 @@
 //! Per-listener accept queues, every sample, from a LISTEN-only sock_diag dump (IPv4
 //! and IPv6 in one request; the kernel skips the established hash for it, so it stays
 //! cheap however many connections the node holds), and SYN_RECV request sockets per
-//! listener every `--scan.interval` (that dump walks the established hash).
+//! listener every `--scan.interval` on the slow lane (that dump walks the established
+//! hash), left for the fast part in the namespace's shared context.
 //!
 //! Cardinality is bounded by `--collector.listeners.max`: the fullest listeners are
 //! kept (by accept-queue fill, its recent maximum included, or SYN-queue fill against
@@ -10,17 +11,18 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::metrics;
 use crate::netlink::sock_diag::{state, Filter, SockDiag, TcpDump, TcpSock};
 use crate::netlink::NetlinkError;
-use crate::procfs::ProcFile;
 use crate::snapshot::Snapshot;
-use crate::source::{Every, Source, SourceError};
+use crate::source::settings::Sysctl;
+use crate::source::{top_k, AddrPortLabels, NsContext, Source, SourceError};
 
 const LISTEN: &str = "sock_diag LISTEN";
 const SYN: &str = "sock_diag SYN_RECV";
@@ -110,45 +112,44 @@ impl RecentQueues {
     }
 }
 
+/// What a namespace's listeners source and its SYN_RECV scan share across the lanes.
+#[derive(Debug, Default)]
+pub struct SynShared {
+    /// SYN_RECV request sockets by (local address, local port) at the last scan; `None`
+    /// until the first.
+    pub counts: Option<HashMap<(IpAddr, u16), u32>>,
+    /// What the last LISTEN sample saw (`None` before the first), so that the scan can
+    /// skip walks that cannot find anything.
+    pub listeners: Option<(usize, bool)>,
+}
+
+/// The fast part: the LISTEN dump every sample.
 pub struct Listeners {
     diag: Option<SockDiag>,
     listen_dump: TcpDump,
-    syn_dump: TcpDump,
-    max_syn_backlog: ProcFile,
-    max_syn_backlog_value: Option<u64>,
-    scanned: bool,
-    every: Every,
     max: usize,
     ports: Option<Vec<(u16, u16)>>,
     listeners: Vec<Listener>,
     recent: RecentQueues,
     window: Duration,
-    /// SYN_RECV request sockets by (local address, local port), from the last scan.
-    syn_recv: HashMap<(IpAddr, u16), u32>,
+    ctx: Arc<NsContext>,
     order: Vec<usize>,
-    addr_buf: String,
-    port_buf: String,
+    labels: AddrPortLabels,
 }
 
 impl Listeners {
-    pub fn new(cfg: &Config) -> Self {
+    pub fn new(cfg: &Config, ctx: &Arc<NsContext>) -> Self {
         Self {
             diag: None,
             listen_dump: TcpDump::new(LISTEN, state::bit(state::LISTEN), Filter::None),
-            syn_dump: TcpDump::new(SYN, state::bit(state::SYN_RECV), Filter::None),
-            max_syn_backlog: ProcFile::new(cfg.roots.proc("sys/net/ipv4/tcp_max_syn_backlog")),
-            max_syn_backlog_value: None,
-            scanned: false,
-            every: Every::new(cfg.scan_interval),
             max: cfg.listeners_max,
             ports: cfg.listeners_ports.clone(),
             listeners: Vec::new(),
             recent: RecentQueues::default(),
             window: cfg.peak_window,
-            syn_recv: HashMap::new(),
+            ctx: Arc::clone(ctx),
             order: Vec::new(),
-            addr_buf: String::new(),
-            port_buf: String::new(),
+            labels: AddrPortLabels::default(),
         }
     }
 
@@ -184,34 +185,17 @@ impl Listeners {
         Ok(())
     }
 
-    fn scan_syn_recv(&mut self) -> Result<(), SourceError> {
-        self.max_syn_backlog_value = self.max_syn_backlog.read_u64_opt()?;
-        let Some(diag) = self.diag.as_mut() else {
-            return Ok(());
-        };
-        self.syn_recv.clear();
-        // The dump walks the whole established hash (about 3.5 ms on 262,144 buckets), so
-        // skip it when it cannot find anything: request sockets belong to a listener,
-        // and IPv6 ones to an IPv6 listener.
-        if !self.listeners.is_empty() {
-            self.syn_dump.skip_v6 = !self.listeners.iter().any(|l| l.addr.is_ipv6());
-            let counts = &mut self.syn_recv;
-            self.syn_dump.run(diag, &mut |s: &TcpSock| {
-                if s.state == state::SYN_RECV || s.state == state::NEW_SYN_RECV {
-                    *counts.entry((s.local, s.local_port)).or_insert(0) += 1;
-                }
-            })?;
-        }
-        self.scanned = true;
-        Ok(())
-    }
-
-    /// Attributes each (address, port) of request sockets to the listener that owns it.
-    fn attribute_syn_recv(&mut self) {
+    /// Tells the scan what this sample saw, and attributes the last scan's request
+    /// sockets to the listeners that own them.
+    fn exchange_with_scan(&mut self) {
+        let mut shared = self.ctx.syn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let any_v6 = self.listeners.iter().any(|l| l.addr.is_ipv6());
+        shared.listeners = Some((self.listeners.len(), any_v6));
+        let Some(counts) = shared.counts.as_ref() else { return };
         for l in &mut self.listeners {
             l.syn_recv = Some(0);
         }
-        for (&(addr, port), &n) in &self.syn_recv {
+        for (&(addr, port), &n) in counts {
             if let Some(i) = owner(&self.listeners, addr, port) {
                 if let Some(c) = self.listeners[i].syn_recv.as_mut() {
                     *c += n;
@@ -219,6 +203,79 @@ impl Listeners {
             }
         }
     }
+}
+
+/// The slow part: SYN_RECV request sockets per listener every scan. The dump walks the
+/// whole established hash (about 3.5 ms on 262,144 buckets), so it runs on the slow
+/// lane, and not at all when the last LISTEN sample saw no listener (request sockets
+/// belong to a listener, and IPv6 ones to an IPv6 listener).
+pub struct SynScan {
+    syn_dump: TcpDump,
+    ctx: Arc<NsContext>,
+    counts: HashMap<(IpAddr, u16), u32>,
+}
+
+impl SynScan {
+    pub fn new(ctx: &Arc<NsContext>) -> Self {
+        Self {
+            syn_dump: TcpDump::new(SYN, state::bit(state::SYN_RECV), Filter::None),
+            ctx: Arc::clone(ctx),
+            counts: HashMap::new(),
+        }
+    }
+}
+
+impl Source for SynScan {
+    fn name(&self) -> &'static str {
+        "listeners_syn_recv"
+    }
+
+    fn sample(&mut self, _out: &mut Snapshot) -> Result<(), SourceError> {
+        let seen = self
+            .ctx
+            .syn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .listeners;
+        self.counts.clear();
+        if seen.is_none_or(|(n, _)| n > 0) {
+            self.syn_dump.skip_v6 = seen.is_some_and(|(_, any_v6)| !any_v6);
+            let counts = &mut self.counts;
+            with_slow_diag(&self.ctx, |diag| {
+                self.syn_dump.run(diag, &mut |s: &TcpSock| {
+                    if s.state == state::SYN_RECV || s.state == state::NEW_SYN_RECV {
+                        *counts.entry((s.local, s.local_port)).or_insert(0) += 1;
+                    }
+                })
+            })?;
+        }
+        let mut shared = self.ctx.syn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let counts = shared.counts.get_or_insert_with(HashMap::new);
+        std::mem::swap(counts, &mut self.counts);
+        Ok(())
+    }
+}
+
+/// Runs `f` on the namespace's slow-lane sock_diag socket (shared by the SYN_RECV scan
+/// and the remotes scan: one socket, not two), opening it first; a failure closes it so
+/// that the next run opens a fresh one.
+///
+/// # Errors
+/// Opening the socket, or what `f` returns.
+pub fn with_slow_diag(
+    ctx: &NsContext,
+    f: impl FnOnce(&mut SockDiag) -> Result<(), NetlinkError>,
+) -> Result<(), NetlinkError> {
+    let mut guard = ctx.slow_diag.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if guard.is_none() {
+        *guard = Some(SockDiag::open()?);
+    }
+    let Some(diag) = guard.as_mut() else { return Ok(()) };
+    let r = f(diag);
+    if r.is_err() {
+        *guard = None;
+    }
+    r
 }
 
 fn port_wanted(ranges: Option<&[(u16, u16)]>, port: u16) -> bool {
@@ -251,22 +308,14 @@ impl Source for Listeners {
             self.diag = None;
             return Err(e.into());
         }
-        if self.every.due(Instant::now()) {
-            if let Err(e) = self.scan_syn_recv() {
-                self.every.reset();
-                self.diag = None;
-                return Err(e);
-            }
-        }
-        if self.scanned {
-            self.attribute_syn_recv();
-        }
+        self.exchange_with_scan();
         self.recent.update(&mut self.listeners, Instant::now(), self.window);
-        let backlog = self.max_syn_backlog_value.map_or(0.0, |v| v as f64);
+        let max_syn_backlog = self.ctx.settings().get(Sysctl::TcpMaxSynBacklog);
+        let backlog = max_syn_backlog.map_or(0.0, |v| v as f64);
         let listeners = &self.listeners;
         self.order.clear();
         self.order.extend(0..listeners.len());
-        self.order.sort_unstable_by(|&a, &b| {
+        top_k(&mut self.order, self.max, |&a, &b| {
             let (la, lb) = (&listeners[a], &listeners[b]);
             lb.fill(backlog)
                 .partial_cmp(&la.fill(backlog))
@@ -274,14 +323,11 @@ impl Source for Listeners {
                 .then(la.port.cmp(&lb.port))
                 .then(la.addr.cmp(&lb.addr))
         });
-        let kept = self.order.len().min(self.max);
-        for &i in &self.order[..kept] {
+        let kept = self.order.len();
+        for &i in &self.order {
             let l = listeners[i];
-            self.addr_buf.clear();
-            let _ = write!(self.addr_buf, "{}", l.addr);
-            self.port_buf.clear();
-            let _ = write!(self.port_buf, "{}", l.port);
-            let labels = [("address", self.addr_buf.as_str()), ("port", self.port_buf.as_str())];
+            let (addr, port) = self.labels.format(l.addr, l.port);
+            let labels = [("address", addr), ("port", port)];
             out.push(&metrics::LISTEN_QUEUE, &labels, f64::from(l.queue));
             out.push(&metrics::LISTEN_QUEUE_LIMIT, &labels, f64::from(l.limit));
             out.push(&metrics::LISTEN_SOCKETS, &labels, f64::from(l.sockets));
@@ -291,7 +337,7 @@ impl Source for Listeners {
         }
         out.push(&metrics::LISTENERS, &[], listeners.len() as f64);
         out.push(&metrics::LISTENERS_OMITTED, &[], (listeners.len() - kept) as f64);
-        if let Some(v) = self.max_syn_backlog_value {
+        if let Some(v) = max_syn_backlog {
             out.push(&metrics::MAX_SYN_BACKLOG, &[], v as f64);
         }
         Ok(())

@@ -8,10 +8,12 @@ pub mod netstat;
 pub mod process;
 pub mod processes;
 pub mod remotes;
+pub mod settings;
 pub mod sockstat;
 pub mod softnet;
 pub mod sysctl;
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -32,6 +34,15 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// The source must open a handle inside its namespace: the sampler enters it and
+    /// runs the source again. Not a failure.
+    pub fn needs_entering(&self) -> bool {
+        matches!(
+            self,
+            Self::Proc(ProcError::NotEntered(_)) | Self::Netlink(NetlinkError::NotEntered { .. })
+        )
+    }
+
     /// The kernel does not have what this source reads: report down, log at debug, count
     /// no error.
     pub fn is_absent(&self) -> bool {
@@ -64,31 +75,71 @@ pub trait Source: Send {
     fn visit_status(&self, _f: &mut dyn FnMut(&'static str, &SourceStatus)) {}
 }
 
-/// How often the sampler runs a source. Between runs it serves the source's last
-/// output, so a scrape always sees every source.
+/// How often the fast lane runs a source's fast part. Between runs it serves the
+/// source's last output, so a scrape always sees every source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cadence {
-    /// Every `--sample.interval`: sources with pressure gauges and their peaks.
+    /// Every `--sample.interval` (other namespaces: `--netns.sample-interval`): sources
+    /// with pressure gauges and their peaks.
     Sample,
-    /// Every second (or every sample, if that is slower): sources that serve only
+    /// Every second (other namespaces: `--netns.interval`): sources that serve only
     /// counters and slow-moving values, whose rate a sub-second sample would not change.
     Second,
-    /// Every `--scan.interval`: dumps that walk the established hash, and tuning values.
-    Scan,
 }
 
-/// A source in the registry.
+/// Builds a source for one namespace, with what it shares with that namespace's other
+/// sources.
+pub type Build = fn(&Config, &Arc<NsContext>) -> Box<dyn Source>;
+
+/// A source in the registry. A source has a fast part, run on the sample clock, and/or
+/// a slow part, run every scan on the slow lane (hash-walking dumps, process scans,
+/// sysctls), so that slow work never delays a sample.
 #[derive(Debug)]
 pub struct SourceInfo {
     pub name: &'static str,
     pub help: &'static str,
     pub default_enabled: bool,
-    pub cadence: Cadence,
     /// The source reads one network namespace: it runs in every namespace the sampler
     /// tracks and its series carry the `netns` (and pod) labels. Other sources are
     /// node-wide and run once.
     pub namespaced: bool,
-    pub build: fn(&Config) -> Box<dyn Source>,
+    pub fast: Option<(Cadence, Build)>,
+    pub slow: Option<Build>,
+}
+
+/// What the sources of one namespace share, across both lanes: the sysctls (read once,
+/// on the slow lane), the SYN_RECV counts the slow lane's scan leaves for the fast
+/// lane's listeners, and the slow lane's sock_diag socket.
+#[derive(Default)]
+pub struct NsContext {
+    pub settings: Mutex<settings::Settings>,
+    pub settings_error: Mutex<Option<String>>,
+    pub syn: Mutex<listeners::SynShared>,
+    pub slow_diag: Mutex<Option<crate::netlink::sock_diag::SockDiag>>,
+}
+
+impl std::fmt::Debug for NsContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NsContext")
+    }
+}
+
+impl NsContext {
+    /// A context for the calling thread's namespace with its settings read now (for
+    /// benches and tools that run sources without a sampler).
+    ///
+    /// # Errors
+    /// The settings cannot be read.
+    pub fn read_here(cfg: &Config) -> Result<Arc<Self>, crate::procfs::ProcError> {
+        let ctx = Self::default();
+        *ctx.settings.lock().unwrap_or_else(PoisonError::into_inner) = settings::SettingsReader::new(cfg).read()?;
+        Ok(Arc::new(ctx))
+    }
+
+    /// The last sysctl values read in this namespace.
+    pub fn settings(&self) -> settings::Settings {
+        self.settings.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
 }
 
 pub static SOURCES: &[SourceInfo] = &[
@@ -96,81 +147,81 @@ pub static SOURCES: &[SourceInfo] = &[
         name: "conntrack",
         help: "conntrack table fill, limit, hash size, TCP timeouts and per-CPU counters (ctnetlink, procfs fallback)",
         default_enabled: true,
-        cadence: Cadence::Sample,
         namespaced: true,
-        build: |cfg| Box::new(conntrack::Conntrack::new(cfg)),
+        fast: Some((Cadence::Sample, |cfg, ctx| Box::new(conntrack::Conntrack::new(cfg, ctx)))),
+        slow: None,
     },
     SourceInfo {
         name: "netstat",
         help: "TCP listen-queue, SYN-queue, syncookie, TIME_WAIT and connection counters (/proc/net/netstat, snmp)",
         default_enabled: true,
-        cadence: Cadence::Second,
         namespaced: true,
-        build: |cfg| Box::new(netstat::Netstat::new(cfg)),
+        fast: Some((Cadence::Second, |cfg, _| Box::new(netstat::Netstat::new(cfg)))),
+        slow: None,
     },
     SourceInfo {
         name: "sockstat",
         help: "TCP sockets in use, orphaned and in TIME_WAIT, against tcp_max_tw_buckets (/proc/net/sockstat)",
         default_enabled: true,
-        cadence: Cadence::Sample,
         namespaced: true,
-        build: |cfg| Box::new(sockstat::Sockstat::new(cfg)),
+        fast: Some((Cadence::Sample, |cfg, ctx| Box::new(sockstat::Sockstat::new(cfg, ctx)))),
+        slow: None,
     },
     SourceInfo {
         name: "listeners",
         help: "accept queue and limit per listener every sample, SYN_RECV per listener every scan (sock_diag)",
         default_enabled: true,
-        cadence: Cadence::Sample,
         namespaced: true,
-        build: |cfg| Box::new(listeners::Listeners::new(cfg)),
+        fast: Some((Cadence::Sample, |cfg, ctx| Box::new(listeners::Listeners::new(cfg, ctx)))),
+        slow: Some(|_, ctx| Box::new(listeners::SynScan::new(ctx))),
     },
     SourceInfo {
         name: "remotes",
         help: "sockets holding an ephemeral local port per remote endpoint, by state, every scan (sock_diag)",
         default_enabled: true,
-        cadence: Cadence::Scan,
         namespaced: true,
-        build: |cfg| Box::new(remotes::Remotes::new(cfg)),
+        fast: None,
+        slow: Some(|cfg, ctx| Box::new(remotes::Remotes::new(cfg, ctx))),
     },
     SourceInfo {
         name: "softnet",
         help: "input backlog drops and squeezes (/proc/net/softnet_stat) against netdev_max_backlog",
         default_enabled: true,
-        cadence: Cadence::Second,
         namespaced: false,
-        build: |cfg| Box::new(softnet::Softnet::new(cfg)),
+        fast: Some((Cadence::Second, |cfg, _| Box::new(softnet::Softnet::new(cfg)))),
+        slow: None,
     },
     SourceInfo {
         name: "sysctl",
         help: "the per-namespace tuning values that bound these pressures (somaxconn, tcp_max_syn_backlog, ...), every scan",
         default_enabled: true,
-        cadence: Cadence::Scan,
         namespaced: true,
-        build: |cfg| Box::new(sysctl::Sysctl::new(cfg)),
+        fast: None,
+        slow: Some(|_, ctx| Box::new(sysctl::Sysctl::new(ctx))),
     },
     SourceInfo {
         name: "filefd",
         help: "system-wide file handles against fs.file-max, and fs.nr_open (/proc/sys/fs)",
         default_enabled: true,
-        cadence: Cadence::Sample,
         namespaced: false,
-        build: |cfg| Box::new(filefd::FileFd::new(cfg)),
+        fast: Some((Cadence::Sample, |cfg, _| Box::new(filefd::FileFd::new(cfg)))),
+        slow: None,
     },
     SourceInfo {
         name: "processes",
         help: "the processes nearest their RLIMIT_NOFILE, every scan (/proc/PID/fd, /proc/PID/limits)",
         default_enabled: true,
-        cadence: Cadence::Scan,
         namespaced: false,
-        build: |cfg| Box::new(processes::Processes::new(cfg)),
+        fast: None,
+        slow: Some(|cfg, _| Box::new(processes::Processes::new(cfg))),
     },
     SourceInfo {
         name: "process",
         help: "the exporter's own process_* metrics",
         default_enabled: true,
-        cadence: Cadence::Second,
         namespaced: false,
-        build: |_| Box::new(process::Process::new()),
+        fast: Some((Cadence::Second, |_, _| Box::new(process::Process::new()))),
+        slow: None,
     },
 ];
 
@@ -246,6 +297,35 @@ impl SourceStatus {
         out.push(&metrics::SOURCE_ERRORS, &l, self.errors as f64);
         out.push(&metrics::SOURCE_DURATION, &l, self.duration.as_secs_f64());
         out.push(&metrics::SAMPLES, &l, self.samples as f64);
+    }
+}
+
+/// Keeps the best `k` of `items` in the order `cmp` (best first), sorted: a linear
+/// selection, then a sort of the `k` kept. The one top-K of every source whose labels
+/// must stay bounded (listeners, remotes, processes).
+pub fn top_k<T>(items: &mut Vec<T>, k: usize, mut cmp: impl FnMut(&T, &T) -> std::cmp::Ordering) {
+    if items.len() > k {
+        items.select_nth_unstable_by(k, &mut cmp);
+        items.truncate(k);
+    }
+    items.sort_unstable_by(cmp);
+}
+
+/// Address and port label values, formatted into buffers that are reused.
+#[derive(Debug, Default)]
+pub struct AddrPortLabels {
+    addr: String,
+    port: String,
+}
+
+impl AddrPortLabels {
+    pub fn format(&mut self, addr: std::net::IpAddr, port: u16) -> (&str, &str) {
+        use std::fmt::Write as _;
+        self.addr.clear();
+        let _ = write!(self.addr, "{addr}");
+        self.port.clear();
+        let _ = write!(self.port, "{port}");
+        (&self.addr, &self.port)
     }
 }
 

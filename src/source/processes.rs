@@ -33,7 +33,7 @@ use crate::config::Config;
 use crate::metrics;
 use crate::procfs::pid::parse_max_open_files;
 use crate::snapshot::Snapshot;
-use crate::source::{Source, SourceError};
+use crate::source::{top_k, Source, SourceError};
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -192,19 +192,13 @@ impl Processes {
         }
         let scan = self.scans;
         self.refused.retain(|_, (_, seen)| *seen == scan);
-        let by_fill = |a: &Entry, b: &Entry| {
+        self.scanned = self.entries.len();
+        top_k(&mut self.entries, self.top, |a, b| {
             b.fill()
                 .partial_cmp(&a.fill())
                 .unwrap_or(std::cmp::Ordering::Equal)
                 .then(a.pid.cmp(&b.pid))
-        };
-        if self.entries.len() > self.top {
-            self.entries.select_nth_unstable_by(self.top, by_fill);
-        }
-        let scanned = self.entries.len();
-        self.entries.truncate(self.top);
-        self.entries.sort_unstable_by(by_fill);
-        self.scanned = scanned;
+        });
         Ok(())
     }
 }

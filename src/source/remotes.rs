@@ -1,5 +1,5 @@
-//! Local-port pressure per remote endpoint: every `--scan.interval` (the sampler's scan
-//! cadence for this source), one sock_diag dump (both address families in one walk of
+//! Local-port pressure per remote endpoint: every `--scan.interval`, on the slow lane,
+//! one sock_diag dump (both address families in one walk of
 //! the established hash) of the sockets whose local port lies in `ip_local_port_range`
 //! (the kernel filters with bytecode before copying anything out), counted per remote
 //! (address, port) and state. Ports run out per (local address, remote address, remote
@@ -9,17 +9,15 @@
 //! Only the top `--collector.remotes.top` remotes by socket count are served.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::metrics;
-use crate::netlink::sock_diag::{state, Filter, SockDiag, TcpDump, TcpSock};
-use crate::netlink::NetlinkError;
-use crate::procfs::net::parse_port_range;
-use crate::procfs::{ProcError, ProcFile};
+use crate::netlink::sock_diag::{state, Filter, TcpDump, TcpSock};
 use crate::snapshot::Snapshot;
-use crate::source::{Source, SourceError};
+use crate::source::listeners::with_slow_diag;
+use crate::source::{top_k, AddrPortLabels, NsContext, Source, SourceError};
 
 const DUMP: &str = "sock_diag ephemeral-port sockets";
 
@@ -60,61 +58,48 @@ pub fn tally(counts: &mut HashMap<(IpAddr, u16), Counts>, s: &TcpSock) {
 }
 
 pub struct Remotes {
-    diag: Option<SockDiag>,
-    range_file: ProcFile,
+    ctx: Arc<NsContext>,
     range: Option<(u16, u16)>,
     dump: Option<TcpDump>,
     top: usize,
     counts: HashMap<(IpAddr, u16), Counts>,
     ranked: Vec<((IpAddr, u16), Counts)>,
     total: usize,
-    addr_buf: String,
-    port_buf: String,
+    labels: AddrPortLabels,
 }
 
 impl Remotes {
-    pub fn new(cfg: &Config) -> Self {
+    pub fn new(cfg: &Config, ctx: &Arc<NsContext>) -> Self {
         Self {
-            diag: None,
-            range_file: ProcFile::new(cfg.roots.proc("sys/net/ipv4/ip_local_port_range")),
+            ctx: Arc::clone(ctx),
             range: None,
             dump: None,
             top: cfg.remotes_top,
             counts: HashMap::new(),
             ranked: Vec::new(),
             total: 0,
-            addr_buf: String::new(),
-            port_buf: String::new(),
+            labels: AddrPortLabels::default(),
         }
     }
 
-    /// Reads the port range, dumps and ranks: what every `--scan.interval` does.
+    /// Takes the port range from the namespace's settings, dumps and ranks: what every
+    /// `--scan.interval` does.
     ///
     /// # Errors
-    /// The port range cannot be read, or the dump fails.
+    /// The settings have no port range, or the dump fails.
     pub fn scan(&mut self) -> Result<(), SourceError> {
-        let bytes = self.range_file.read()?;
-        let range = parse_port_range(bytes)
-            .ok_or_else(|| ProcError::parse(self.range_file.path(), "expected two ports, low then high"))?;
+        let range = self
+            .ctx
+            .settings()
+            .port_range
+            .ok_or_else(|| SourceError::Other("ip_local_port_range has not been read in this namespace".into()))?;
         if self.range != Some(range) {
             let f = Filter::LocalPortRange(range.0, range.1);
             self.dump = Some(TcpDump::new(DUMP, STATES, f));
             self.range = Some(range);
         }
-        self.dump().map_err(|e| {
-            self.diag = None;
-            SourceError::from(e)
-        })?;
-        self.rank();
-        Ok(())
-    }
-
-    fn dump(&mut self) -> Result<(), NetlinkError> {
-        if self.diag.is_none() {
-            self.diag = Some(SockDiag::open()?);
-        }
         let Self {
-            diag: Some(diag),
+            ctx,
             dump: Some(dump),
             counts,
             ..
@@ -123,22 +108,19 @@ impl Remotes {
             return Ok(());
         };
         counts.clear();
-        dump.run(diag, &mut |s: &TcpSock| tally(counts, s))
+        with_slow_diag(ctx, |diag| dump.run(diag, &mut |s: &TcpSock| tally(counts, s)))?;
+        self.rank();
+        Ok(())
     }
 
     fn rank(&mut self) {
         self.ranked.clear();
         self.ranked.extend(self.counts.iter().map(|(k, v)| (*k, *v)));
         self.total = self.ranked.len();
-        let by_total = |a: &((IpAddr, u16), Counts), b: &((IpAddr, u16), Counts)| {
+        top_k(&mut self.ranked, self.top, |a, b| {
             let (ta, tb): (u64, u64) = (a.1.iter().sum(), b.1.iter().sum());
             tb.cmp(&ta).then(a.0.cmp(&b.0))
-        };
-        if self.ranked.len() > self.top {
-            self.ranked.select_nth_unstable_by(self.top, by_total);
-            self.ranked.truncate(self.top);
-        }
-        self.ranked.sort_unstable_by(by_total);
+        });
     }
 }
 
@@ -150,18 +132,11 @@ impl Source for Remotes {
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
         self.scan()?;
         for ((addr, port), counts) in &self.ranked {
-            self.addr_buf.clear();
-            let _ = write!(self.addr_buf, "{addr}");
-            self.port_buf.clear();
-            let _ = write!(self.port_buf, "{port}");
+            let (addr, port) = self.labels.format(*addr, *port);
             for (label, n) in STATE_LABELS.iter().zip(counts) {
                 out.push(
                     &metrics::REMOTE_SOCKETS,
-                    &[
-                        ("remote_address", self.addr_buf.as_str()),
-                        ("remote_port", self.port_buf.as_str()),
-                        ("state", label),
-                    ],
+                    &[("remote_address", addr), ("remote_port", port), ("state", label)],
                     *n as f64,
                 );
             }

@@ -1,25 +1,28 @@
 //! TCP socket counts of this namespace from `/proc/net/sockstat` and `sockstat6`, with
-//! the TIME_WAIT limit `tcp_max_tw_buckets`.
+//! the TIME_WAIT limit `tcp_max_tw_buckets` (from the namespace's settings).
+
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::metrics;
 use crate::procfs::net::{parse_sockstat, SockStat};
 use crate::procfs::ProcFile;
 use crate::snapshot::Snapshot;
-use crate::source::{Source, SourceError};
+use crate::source::settings::Sysctl;
+use crate::source::{NsContext, Source, SourceError};
 
 pub struct Sockstat {
     v4: ProcFile,
     v6: ProcFile,
-    tw_limit: ProcFile,
+    ctx: Arc<NsContext>,
 }
 
 impl Sockstat {
-    pub fn new(cfg: &Config) -> Self {
+    pub fn new(cfg: &Config, ctx: &Arc<NsContext>) -> Self {
         Self {
             v4: ProcFile::new(cfg.roots.proc_net("sockstat")),
             v6: ProcFile::new(cfg.roots.proc_net("sockstat6")),
-            tw_limit: ProcFile::new(cfg.roots.proc("sys/net/ipv4/tcp_max_tw_buckets")),
+            ctx: Arc::clone(ctx),
         }
     }
 }
@@ -47,7 +50,7 @@ impl Source for Sockstat {
         if let Some(o) = st.tcp_orphan {
             out.push(&metrics::TCP_ORPHAN, &[], o as f64);
         }
-        if let Some(limit) = self.tw_limit.read_u64_opt()? {
+        if let Some(limit) = self.ctx.settings().get(Sysctl::TcpMaxTwBuckets) {
             out.push(&metrics::TCP_TW_LIMIT, &[], limit as f64);
         }
         Ok(())

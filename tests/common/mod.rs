@@ -503,6 +503,7 @@ pub fn check_exposition(text: &str) -> Result<(), String> {
     let mut last_family: Option<String> = None;
     let mut last_labels: Option<String> = None;
     let mut samples_in_family = 0usize;
+    let mut seen_in_family = std::collections::HashSet::new();
     for (n, line) in text.lines().enumerate() {
         let at = |what: String| format!("line {}: {what}: {line}", n + 1);
         if let Some(rest) = line.strip_prefix("# HELP ") {
@@ -526,13 +527,14 @@ pub fn check_exposition(text: &str) -> Result<(), String> {
             match kind {
                 "counter" if !name.ends_with("_total") => return Err(at("counter without _total".into())),
                 "gauge" if name.ends_with("_total") => return Err(at("gauge named _total".into())),
-                "counter" | "gauge" => {}
+                "counter" | "gauge" | "histogram" => {}
                 _ => return Err(at(format!("unexpected type {kind}"))),
             }
             help_for = None;
             family = Some((name.to_string(), kind.to_string()));
             last_family = Some(name.to_string());
             last_labels = None;
+            seen_in_family.clear();
             samples_in_family = 0;
         } else if line.starts_with('#') || line.is_empty() {
             return Err(at("unexpected comment or empty line".into()));
@@ -549,21 +551,38 @@ pub fn check_exposition(text: &str) -> Result<(), String> {
                 ),
                 None => (series, ""),
             };
-            let Some((fname, _)) = &family else {
+            let Some((fname, kind)) = &family else {
                 return Err(at("sample before its family's HELP and TYPE".into()));
             };
-            if name != fname {
+            let histogram = kind == "histogram";
+            let own = if histogram {
+                ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|s| name.strip_suffix(s) == Some(fname.as_str()))
+            } else {
+                name == fname
+            };
+            if !own {
                 return Err(at(format!(
                     "sample of {name} inside family {fname} (families contiguous)"
                 )));
             }
             check_labels(labels).map_err(at)?;
-            if let Some(prev) = &last_labels {
-                if labels <= prev.as_str() {
-                    return Err(at(format!("series not after {{{prev}}}: duplicate or unsorted")));
+            if histogram {
+                // A histogram's buckets go by increasing `le`, not by text: only
+                // duplicates are checked.
+                let key = format!("{name}{{{labels}}}");
+                if !seen_in_family.insert(key) {
+                    return Err(at("duplicate series".into()));
                 }
+            } else {
+                if let Some(prev) = &last_labels {
+                    if labels <= prev.as_str() {
+                        return Err(at(format!("series not after {{{prev}}}: duplicate or unsorted")));
+                    }
+                }
+                last_labels = Some(labels.to_string());
             }
-            last_labels = Some(labels.to_string());
             samples_in_family += 1;
         }
     }

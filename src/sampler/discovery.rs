@@ -1,0 +1,175 @@
+//! Which of the node's network namespaces the slow lane samples: all it finds
+//! (`netns::discover`), within `--netns.max` and the descriptor budget, pods first,
+//! each with its labels (`netns`, and `namespace`/`pod` for a pod's namespace).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::netns::{self, Found, NsKey};
+use crate::pods::{self, Pod};
+
+/// Descriptors the exporter keeps for itself before any other namespace gets one: its
+/// own namespace's sources, the HTTP server and its connections, the discovery walk.
+pub const RESERVED_FDS: u64 = 128;
+
+/// Descriptors one sampled namespace holds at most: the namespace itself on each lane,
+/// ctnetlink, two sock_diag sockets (one a lane), sockstat, sockstat6, netstat, snmp
+/// (measured: 8 once every source has opened; 10 with conntrack's procfs fallback).
+pub const FDS_PER_NAMESPACE: u64 = 10;
+
+/// How many other namespaces fit in `nofile` descriptors.
+pub fn namespaces_within(nofile: u64) -> usize {
+    usize::try_from(nofile.saturating_sub(RESERVED_FDS) / FDS_PER_NAMESPACE).unwrap_or(usize::MAX)
+}
+
+/// A namespace to sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub key: NsKey,
+    pub labels: String,
+    pub path: PathBuf,
+}
+
+/// Why discovery found nothing to go on.
+#[derive(Debug)]
+pub enum Failure {
+    /// Out of descriptors: everything other namespaces hold must be let go.
+    NoDescriptors(io::Error),
+    Other(io::Error),
+}
+
+pub struct Discovery {
+    procfs: PathBuf,
+    pod_logs: PathBuf,
+    own: NsKey,
+    init: Option<NsKey>,
+    /// `--netns.max`, and what the descriptor budget allows.
+    max: usize,
+    budget: usize,
+    found: HashMap<NsKey, Found>,
+    /// The pod UID in the cgroup of the process a namespace was found through, by
+    /// (namespace, PID): read once per process.
+    uids: HashMap<(NsKey, u32), Option<String>>,
+    pub omitted: usize,
+    pub duration: Duration,
+    budget_logged: bool,
+}
+
+/// The `netns` label of a namespace.
+pub fn netns_label(key: NsKey, init: Option<NsKey>) -> String {
+    if netns::is_init(key, init) {
+        r#"netns="host""#.to_string()
+    } else {
+        format!(r#"netns="{}""#, key.1)
+    }
+}
+
+fn with_pod(netns: &str, pod: &Pod) -> String {
+    let mut labels = format!("{netns},");
+    crate::snapshot::render_labels(&mut labels, &[("namespace", &pod.namespace), ("pod", &pod.name)]);
+    labels
+}
+
+impl Discovery {
+    pub fn new(procfs: PathBuf, pod_logs: PathBuf, own: NsKey, max: usize, nofile: u64) -> Self {
+        let init = netns::init_key(&procfs);
+        Self {
+            procfs,
+            pod_logs,
+            own,
+            init,
+            max,
+            budget: namespaces_within(nofile),
+            found: HashMap::new(),
+            uids: HashMap::new(),
+            omitted: 0,
+            duration: Duration::ZERO,
+            budget_logged: false,
+        }
+    }
+
+    pub fn init(&self) -> Option<NsKey> {
+        self.init
+    }
+
+    /// Finds the node's namespaces and returns the ones to sample, in priority order:
+    /// pods first, then those already sampled (so that the set does not churn), then by
+    /// inode. The rest are counted in `omitted`.
+    ///
+    /// # Errors
+    /// `procfs` cannot be listed.
+    pub fn run<T>(&mut self, tracked: &BTreeMap<NsKey, T>) -> Result<Vec<Target>, Failure> {
+        let t = Instant::now();
+        if let Err(e) = netns::discover(&self.procfs, &mut self.found) {
+            return Err(match e.raw_os_error() {
+                Some(libc::EMFILE | libc::ENFILE) => Failure::NoDescriptors(e),
+                _ => Failure::Other(e),
+            });
+        }
+        self.found.remove(&self.own);
+        let index = pods::index(&self.pod_logs);
+        let found = &self.found;
+        self.uids
+            .retain(|(key, pid), _| found.get(key).is_some_and(|f| f.pid == Some(*pid)));
+        let mut candidates: Vec<(bool, bool, NsKey, Option<&Pod>)> = Vec::with_capacity(found.len());
+        for (key, f) in found {
+            let uid = match f.pid {
+                Some(pid) => self
+                    .uids
+                    .entry((*key, pid))
+                    .or_insert_with(|| {
+                        let cgroup = crate::procfs::read(&self.procfs.join(pid.to_string()).join("cgroup")).ok()?;
+                        pods::pod_uid(&String::from_utf8_lossy(&cgroup))
+                    })
+                    .as_deref(),
+                None => None,
+            };
+            let pod = uid.and_then(|u| index.get(u));
+            candidates.push((uid.is_some(), tracked.contains_key(key), *key, pod));
+        }
+        candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+        let room = self.max.min(self.budget);
+        if candidates.len() > self.budget && self.budget < self.max && !self.budget_logged {
+            log::warn!(
+                "sampling {} of {} other network namespaces: RLIMIT_NOFILE leaves descriptors for {} ({} each, {} kept for the exporter); raise the limit (LimitNOFILE, ulimit -n) to sample them all",
+                room,
+                candidates.len(),
+                self.budget,
+                FDS_PER_NAMESPACE,
+                RESERVED_FDS
+            );
+            self.budget_logged = true;
+        }
+        self.omitted = candidates.len().saturating_sub(room);
+        let targets = candidates
+            .into_iter()
+            .take(room)
+            .filter_map(|(_, _, key, pod)| {
+                let f = found.get(&key)?;
+                let netns = netns_label(key, self.init);
+                Some(Target {
+                    key,
+                    labels: pod.map_or_else(|| netns.clone(), |p| with_pod(&netns, p)),
+                    path: f.path.clone(),
+                })
+            })
+            .collect();
+        self.duration = t.elapsed();
+        Ok(targets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_leaves_the_reserve_to_the_exporter() {
+        assert_eq!(namespaces_within(1024), 89);
+        assert_eq!(namespaces_within(256), 12);
+        assert_eq!(namespaces_within(100), 0);
+        assert_eq!(namespaces_within(65_536), 6540);
+    }
+}

@@ -1,0 +1,96 @@
+//! Entering another network namespace and coming back (`setns`), for one lane's thread.
+//!
+//! A thread only enters a namespace to open handles there (sockets and files stay
+//! bound to the namespace they were opened in) or to read what cannot stay open (its
+//! sysctls). A failed entry leaves the thread where it was. A failed return would leave
+//! it in the other namespace: the lane is then "displaced" and runs nothing that
+//! depends on the thread's namespace, its own namespace's sources included, until a
+//! return succeeds, so that no series is ever served under the wrong `netns`.
+
+use std::fs::File;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::netns::NsKey;
+
+/// Why the own namespace's namespaced sources are down while a lane is displaced.
+pub const DISPLACED: &str =
+    "the sampler thread could not return to the exporter's own network namespace; not sampled until it does";
+
+/// Moves the calling thread into a network namespace (`setns`); a test replaces it to
+/// inject failures.
+pub type Switch = Box<dyn FnMut(&File) -> io::Result<()> + Send>;
+
+pub struct Home {
+    own_file: File,
+    pub switch: Switch,
+    displaced: bool,
+    /// Failed entries, shared by the lanes (one series).
+    enter_errors: Arc<AtomicU64>,
+    denied_logged: bool,
+}
+
+impl Home {
+    pub fn new(own_file: File, enter_errors: Arc<AtomicU64>) -> Self {
+        Self {
+            own_file,
+            switch: Box::new(|f: &File| crate::sys::setns_net(f)),
+            displaced: false,
+            enter_errors,
+            denied_logged: false,
+        }
+    }
+
+    /// Whether the thread is in its own namespace; a displaced thread tries to return.
+    pub fn at_home(&mut self) -> bool {
+        !self.displaced || self.go_home()
+    }
+
+    fn go_home(&mut self) -> bool {
+        match (self.switch)(&self.own_file) {
+            Ok(()) => {
+                if self.displaced {
+                    log::info!("the sampler thread is back in the exporter's own network namespace");
+                }
+                self.displaced = false;
+                true
+            }
+            Err(e) => {
+                if !self.displaced {
+                    log::error!(
+                        "cannot return to the exporter's own network namespace: {e}; its namespaced sources and other namespaces are not sampled until a return succeeds"
+                    );
+                }
+                self.displaced = true;
+                false
+            }
+        }
+    }
+
+    /// Runs `f` inside the namespace `ns` (whose key is `key`, for the log) and returns.
+    /// `None` when the thread is displaced or cannot enter; `f`'s work is kept even when
+    /// the return fails (it was done in the right namespace), and the lane is then
+    /// displaced.
+    pub fn visit<R>(&mut self, ns: &File, key: NsKey, f: impl FnOnce() -> R) -> Option<R> {
+        if !self.at_home() {
+            return None;
+        }
+        if let Err(e) = (self.switch)(ns) {
+            self.enter_errors.fetch_add(1, Ordering::Relaxed);
+            if e.raw_os_error() == Some(libc::EPERM) && !self.denied_logged {
+                log::warn!(
+                    "cannot enter network namespace {} ({e}): CAP_SYS_ADMIN is needed to sample other namespaces",
+                    key.1
+                );
+                self.denied_logged = true;
+            } else {
+                log::debug!("namespace {}: setns: {e}", key.1);
+            }
+            return None;
+        }
+        let r = f();
+        self.go_home();
+        Some(r)
+    }
+}

@@ -1,0 +1,233 @@
+//! A lane: the sources one thread runs, in the exporter's own namespace and in every
+//! other namespace it tracks, each at its cadence, with each source's last output
+//! served between its runs.
+//!
+//! Another namespace's sources are run without entering it: their sockets and files,
+//! opened inside it, stay bound to it. Only a source that must open a handle (on its
+//! first run, or after an error closed one) reports so, and the lane then enters the
+//! namespace, runs it again there and returns; and the sysctls, which are not kept
+//! open, are read from inside at their scan cadence.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use crate::metrics::{self, Desc};
+use crate::netns::{self, NsKey};
+use crate::sampler::home::{Home, DISPLACED};
+use crate::sampler::slot::{Run, Slot};
+use crate::snapshot::Snapshot;
+use crate::source::settings::SettingsReader;
+use crate::source::NsContext;
+
+/// The sources of one network namespace on one lane.
+pub struct Group {
+    /// Rendered labels: `netns="..."` and, for a pod, `namespace`/`pod`.
+    pub labels: String,
+    /// Ticks are offset by this much, so that namespaces do not all run at once.
+    pub phase: u64,
+    pub slots: Vec<Slot>,
+    /// The namespace, to enter (`None`: the exporter's own, which the thread is in).
+    pub ns: Option<File>,
+    pub ctx: Arc<NsContext>,
+    /// The namespace's sysctls, read every this many ticks into `ctx` (the slow lane).
+    pub settings: Option<(SettingsReader, u64)>,
+}
+
+impl Group {
+    fn settings_due(&self, ticks: u64) -> bool {
+        match &self.settings {
+            Some((_, every)) => ticks.wrapping_add(self.phase) % every == 0 || !lock(&self.ctx.settings).read,
+            None => false,
+        }
+    }
+
+    /// Reads the sysctls into the context (the thread is in the namespace).
+    fn read_settings(&mut self) {
+        let Some((reader, _)) = self.settings.as_mut() else {
+            return;
+        };
+        let result = reader.read();
+        let mut err = lock(&self.ctx.settings_error);
+        match result {
+            Ok(s) => {
+                *lock(&self.ctx.settings) = s;
+                *err = None;
+            }
+            Err(e) => *err = Some(e.to_string()),
+        }
+    }
+
+    /// Appends every slot's last output, labelled where the source is namespaced.
+    pub fn append(&self, snap: &mut Snapshot) {
+        for slot in &self.slots {
+            if slot.namespaced {
+                snap.extend_labelled(&slot.cache, &self.labels);
+            } else {
+                snap.extend_from(&slot.cache);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Which families are served for namespaces other than the exporter's own.
+pub type Families = Arc<dyn Fn(&'static Desc) -> bool + Send + Sync>;
+
+pub struct Lane {
+    pub own: Group,
+    pub others: BTreeMap<NsKey, Group>,
+    /// Present when other namespaces are sampled.
+    pub home: Option<Home>,
+    pub ticks: u64,
+    families: Families,
+    /// Errors of sources in namespaces no longer tracked, so that the aggregate
+    /// counter never goes down.
+    retired_errors: HashMap<&'static str, u64>,
+}
+
+impl Lane {
+    pub fn new(own: Group, home: Option<Home>, families: Families) -> Self {
+        Self {
+            own,
+            others: BTreeMap::new(),
+            home,
+            ticks: 0,
+            families,
+            retired_errors: HashMap::new(),
+        }
+    }
+
+    /// Runs every due source, in the own namespace and the others.
+    pub fn run(&mut self, now: Instant) {
+        let ticks = self.ticks;
+        self.ticks = self.ticks.wrapping_add(1);
+        let displaced = self.home.as_mut().is_some_and(|h| !h.at_home());
+        let own = &mut self.own;
+        if own.settings_due(ticks) && !displaced {
+            own.read_settings();
+        }
+        for slot in &mut own.slots {
+            if displaced && slot.namespaced {
+                slot.fail(DISPLACED);
+            } else if slot.due(ticks, own.phase) {
+                slot.run(now);
+            }
+        }
+        if displaced {
+            return;
+        }
+        let Some(home) = self.home.as_mut() else { return };
+        for (key, g) in &mut self.others {
+            run_other(*key, g, home, ticks, now, &self.families);
+        }
+    }
+
+    /// Appends every group's last output.
+    pub fn append(&self, snap: &mut Snapshot) {
+        self.own.append(snap);
+        for g in self.others.values() {
+            g.append(snap);
+        }
+    }
+
+    /// Stops sampling a namespace; its sources' errors stay counted.
+    pub fn remove(&mut self, key: &NsKey) {
+        if let Some(g) = self.others.remove(key) {
+            for slot in &g.slots {
+                *self.retired_errors.entry(slot.source.name()).or_default() += slot.status.errors;
+            }
+        }
+    }
+
+    /// The own namespace's per-source health, and the other namespaces' in aggregate
+    /// (it would multiply by the number of pods otherwise).
+    pub fn emit_status(&self, snap: &mut Snapshot) {
+        for slot in &self.own.slots {
+            slot.status.emit(slot.source.name(), snap);
+            slot.source.visit_status(&mut |sub, status| status.emit(sub, snap));
+        }
+        if self.home.is_none() {
+            return;
+        }
+        for own in self.own.slots.iter().filter(|s| s.namespaced) {
+            let name = own.source.name();
+            let slots = self
+                .others
+                .values()
+                .flat_map(|g| &g.slots)
+                .filter(|s| s.source.name() == name);
+            let (mut down, mut errors) = (0u64, self.retired_errors.get(name).copied().unwrap_or(0));
+            for s in slots {
+                down += u64::from(s.status.samples > 0 && !s.status.up);
+                errors += s.status.errors;
+            }
+            snap.push(&metrics::NETNS_SOURCE_DOWN, &[("source", name)], down as f64);
+            snap.push(&metrics::NETNS_SOURCE_ERRORS, &[("source", name)], errors as f64);
+        }
+    }
+}
+
+/// Runs the due sources of another namespace. When its sysctls are due, everything
+/// due runs inside it, after them (the sources read their settings). Otherwise the
+/// sources run without entering it, and only those that must open a handle run again
+/// inside.
+fn run_other(key: NsKey, g: &mut Group, home: &mut Home, ticks: u64, now: Instant, families: &Families) {
+    let mut ran: u64 = 0;
+    for (i, slot) in g.slots.iter().enumerate().take(64) {
+        if slot.due(ticks, g.phase) {
+            ran |= 1 << i;
+        }
+    }
+    let settings_due = g.settings_due(ticks);
+    let need = if settings_due {
+        ran
+    } else {
+        let mut need = 0u64;
+        netns::without_entering(|| {
+            for (i, slot) in g.slots.iter_mut().enumerate() {
+                if ran & (1 << i) != 0 && slot.run(now) == Run::NeedsEntering {
+                    need |= 1 << i;
+                }
+            }
+        });
+        need
+    };
+    if need != 0 || settings_due {
+        // Taken out for the visit, so that the closure may borrow the group.
+        let entered = match g.ns.take() {
+            Some(ns) => {
+                let r = home.visit(&ns, key, || {
+                    if settings_due {
+                        g.read_settings();
+                    }
+                    for (i, slot) in g.slots.iter_mut().enumerate() {
+                        if need & (1 << i) != 0 {
+                            slot.run(now);
+                        }
+                    }
+                });
+                g.ns = Some(ns);
+                r
+            }
+            None => None,
+        };
+        if entered.is_none() {
+            for (i, slot) in g.slots.iter_mut().enumerate() {
+                if need & (1 << i) != 0 {
+                    slot.fail("cannot enter the network namespace");
+                }
+            }
+        }
+    }
+    // Only the families chosen for other namespaces are kept (the series budget).
+    for (i, slot) in g.slots.iter_mut().enumerate() {
+        if ran & (1 << i) != 0 {
+            slot.cache.retain(|d| families(d));
+        }
+    }
+}

@@ -1,0 +1,694 @@
+//! The clock. Two lanes, each on its own thread, so that slow work never delays a
+//! sample:
+//!
+//! - the **fast lane** (this module's [`Sampler`], the `sampler` thread) takes the
+//!   pressure gauges every `--sample.interval` in the exporter's own namespace and every
+//!   `--netns.sample-interval` in every other namespace it tracks (without entering
+//!   them: their handles stay open), keeps the sliding-window peaks, merges the slow
+//!   lane's latest output and publishes one immutable snapshot per tick;
+//! - the **slow lane** ([`SlowLane`], the `scanner` thread) discovers namespaces, reads
+//!   their sysctls, and runs the work that walks the kernel's hash tables or every
+//!   process: SYN_RECV and remote-port dumps, the process scan, every `--scan.interval`
+//!   (other namespaces: `--netns.scan-interval`, spread by inode).
+//!
+//! The slow lane tells the fast lane which namespaces to add and drop ([`Change`]).
+//! A scrape only encodes the latest snapshot; it never touches the kernel.
+//!
+//! Files: `slot.rs` (one source in one namespace), `lane.rs` (the namespaces of one
+//! lane and how another namespace is sampled), `home.rs` (entering a namespace and
+//! coming back), `discovery.rs` (which namespaces, with which labels).
+
+pub mod discovery;
+pub mod home;
+pub mod lane;
+pub mod slot;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::metrics::{self, Desc};
+use crate::netns::{self, NsKey};
+use crate::peak::Peaks;
+use crate::snapshot::Snapshot;
+use crate::source::settings::SettingsReader;
+use crate::source::{Cadence, NsContext, SourceInfo};
+use discovery::{Discovery, Failure, Target};
+use home::Home;
+use lane::{Families, Group, Lane};
+use slot::{ticks_for, Slot};
+
+/// The slow lane's tick: its cadences (`--scan.interval`, `--netns.interval`,
+/// `--netns.scan-interval`) are whole seconds.
+const SLOW_TICK: Duration = Duration::from_secs(1);
+
+/// How long the first published snapshot waits for the slow lane's first round.
+const FIRST_ROUND_WAIT: Duration = Duration::from_secs(5);
+
+/// What scrapes read: `None` until the first sample.
+pub type Published = watch::Receiver<Option<Arc<Snapshot>>>;
+
+/// What the slow lane tells the fast lane.
+pub enum Change {
+    /// Sample this namespace: its labels, the namespace to enter, its shared context.
+    Add {
+        key: NsKey,
+        labels: String,
+        ns: File,
+        ctx: Arc<NsContext>,
+    },
+    Relabel {
+        key: NsKey,
+        labels: String,
+    },
+    Remove(NsKey),
+}
+
+/// Builds the groups of one lane for one namespace from the registry.
+#[derive(Clone)]
+struct Builder {
+    sources: Vec<&'static SourceInfo>,
+    /// Own namespace: the flags as given.
+    own: Config,
+    /// Other namespaces: their scans follow `--netns.scan-interval`, their counters
+    /// `--netns.interval`.
+    other: Config,
+}
+
+impl Builder {
+    fn new(cfg: &Config) -> Self {
+        Self {
+            sources: cfg.sources.clone(),
+            own: cfg.clone(),
+            other: Config {
+                scan_interval: cfg.netns_scan_interval,
+                counter_interval: cfg.netns_interval,
+                ..cfg.clone()
+            },
+        }
+    }
+
+    /// The fast lane's slots: `own` for the exporter's namespace (node-wide sources
+    /// included), else another namespace's.
+    fn fast_slots(&self, own: bool, ctx: &Arc<NsContext>) -> Vec<Slot> {
+        let (cfg, tick) = (if own { &self.own } else { &self.other }, self.own.sample_interval);
+        self.sources
+            .iter()
+            .filter(|s| own || s.namespaced)
+            .filter_map(|s| {
+                let (cadence, build) = s.fast?;
+                let every = match (cadence, own) {
+                    (Cadence::Sample, true) => 1,
+                    (Cadence::Second, true) => ticks_for(Duration::from_secs(1), tick),
+                    (Cadence::Sample, false) => ticks_for(cfg.netns_sample_interval, tick),
+                    (Cadence::Second, false) => ticks_for(cfg.netns_interval, tick),
+                };
+                Some(Slot::new(build(cfg, ctx), every, s.namespaced, !own))
+            })
+            .collect()
+    }
+
+    /// The slow lane's slots, run every scan.
+    fn slow_slots(&self, own: bool, ctx: &Arc<NsContext>) -> Vec<Slot> {
+        let cfg = if own { &self.own } else { &self.other };
+        let every = ticks_for(cfg.scan_interval, SLOW_TICK);
+        self.sources
+            .iter()
+            .filter(|s| own || s.namespaced)
+            .filter_map(|s| Some(Slot::new((s.slow?)(cfg, ctx), every, s.namespaced, !own)))
+            .collect()
+    }
+
+    fn settings(&self, own: bool) -> Option<(SettingsReader, u64)> {
+        let cfg = if own { &self.own } else { &self.other };
+        self.sources
+            .iter()
+            .any(|s| s.namespaced)
+            .then(|| (SettingsReader::new(cfg), ticks_for(cfg.scan_interval, SLOW_TICK)))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Which families other namespaces serve (`--netns.families`).
+fn families(cfg: &Config) -> Families {
+    match &cfg.netns_families {
+        None => Arc::new(|_: &'static Desc| true),
+        Some(names) => {
+            let names = names.clone();
+            Arc::new(move |d: &'static Desc| names.iter().any(|n| n == d.name))
+        }
+    }
+}
+
+/// The own namespace's key and label, and a descriptor of it to come back to.
+fn own_namespace(procfs: &std::path::Path) -> (Option<NsKey>, String, Option<File>) {
+    let path = std::path::Path::new("/proc/thread-self/ns/net");
+    let key = netns::key_of(path).ok();
+    let label = match key {
+        Some(k) => discovery::netns_label(k, netns::init_key(procfs)),
+        None => r#"netns="host""#.to_string(),
+    };
+    (key, label, File::open(path).ok())
+}
+
+pub struct Sampler {
+    fast: Lane,
+    /// Until [`Sampler::run`] moves it to its thread (tests and benches step it here).
+    slow: Option<SlowLane>,
+    slow_out: Arc<Mutex<Arc<Snapshot>>>,
+    changes: Receiver<Change>,
+    builder: Builder,
+    peaks: Peaks,
+    interval: Duration,
+    tx: watch::Sender<Option<Arc<Snapshot>>>,
+    spare: Arc<Snapshot>,
+    overruns: u64,
+    durations: metrics::Histogram,
+    enter_errors: Arc<AtomicU64>,
+}
+
+/// The slow lane: discovery, sysctls, and every scan.
+pub struct SlowLane {
+    lane: Lane,
+    discovery: Option<Discovery>,
+    discovery_every: u64,
+    changes: Sender<Change>,
+    out: Arc<Mutex<Arc<Snapshot>>>,
+    builder: Builder,
+    /// Discovery could not list procfs, or ran out of descriptors (logged once).
+    failing: bool,
+}
+
+impl Sampler {
+    /// Builds both lanes over the sources enabled in `cfg`.
+    pub fn from_config(cfg: &Config) -> (Self, Published) {
+        let (tx, rx) = watch::channel(None);
+        let builder = Builder::new(cfg);
+        let (own_key, own_label, own_file) = own_namespace(&cfg.roots.procfs);
+        let enter_errors = Arc::new(AtomicU64::new(0));
+        let sample_others = cfg.netns && cfg.sources.iter().any(|s| s.namespaced);
+        let homes = match (sample_others, own_key, own_file) {
+            (true, Some(key), Some(file)) => match file.try_clone() {
+                Ok(second) => Some((key, file, second)),
+                Err(e) => {
+                    log::warn!("cannot duplicate a descriptor of the own network namespace ({e}); sampling only it");
+                    None
+                }
+            },
+            (true, _, _) => {
+                log::warn!("cannot open the exporter's own network namespace; sampling only it");
+                None
+            }
+            _ => None,
+        };
+        let ctx = Arc::new(NsContext::default());
+        let own_group = |slots, settings| Group {
+            labels: own_label.clone(),
+            phase: 0,
+            slots,
+            ns: None,
+            ctx: Arc::clone(&ctx),
+            settings,
+        };
+        let (fast_home, slow_home, own_key) = match homes {
+            Some((key, a, b)) => (
+                Some(Home::new(a, Arc::clone(&enter_errors))),
+                Some(Home::new(b, Arc::clone(&enter_errors))),
+                Some(key),
+            ),
+            None => (None, None, None),
+        };
+        let fam = families(cfg);
+        let fast = Lane::new(
+            own_group(builder.fast_slots(true, &ctx), None),
+            fast_home,
+            Arc::clone(&fam),
+        );
+        let slow_lane = Lane::new(
+            own_group(builder.slow_slots(true, &ctx), builder.settings(true)),
+            slow_home,
+            fam,
+        );
+        let nofile = crate::sys::nofile_soft_limit(std::process::id()).unwrap_or(1024);
+        let discovery = own_key.map(|own| {
+            Discovery::new(
+                cfg.roots.procfs.clone(),
+                cfg.pod_logs.clone(),
+                own,
+                cfg.netns_max,
+                nofile,
+            )
+        });
+        let (changes_tx, changes_rx) = mpsc::channel();
+        let slow_out = Arc::new(Mutex::new(Arc::new(Snapshot::new())));
+        let slow = SlowLane {
+            lane: slow_lane,
+            discovery,
+            discovery_every: ticks_for(cfg.netns_interval, SLOW_TICK),
+            changes: changes_tx,
+            out: Arc::clone(&slow_out),
+            builder: builder.clone(),
+            failing: false,
+        };
+        let sampler = Self {
+            fast,
+            slow: Some(slow),
+            slow_out,
+            changes: changes_rx,
+            builder,
+            peaks: Peaks::new(cfg.peak_window),
+            interval: cfg.sample_interval,
+            tx,
+            spare: Arc::new(Snapshot::new()),
+            overruns: 0,
+            durations: metrics::Histogram::new(&metrics::SAMPLE_DURATION_BUCKETS),
+            enter_errors,
+        };
+        (sampler, rx)
+    }
+
+    /// Applies what the slow lane decided about other namespaces.
+    fn apply_changes(&mut self) {
+        while let Ok(change) = self.changes.try_recv() {
+            match change {
+                Change::Add { key, labels, ns, ctx } => {
+                    let slots = self.builder.fast_slots(false, &ctx);
+                    let group = Group {
+                        labels,
+                        phase: key.1,
+                        slots,
+                        ns: Some(ns),
+                        ctx,
+                        settings: None,
+                    };
+                    self.fast.others.insert(key, group);
+                }
+                Change::Relabel { key, labels } => {
+                    if let Some(g) = self.fast.others.get_mut(&key) {
+                        g.labels = labels;
+                    }
+                }
+                Change::Remove(key) => self.fast.remove(&key),
+            }
+        }
+    }
+
+    /// Takes one sample of the fast lane, merges the slow lane's latest output, and
+    /// publishes the snapshot.
+    pub fn tick(&mut self) {
+        let start = Instant::now();
+        self.apply_changes();
+        if Arc::get_mut(&mut self.spare).is_none() {
+            // A slow scrape still holds the spare: let it keep it.
+            self.spare = Arc::new(Snapshot::new());
+        }
+        let Some(snap) = Arc::get_mut(&mut self.spare) else {
+            return;
+        };
+        snap.clear();
+        snap.taken_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.fast.run(start);
+        self.fast.append(snap);
+        let slow = Arc::clone(&lock(&self.slow_out));
+        snap.extend_from(&slow);
+        drop(slow);
+        self.peaks.apply(snap, start);
+        self.fast.emit_status(snap);
+        snap.push(&metrics::SAMPLER_OVERRUNS, &[], self.overruns as f64);
+        snap.push(&metrics::SAMPLE_INTERVAL, &[], self.interval.as_secs_f64());
+        snap.push(&metrics::PEAK_WINDOW, &[], self.peaks.window().as_secs_f64());
+        snap.push(&metrics::LAST_SAMPLE, &[], snap.taken_at);
+        if self.fast.home.is_some() {
+            snap.push(
+                &metrics::NETNS_ENTER_ERRORS,
+                &[],
+                self.enter_errors.load(Ordering::Relaxed) as f64,
+            );
+        }
+        snap.push(
+            &metrics::BUILD_INFO,
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("revision", env!("NETPRESSURE_REVISION")),
+            ],
+            1.0,
+        );
+        // The duration of the previous ticks: this one is not over.
+        self.durations.emit(&metrics::SAMPLE_DURATION, snap);
+        snap.finish();
+        let published = self.tx.send_replace(Some(Arc::clone(&self.spare)));
+        // The previous snapshot becomes the spare; it is refilled next tick once no
+        // scrape holds it.
+        if let Some(prev) = published {
+            self.spare = prev;
+        }
+        self.durations.observe(start.elapsed().as_secs_f64());
+    }
+
+    /// Runs one round of the slow lane here, then one fast tick: for tests and benches,
+    /// which need no threads. After [`Sampler::run`] has started, only the fast tick.
+    pub fn step_all(&mut self) {
+        if let Some(slow) = self.slow.as_mut() {
+            slow.step(Instant::now());
+        }
+        self.tick();
+    }
+
+    /// Samples on the clock until `stop` receives a message or its sender is dropped,
+    /// with the slow lane on a thread of its own. A tick that overruns the interval
+    /// skips the ticks it missed (counted) instead of bunching them up.
+    pub fn run(mut self, stop: Receiver<()>) {
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (first_tx, first_rx) = mpsc::channel();
+        let scanner = self.slow.take().and_then(|slow| {
+            let stopping = Arc::clone(&stopping);
+            std::thread::Builder::new()
+                .name("scanner".into())
+                .spawn(move || slow.run(&stopping, first_tx))
+                .map_err(|e| log::error!("cannot start the scanner thread: {e}; no scans, no other namespaces"))
+                .ok()
+        });
+        // The first snapshot is complete (it is what /-/ready announces): it waits for the
+        // slow lane's first round (discovery, sysctls, scans), within reason.
+        if first_rx.recv_timeout(FIRST_ROUND_WAIT).is_err() && scanner.is_some() {
+            log::warn!("the slow lane's first round took over {FIRST_ROUND_WAIT:?}; serving without it until it ends");
+        }
+        let mut next = Instant::now();
+        loop {
+            self.tick();
+            next += self.interval;
+            let now = Instant::now();
+            if next < now {
+                let behind = now.duration_since(next).as_nanos() / self.interval.as_nanos().max(1) + 1;
+                let behind = u32::try_from(behind).unwrap_or(u32::MAX);
+                self.overruns += u64::from(behind);
+                next += self.interval * behind;
+            }
+            match stop.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        stopping.store(true, Ordering::Relaxed);
+        // The scanner checks the flag every second; a scan stuck in the kernel must not
+        // hold the exit (main does not wait for this thread either).
+        drop(scanner);
+    }
+}
+
+impl SlowLane {
+    fn run(mut self, stopping: &AtomicBool, first: Sender<()>) {
+        let mut next = Instant::now();
+        let mut first = Some(first);
+        while !stopping.load(Ordering::Relaxed) {
+            self.step(Instant::now());
+            if let Some(tx) = first.take() {
+                let _ = tx.send(());
+            }
+            next += SLOW_TICK;
+            let now = Instant::now();
+            if next < now {
+                next = now;
+            }
+            std::thread::sleep(next.saturating_duration_since(now));
+        }
+    }
+
+    /// One round: discovery when due, every due scan, and the lane's output published
+    /// for the fast lane to merge.
+    pub fn step(&mut self, now: Instant) {
+        if self.lane.ticks % self.discovery_every == 0 {
+            self.discover();
+        }
+        self.lane.run(now);
+        let mut out = Snapshot::new();
+        self.lane.append(&mut out);
+        self.lane.emit_status(&mut out);
+        if let Some(d) = &self.discovery {
+            out.push(&metrics::NETNS_SAMPLED, &[], self.lane.others.len() as f64);
+            out.push(&metrics::NETNS_OMITTED, &[], d.omitted as f64);
+            out.push(&metrics::NETNS_DISCOVERY_DURATION, &[], d.duration.as_secs_f64());
+        }
+        *lock(&self.out) = Arc::new(out);
+    }
+
+    /// Brings the tracked namespaces in line with discovery, on this lane and the fast
+    /// one: new ones get their sources (opened lazily, inside the namespace), gone or
+    /// no longer chosen ones are dropped with their files and sockets.
+    fn discover(&mut self) {
+        let Some(d) = self.discovery.as_mut() else { return };
+        if !self.lane.home.as_mut().is_some_and(Home::at_home) {
+            return;
+        }
+        let targets = match d.run(&self.lane.others) {
+            Ok(t) => {
+                self.failing = false;
+                t
+            }
+            Err(Failure::NoDescriptors(e)) => {
+                // Let go of every other namespace, so that the own sources and the
+                // server have descriptors again; the next discovery takes back what
+                // the budget allows.
+                log::warn!("namespace discovery: out of descriptors ({e}); releasing every other namespace");
+                let keys: Vec<NsKey> = self.lane.others.keys().copied().collect();
+                for key in keys {
+                    self.drop_namespace(key);
+                }
+                return;
+            }
+            Err(Failure::Other(e)) => {
+                if !self.failing {
+                    log::warn!("namespace discovery: {e}");
+                    self.failing = true;
+                }
+                return;
+            }
+        };
+        let wanted: BTreeMap<NsKey, &Target> = targets.iter().map(|t| (t.key, t)).collect();
+        let gone: Vec<NsKey> = self
+            .lane
+            .others
+            .keys()
+            .filter(|k| !wanted.contains_key(k))
+            .copied()
+            .collect();
+        for key in gone {
+            self.drop_namespace(key);
+        }
+        for t in targets {
+            match self.lane.others.get_mut(&t.key) {
+                Some(g) if g.labels != t.labels => {
+                    g.labels.clone_from(&t.labels);
+                    let _ = self.changes.send(Change::Relabel {
+                        key: t.key,
+                        labels: t.labels,
+                    });
+                }
+                Some(_) => {}
+                None => self.add_namespace(t),
+            }
+        }
+    }
+
+    fn add_namespace(&mut self, t: Target) {
+        let found = netns::Found {
+            pid: None,
+            path: t.path.clone(),
+        };
+        let (ns, fast_ns) = match netns::open(&found, t.key).and_then(|f| f.try_clone().map(|g| (f, g))) {
+            Ok(pair) => pair,
+            Err(e) => {
+                log::debug!("namespace {}: cannot open {}: {e}", t.key.1, t.path.display());
+                return;
+            }
+        };
+        let ctx = Arc::new(NsContext::default());
+        let group = Group {
+            labels: t.labels.clone(),
+            phase: t.key.1,
+            slots: self.builder.slow_slots(false, &ctx),
+            ns: Some(ns),
+            ctx: Arc::clone(&ctx),
+            settings: self.builder.settings(false),
+        };
+        self.lane.others.insert(t.key, group);
+        let _ = self.changes.send(Change::Add {
+            key: t.key,
+            labels: t.labels,
+            ns: fast_ns,
+            ctx,
+        });
+    }
+
+    fn drop_namespace(&mut self, key: NsKey) {
+        self.lane.remove(&key);
+        let _ = self.changes.send(Change::Remove(key));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The lanes' namespace switching against the real kernel, with failures injected
+    //! through [`Home::switch`]. Needs root (the suite runs as root).
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::source::SOURCES;
+    use std::os::unix::fs::MetadataExt;
+    use std::process::Command;
+
+    /// A namespace pinned by `ip netns add`, deleted on drop.
+    struct TestNs(String);
+
+    impl TestNs {
+        fn new(tag: &str) -> Self {
+            let name = format!("np-unit-{tag}-{}", std::process::id());
+            let _ = Command::new("ip").args(["netns", "del", &name]).output();
+            assert!(Command::new("ip")
+                .args(["netns", "add", &name])
+                .status()
+                .unwrap()
+                .success());
+            Self(name)
+        }
+
+        fn ino(&self) -> u64 {
+            std::fs::metadata(format!("/run/netns/{}", self.0)).unwrap().ino()
+        }
+    }
+
+    impl Drop for TestNs {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+
+    const REAL: u64 = 0;
+    const FAIL_RETURN: u64 = 1;
+    // Any other value: EPERM when entering the namespace with that inode.
+
+    fn switch(mode: &Arc<AtomicU64>) -> home::Switch {
+        let own_ino = netns::key_of(std::path::Path::new("/proc/thread-self/ns/net"))
+            .unwrap()
+            .1;
+        let mode = Arc::clone(mode);
+        Box::new(move |f: &File| {
+            let ino = f.metadata()?.ino();
+            match mode.load(Ordering::SeqCst) {
+                FAIL_RETURN if ino == own_ino => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+                m if m == ino => Err(std::io::Error::from_raw_os_error(libc::EPERM)),
+                _ => crate::sys::setns_net(f),
+            }
+        })
+    }
+
+    /// A sampler of sockstat (fast lane) and sysctl (slow lane, whose settings are read
+    /// inside each namespace), discovering and sampling every namespace on every step.
+    fn sampler(mode: &Arc<AtomicU64>) -> (Sampler, Published) {
+        let cfg = Config {
+            sources: SOURCES
+                .iter()
+                .filter(|s| s.name == "sockstat" || s.name == "sysctl")
+                .collect(),
+            netns_interval: Duration::from_secs(1),
+            netns_sample_interval: Config::default().sample_interval,
+            ..Config::default()
+        };
+        let (mut s, rx) = Sampler::from_config(&cfg);
+        s.fast.home.as_mut().expect("the fast lane's home").switch = switch(mode);
+        let slow = s.slow.as_mut().expect("the slow lane");
+        slow.lane.home.as_mut().expect("the slow lane's home").switch = switch(mode);
+        (s, rx)
+    }
+
+    /// Whether the published snapshot has an in-use series labelled with `netns`.
+    fn serves(rx: &Published, netns: &str) -> bool {
+        let snap = rx.borrow().clone().unwrap();
+        let prefix = format!("netns=\"{netns}\"");
+        let found = snap
+            .iter()
+            .any(|(d, l, _)| d.name == "netpressure_tcp_sockets_in_use" && l.starts_with(&prefix));
+        found
+    }
+
+    fn own_label() -> String {
+        let key = netns::key_of(std::path::Path::new("/proc/thread-self/ns/net")).unwrap();
+        let init = netns::init_key(std::path::Path::new("/proc"));
+        discovery::netns_label(key, init)
+            .trim_start_matches("netns=\"")
+            .trim_end_matches('"')
+            .to_string()
+    }
+
+    #[test]
+    fn a_failed_return_home_serves_nothing_under_the_own_label_until_it_succeeds() {
+        let (a, b) = (TestNs::new("home-a"), TestNs::new("home-b"));
+        let own = own_label();
+        let own_key = netns::key_of(std::path::Path::new("/proc/thread-self/ns/net")).unwrap();
+        let mode = Arc::new(AtomicU64::new(REAL));
+        let (mut s, rx) = sampler(&mode);
+        s.step_all();
+        assert!(serves(&rx, &own) && serves(&rx, &a.ino().to_string()) && serves(&rx, &b.ino().to_string()));
+
+        // Steady state needs no entering. A new namespace does (its handles are opened
+        // inside it), and the return from it fails: the thread stays there.
+        mode.store(FAIL_RETURN, Ordering::SeqCst);
+        let c = TestNs::new("home-c");
+        // This step finds the namespace, and both lanes fail to come back from it (what
+        // they sampled before that was sampled at home).
+        s.step_all();
+        for _ in 0..3 {
+            s.step_all();
+            assert!(!serves(&rx, &own), "a series under the own label while displaced");
+            let snap = rx.borrow().clone().unwrap();
+            assert_eq!(snap.value("netpressure_source_up", r#"source="sockstat""#), Some(0.0));
+        }
+        // The thread really is elsewhere: nothing above was read from the wrong namespace.
+        assert_ne!(
+            netns::key_of(std::path::Path::new("/proc/thread-self/ns/net"))
+                .unwrap()
+                .1,
+            own_key.1
+        );
+
+        mode.store(REAL, Ordering::SeqCst);
+        s.step_all();
+        s.step_all();
+        for ns in [&a, &b, &c] {
+            assert!(serves(&rx, &ns.ino().to_string()));
+        }
+        assert!(serves(&rx, &own));
+        assert_eq!(own_label(), own);
+    }
+
+    #[test]
+    fn eperm_on_one_namespace_leaves_the_others_sampled() {
+        let (a, b) = (TestNs::new("eperm-a"), TestNs::new("eperm-b"));
+        let own = own_label();
+        let mode = Arc::new(AtomicU64::new(a.ino()));
+        let (mut s, rx) = sampler(&mode);
+        for _ in 0..3 {
+            s.step_all();
+            assert!(serves(&rx, &own) && serves(&rx, &b.ino().to_string()));
+            assert!(!serves(&rx, &a.ino().to_string()));
+        }
+        assert!(s.enter_errors.load(Ordering::SeqCst) >= 3);
+        // Allowed again: found and sampled at the next discovery.
+        mode.store(REAL, Ordering::SeqCst);
+        s.step_all();
+        s.step_all();
+        assert!(serves(&rx, &a.ino().to_string()) && serves(&rx, &b.ino().to_string()));
+    }
+}

@@ -1,0 +1,99 @@
+//! One source in one namespace, as a lane runs it: its cadence, its health, and the
+//! output of its last run, served on every tick until the next run.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use crate::snapshot::Snapshot;
+use crate::source::{Source, SourceError, SourceStatus};
+
+/// How long a source the kernel lacks is left alone before it is tried again (a module
+/// such as nf_conntrack may be loaded later).
+const ABSENT_RETRY: Duration = Duration::from_secs(10);
+
+pub struct Slot {
+    pub source: Box<dyn Source>,
+    pub status: SourceStatus,
+    retry_at: Option<Instant>,
+    /// Run every this many ticks of its lane.
+    pub every_ticks: u64,
+    /// Series carry the namespace's labels.
+    pub namespaced: bool,
+    /// The output of the last run.
+    pub cache: Snapshot,
+}
+
+/// How many ticks of `tick` make up `interval` (at least one).
+pub fn ticks_for(interval: Duration, tick: Duration) -> u64 {
+    let n = interval.as_nanos().div_ceil(tick.as_nanos().max(1));
+    u64::try_from(n).unwrap_or(u64::MAX).max(1)
+}
+
+/// What a run came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Run {
+    Done,
+    /// The source has to open a handle inside its namespace: run it again there.
+    NeedsEntering,
+}
+
+impl Slot {
+    /// `quiet`: one of many instances in other namespaces, whose state changes are
+    /// logged at debug only (the lanes report them in aggregate).
+    pub fn new(mut source: Box<dyn Source>, every_ticks: u64, namespaced: bool, quiet: bool) -> Self {
+        if quiet {
+            source.set_quiet();
+        }
+        Self {
+            source,
+            status: SourceStatus::new(quiet),
+            retry_at: None,
+            every_ticks,
+            namespaced,
+            cache: Snapshot::new(),
+        }
+    }
+
+    /// Due on its cadence (offset by its group's `phase`), and at once when it has never
+    /// run, so that a newly found namespace is served in full from its first round.
+    pub fn due(&self, ticks: u64, phase: u64) -> bool {
+        ticks.wrapping_add(phase) % self.every_ticks == 0 || self.status.samples == 0
+    }
+
+    /// Runs the source into its cache. A failed run leaves the cache empty: nothing
+    /// half-read is served. A source that panics is reported down, not propagated.
+    pub fn run(&mut self, now: Instant) -> Run {
+        if self.retry_at.is_some_and(|t| now < t) {
+            return Run::Done;
+        }
+        self.cache.clear();
+        let t = Instant::now();
+        let (cache, source) = (&mut self.cache, &mut self.source);
+        let result = catch_unwind(AssertUnwindSafe(|| source.sample(cache))).unwrap_or_else(|_| {
+            Err(SourceError::Other(
+                "the source panicked; this is a bug, please report it".into(),
+            ))
+        });
+        match &result {
+            Err(e) if e.needs_entering() => {
+                self.cache.clear();
+                return Run::NeedsEntering;
+            }
+            Ok(()) => self.retry_at = None,
+            Err(e) => {
+                self.cache.clear();
+                self.retry_at = e.is_absent().then(|| now + ABSENT_RETRY);
+            }
+        }
+        self.status
+            .record(self.source.name(), result.as_ref().map(|_| ()), t.elapsed());
+        Run::Done
+    }
+
+    /// Records a run that could not happen (the namespace could not be entered).
+    pub fn fail(&mut self, why: &str) {
+        self.cache.clear();
+        let err = SourceError::Other(why.to_string());
+        self.status.record(self.source.name(), Err(&err), Duration::ZERO);
+    }
+}
