@@ -474,6 +474,10 @@ pub static NETNS_SOURCE_ERRORS: Desc = counter(
     "netpressure_netns_source_errors_total",
     "Failed runs of this source in the namespaces besides the exporter's own.",
 );
+pub static NETNS_ROUNDS: Desc = counter(
+    "netpressure_netns_samples_total",
+    "Samples of other namespaces' gauges taken by the fast lane (one per namespace per --netns.sample-interval).",
+);
 pub static NETNS_ENTER_ERRORS: Desc = counter(
     "netpressure_netns_enter_errors_total",
     "Failed attempts to enter a network namespace (setns; EPERM without CAP_SYS_ADMIN); the namespace is tried again at the next discovery.",

@@ -88,6 +88,8 @@ pub struct Lane {
     /// Errors of sources in namespaces no longer tracked, so that the aggregate
     /// counter never goes down.
     retired_errors: HashMap<&'static str, u64>,
+    /// Rounds of other namespaces' due sources, for `netpressure_netns_samples_total`.
+    pub rounds: u64,
 }
 
 impl Lane {
@@ -99,6 +101,7 @@ impl Lane {
             ticks: 0,
             families,
             retired_errors: HashMap::new(),
+            rounds: 0,
         }
     }
 
@@ -123,7 +126,9 @@ impl Lane {
         }
         let Some(home) = self.home.as_mut() else { return };
         for (key, g) in &mut self.others {
-            run_other(*key, g, home, ticks, now, &self.families);
+            if run_other(*key, g, home, ticks, now, &self.families) {
+                self.rounds += 1;
+            }
         }
     }
 
@@ -176,7 +181,8 @@ impl Lane {
 /// due runs inside it, after them (the sources read their settings). Otherwise the
 /// sources run without entering it, and only those that must open a handle run again
 /// inside.
-fn run_other(key: NsKey, g: &mut Group, home: &mut Home, ticks: u64, now: Instant, families: &Families) {
+/// Whether anything was due.
+fn run_other(key: NsKey, g: &mut Group, home: &mut Home, ticks: u64, now: Instant, families: &Families) -> bool {
     let mut ran: u64 = 0;
     for (i, slot) in g.slots.iter().enumerate().take(64) {
         if slot.due(ticks, g.phase) {
@@ -230,4 +236,5 @@ fn run_other(key: NsKey, g: &mut Group, home: &mut Home, ticks: u64, now: Instan
             slot.cache.retain(|d| families(d));
         }
     }
+    ran != 0
 }

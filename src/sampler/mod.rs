@@ -331,6 +331,7 @@ impl Sampler {
         snap.push(&metrics::PEAK_WINDOW, &[], self.peaks.window().as_secs_f64());
         snap.push(&metrics::LAST_SAMPLE, &[], snap.taken_at);
         if self.fast.home.is_some() {
+            snap.push(&metrics::NETNS_ROUNDS, &[], self.fast.rounds as f64);
             snap.push(
                 &metrics::NETNS_ENTER_ERRORS,
                 &[],
