@@ -45,6 +45,8 @@ pub struct Config {
     pub netns_max: usize,
     /// `--netns.families`: the families served for other namespaces; `None` for all.
     pub netns_families: Option<Vec<String>>,
+    /// Not a flag: the sources are built for a namespace other than the exporter's own.
+    pub other_namespace: bool,
     pub pod_logs: PathBuf,
     pub log_level: log::LevelFilter,
     pub log_format: LogFormat,
@@ -75,7 +77,13 @@ impl Default for Config {
             netns_interval: Duration::from_secs(10),
             netns_scan_interval: Duration::from_secs(300),
             netns_max: 200,
-            netns_families: None,
+            netns_families: Some(
+                crate::metrics::default_netns_families()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            other_namespace: false,
             pod_logs: PathBuf::from("/var/log/pods"),
             log_level: log::LevelFilter::Info,
             log_format: LogFormat::Logfmt,
@@ -227,15 +235,20 @@ fn parse_families(s: &str) -> Result<Families, String> {
         return Ok(Families(None));
     }
     let known = crate::metrics::namespaced_families();
-    let mut names = Vec::new();
+    let mut names: Vec<String> = Vec::new();
     for name in s.split(',').map(str::trim) {
-        if !known.contains(&name) {
+        if name == "default" {
+            names.extend(crate::metrics::default_netns_families().into_iter().map(str::to_string));
+        } else if known.contains(&name) {
+            names.push(name.to_string());
+        } else {
             return Err(format!(
-                "expected all, or a comma-separated list of namespaced families such as netpressure_conntrack_entries,netpressure_tcp_listen_queue_length; {name:?} is not one"
+                "expected default, all, or a comma-separated list of namespaced families and default, such as default,netpressure_tcp_active_opens_total; {name:?} is not one"
             ));
         }
-        names.push(name.to_string());
     }
+    names.sort_unstable();
+    names.dedup();
     Ok(Families(Some(names)))
 }
 
@@ -432,9 +445,9 @@ fn command() -> Command {
             Arg::new("netns.families")
                 .long("netns.families")
                 .value_name("LIST")
-                .default_value("all")
+                .default_value("default")
                 .value_parser(parse_families)
-                .help("Metric families served for namespaces other than the exporter's own: all, or a comma-separated list of family names (each costs a series per pod)"),
+                .help("Metric families served for namespaces other than the exporter's own: default (23 series for an idle pod, see docs/metrics.md), all, or a comma-separated list of family names and 'default' (each family costs a series per pod)"),
         )
         .arg(
             Arg::new("path.pod-logs")
@@ -543,6 +556,7 @@ impl Config {
             netns_scan_interval: get(&m, "netns.scan-interval").unwrap_or(d.netns_scan_interval),
             netns_max: get(&m, "netns.max").unwrap_or(d.netns_max),
             netns_families: get::<Families>(&m, "netns.families").map_or(d.netns_families, |f| f.0),
+            other_namespace: false,
             pod_logs: get(&m, "path.pod-logs").unwrap_or(d.pod_logs),
             log_level: get(&m, "log.level").unwrap_or(d.log_level),
             log_format: get(&m, "log.format").unwrap_or(d.log_format),

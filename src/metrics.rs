@@ -487,6 +487,42 @@ pub static NETNS_DISCOVERY_DURATION: Desc = gauge(
     "Time the last namespace discovery took (listing /proc/*/ns/net and PID 1's mountinfo).",
 );
 
+/// The families served for other namespaces (pods) by default: what the alerts and
+/// dashboards use, and the pressure each namespace has on its own. 23 series for an idle
+/// namespace, plus 5 per listener and 3 per remote endpoint served. Node-wide values
+/// (the hash size, orphans) and the counters that only describe traffic are left to the
+/// exporter's own namespace; `--netns.families` chooses otherwise.
+pub fn default_netns_families() -> Vec<&'static str> {
+    [
+        &CONNTRACK_ENTRIES,
+        &CONNTRACK_ENTRIES_LIMIT,
+        &CONNTRACK_COUNTERS[CtCounter::Drop as usize],
+        &CONNTRACK_COUNTERS[CtCounter::EarlyDrop as usize],
+        &CONNTRACK_COUNTERS[CtCounter::InsertFailed as usize],
+        &TCP_LISTEN_OVERFLOWS,
+        &TCP_LISTEN_DROPS,
+        &TCP_SYN_QUEUE_DROPS,
+        &TCP_TW_OVERFLOWS,
+        &TCP_TW_SOCKETS,
+        &TCP_TW_LIMIT,
+        &TCP_INUSE,
+        &LISTEN_QUEUE,
+        &LISTEN_QUEUE_LIMIT,
+        &LISTEN_SOCKETS,
+        &SYN_RECV,
+        &MAX_SYN_BACKLOG,
+        &LISTENERS,
+        &LISTENERS_OMITTED,
+        &REMOTE_SOCKETS,
+        &PORT_RANGE_SIZE,
+        &REMOTES_OMITTED,
+        &SYSCTL,
+    ]
+    .iter()
+    .map(|d| d.name)
+    .collect()
+}
+
 /// The families the namespaced sources serve (their `_peak` twins follow them), in
 /// which `--netns.families` chooses those served for other namespaces.
 pub fn namespaced_families() -> Vec<&'static str> {

@@ -347,3 +347,45 @@ fn in_a_private_pid_namespace_the_pods_namespace_is_not_host() {
         "a pod's namespace served as host:\n{body}"
     );
 }
+
+#[test]
+fn an_idle_pod_namespace_costs_23_series_by_default() {
+    let _s = serial();
+    let home = Netns::new("budget-home");
+    let idle = Netns::new("budget-idle");
+    let count = |body: &str| {
+        body.lines()
+            .filter(|l| !l.starts_with('#') && l.contains(&idle.label("")))
+            .count()
+    };
+    let settled = |b: &str| {
+        metric(b, "netpressure_sysctl", &idle.label(r#"name="net.core.somaxconn""#)).is_some()
+            && metric(b, "netpressure_local_port_range_size", &idle.label("")).is_some()
+    };
+    let exp = Exporter::start(&home, FAST);
+    let body = scrape_until(&exp, "the idle namespace in full", settled);
+    let served: Vec<&str> = body
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(&idle.label("")))
+        .collect();
+    assert_eq!(count(&body), 23, "{served:#?}");
+    // The node-wide hash size is not repeated per pod; the own namespace has it.
+    assert_eq!(metric(&body, "netpressure_conntrack_buckets", &idle.label("")), None);
+    assert!(metric(&body, "netpressure_conntrack_buckets", &home.label("")).is_some());
+    drop(exp);
+
+    let mut all = FAST.to_vec();
+    all.push("--netns.families=all");
+    let exp = Exporter::start(&home, &all);
+    let body = scrape_until(&exp, "the idle namespace in full", settled);
+    assert!(count(&body) > 40, "{}", count(&body));
+    drop(exp);
+
+    let mut one = FAST.to_vec();
+    one.push("--netns.families=netpressure_conntrack_entries");
+    let exp = Exporter::start(&home, &one);
+    let body = scrape_until(&exp, "the idle namespace's entries", |b| {
+        metric(b, "netpressure_conntrack_entries_peak", &idle.label("")).is_some()
+    });
+    assert_eq!(count(&body), 2, "entries and its peak");
+}

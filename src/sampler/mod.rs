@@ -89,6 +89,7 @@ impl Builder {
             other: Config {
                 scan_interval: cfg.netns_scan_interval,
                 counter_interval: cfg.netns_interval,
+                other_namespace: true,
                 ..cfg.clone()
             },
         }

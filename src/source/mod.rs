@@ -197,7 +197,7 @@ pub static SOURCES: &[SourceInfo] = &[
         default_enabled: true,
         namespaced: true,
         fast: None,
-        slow: Some(|_, ctx| Box::new(sysctl::Sysctl::new(ctx))),
+        slow: Some(|cfg, ctx| Box::new(sysctl::Sysctl::new(cfg, ctx))),
     },
     SourceInfo {
         name: "filefd",

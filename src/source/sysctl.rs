@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use crate::config::Config;
 use crate::metrics;
 use crate::snapshot::Snapshot;
 use crate::source::settings::Sysctl as Setting;
@@ -15,11 +16,18 @@ use crate::source::{NsContext, Source, SourceError};
 
 pub struct Sysctl {
     ctx: Arc<NsContext>,
+    /// Another namespace than the exporter's own: the values that have families of
+    /// their own (tcp_max_syn_backlog, tcp_max_tw_buckets, the port range) are not
+    /// served twice per pod.
+    other_namespace: bool,
 }
 
 impl Sysctl {
-    pub fn new(ctx: &Arc<NsContext>) -> Self {
-        Self { ctx: Arc::clone(ctx) }
+    pub fn new(cfg: &Config, ctx: &Arc<NsContext>) -> Self {
+        Self {
+            ctx: Arc::clone(ctx),
+            other_namespace: cfg.other_namespace,
+        }
     }
 }
 
@@ -43,11 +51,14 @@ impl Source for Sysctl {
             return Err(SourceError::Other("the sysctls have not been read yet".into()));
         }
         for s in Setting::ALL {
+            if self.other_namespace && matches!(s, Setting::TcpMaxSynBacklog | Setting::TcpMaxTwBuckets) {
+                continue;
+            }
             if let (Some(name), Some(v)) = (s.served_name(), settings.get(s)) {
                 out.push(&metrics::SYSCTL, &[("name", name)], v as f64);
             }
         }
-        if let Some((lo, hi)) = settings.port_range {
+        if let Some((lo, hi)) = settings.port_range.filter(|_| !self.other_namespace) {
             out.push(
                 &metrics::SYSCTL,
                 &[("name", "net.ipv4.ip_local_port_range.start")],
