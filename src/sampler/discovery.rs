@@ -14,9 +14,10 @@ use crate::pods::{self, Pod};
 /// own namespace's sources, the HTTP server and its connections, the discovery walk.
 pub const RESERVED_FDS: u64 = 128;
 
-/// Descriptors one sampled namespace holds at most: the namespace itself on each lane,
-/// ctnetlink, two sock_diag sockets (one a lane), sockstat, sockstat6, netstat, snmp
-/// (measured: 8 once every source has opened; 10 with conntrack's procfs fallback).
+/// Descriptors one sampled namespace holds at most: the namespace itself (one, shared by
+/// both lanes), ctnetlink, two sock_diag sockets (one a lane), sockstat, sockstat6,
+/// netstat, snmp: 8 once every source has opened (measured with 50 namespaces), 10 with
+/// conntrack's procfs fallback (count, max and stat files instead of one socket).
 pub const FDS_PER_NAMESPACE: u64 = 10;
 
 /// How many other namespaces fit in `nofile` descriptors.

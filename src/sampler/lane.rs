@@ -29,7 +29,8 @@ pub struct Group {
     pub phase: u64,
     pub slots: Vec<Slot>,
     /// The namespace, to enter (`None`: the exporter's own, which the thread is in).
-    pub ns: Option<File>,
+    /// One descriptor, shared by the namespace's groups on both lanes.
+    pub ns: Option<Arc<File>>,
     pub ctx: Arc<NsContext>,
     /// The namespace's sysctls, read every this many ticks into `ctx` (the slow lane).
     pub settings: Option<(SettingsReader, u64)>,
@@ -207,7 +208,7 @@ fn run_other(key: NsKey, g: &mut Group, home: &mut Home, ticks: u64, now: Instan
         // Taken out for the visit, so that the closure may borrow the group.
         let entered = match g.ns.take() {
             Some(ns) => {
-                let r = home.visit(&ns, key, || {
+                let r = home.visit(ns.as_ref(), key, || {
                     if settings_due {
                         g.read_settings();
                     }

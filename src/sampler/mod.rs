@@ -60,7 +60,7 @@ pub enum Change {
     Add {
         key: NsKey,
         labels: String,
-        ns: File,
+        ns: Arc<File>,
         ctx: Arc<NsContext>,
     },
     Relabel {
@@ -509,8 +509,8 @@ impl SlowLane {
             pid: None,
             path: t.path.clone(),
         };
-        let (ns, fast_ns) = match netns::open(&found, t.key).and_then(|f| f.try_clone().map(|g| (f, g))) {
-            Ok(pair) => pair,
+        let ns = match netns::open(&found, t.key) {
+            Ok(f) => Arc::new(f),
             Err(e) => {
                 log::debug!("namespace {}: cannot open {}: {e}", t.key.1, t.path.display());
                 return;
@@ -521,7 +521,7 @@ impl SlowLane {
             labels: t.labels.clone(),
             phase: t.key.1,
             slots: self.builder.slow_slots(false, &ctx),
-            ns: Some(ns),
+            ns: Some(Arc::clone(&ns)),
             ctx: Arc::clone(&ctx),
             settings: self.builder.settings(false),
         };
@@ -529,7 +529,7 @@ impl SlowLane {
         let _ = self.changes.send(Change::Add {
             key: t.key,
             labels: t.labels,
-            ns: fast_ns,
+            ns,
             ctx,
         });
     }
