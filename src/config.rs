@@ -10,8 +10,8 @@ use std::time::Duration;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
+use crate::collectors::COLLECTORS;
 use crate::procfs::Roots;
-use crate::source::{SourceInfo, SOURCES};
 
 /// The default port. The Prometheus wiki's 9100-9999 list has been fully allocated since
 /// 2023; 9861 is not the port of any widely deployed exporter (README, "Port").
@@ -30,7 +30,8 @@ pub struct Config {
     pub roots: Roots,
     pub sample_interval: Duration,
     pub peak_window: Duration,
-    pub sources: Vec<&'static SourceInfo>,
+    /// The enabled collectors, by name, in the registry's order.
+    pub sources: Vec<&'static str>,
     pub conntrack_per_cpu: bool,
     pub scan_interval: Duration,
     pub listeners_max: usize,
@@ -64,7 +65,11 @@ impl Default for Config {
             roots: Roots::default(),
             sample_interval: Duration::from_millis(250),
             peak_window: Duration::from_secs(60),
-            sources: SOURCES.iter().filter(|s| s.default_enabled).collect(),
+            sources: COLLECTORS
+                .iter()
+                .filter(|c| c.default_enabled)
+                .map(|c| c.name)
+                .collect(),
             conntrack_per_cpu: false,
             scan_interval: Duration::from_secs(5),
             listeners_max: 100,
@@ -473,7 +478,7 @@ fn command() -> Command {
                 .value_parser(parse_format)
                 .help("Output format of log messages: logfmt or json"),
         );
-    for s in SOURCES {
+    for s in COLLECTORS {
         let on = format!("collector.{}", s.name);
         let off = format!("no-collector.{}", s.name);
         let default = if s.default_enabled { "enabled" } else { "disabled" };
@@ -521,7 +526,7 @@ impl Config {
         })?;
         let d = Config::default();
         let disable_defaults = m.get_flag("collector.disable-defaults");
-        let sources = SOURCES
+        let sources = COLLECTORS
             .iter()
             .filter(|s| {
                 if m.get_flag(&format!("collector.{}", s.name)) {
@@ -532,6 +537,7 @@ impl Config {
                     s.default_enabled && !disable_defaults
                 }
             })
+            .map(|s| s.name)
             .collect();
         Ok(Config {
             listen_address: get(&m, "web.listen-address").unwrap_or(d.listen_address),
@@ -599,7 +605,7 @@ impl Config {
     }
 
     pub fn enabled(&self, name: &str) -> bool {
-        self.sources.iter().any(|s| s.name == name)
+        self.sources.contains(&name)
     }
 }
 

@@ -65,7 +65,7 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             snapshots,
             telemetry_path: cfg.telemetry_path.clone(),
             stale_after,
-            sources: cfg.sources.iter().map(|s| s.name).collect(),
+            sources: cfg.sources.clone(),
             started: std::time::Instant::now(),
             first_sample_deadline: stale_after,
         };

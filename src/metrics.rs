@@ -478,6 +478,10 @@ pub static NETNS_ROUNDS: Desc = counter(
     "netpressure_netns_samples_total",
     "Samples of other namespaces' gauges taken by the fast lane (one per namespace per --netns.sample-interval).",
 );
+pub static NETNS_ENTERED: Desc = counter(
+    "netpressure_netns_entered_total",
+    "Times a thread entered another network namespace (setns): to open handles there, or to read its sysctls every --netns.scan-interval. Steady-state samples enter none.",
+);
 pub static NETNS_ENTER_ERRORS: Desc = counter(
     "netpressure_netns_enter_errors_total",
     "Failed attempts to enter a network namespace (setns; EPERM without CAP_SYS_ADMIN); the namespace is tried again at the next discovery.",

@@ -352,7 +352,7 @@ fn in_a_private_pid_namespace_the_pods_namespace_is_not_host() {
     let ns = Netns::new("pidns");
     // As in a pod without hostPID: PID 1 is the container's init, in the pod's namespace.
     let mut cmd = ns.cmd("unshare");
-    cmd.args(["--pid", "--fork", "--mount-proc"])
+    cmd.args(["--pid", "--fork", "--kill-child", "--mount-proc"])
         .arg(common::EXPORTER)
         .args([
             &format!("--web.listen-address=127.0.0.1:{}", common::PORT),
@@ -447,6 +447,23 @@ fn under_a_small_descriptor_limit_the_own_namespace_serves_and_the_rest_is_omitt
     assert_eq!(log.matches("RLIMIT_NOFILE leaves").count(), 1, "logged once: {log}");
 }
 
+/// `n` processes of user nobody, each in a network namespace of its own made by
+/// `unshare -Urn` (no capability needed), killed on drop.
+fn user_namespaces(n: usize) -> Vec<Killed> {
+    (0..n)
+        .map(|_| {
+            Killed(
+                std::process::Command::new("setpriv")
+                    .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                    .args(["unshare", "-Urn", "sleep", "120"])
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn an_unprivileged_users_namespaces_do_not_crowd_out_a_pod() {
     let _s = serial();
@@ -457,25 +474,7 @@ fn an_unprivileged_users_namespaces_do_not_crowd_out_a_pod() {
         PathBuf::from("/sys/fs/cgroup")
     };
     // 25 namespaces made by `unshare -Urn` as nobody, before the pod exists.
-    let crowd: Vec<Killed> = (0..25)
-        .map(|_| {
-            Killed(
-                std::process::Command::new("setpriv")
-                    .args([
-                        "--reuid=65534",
-                        "--regid=65534",
-                        "--clear-groups",
-                        "unshare",
-                        "-Urn",
-                        "sleep",
-                        "120",
-                    ])
-                    .stdin(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            )
-        })
-        .collect();
+    let crowd = user_namespaces(25);
     let logs = std::env::temp_dir().join(format!("np-crowd-logs-{}", std::process::id()));
     let uid = "9c3a1b52-7d4e-4f60-8a1b-2c3d4e5f6a7b";
     std::fs::create_dir_all(logs.join(format!("shop_checkout_{uid}"))).unwrap();
@@ -538,25 +537,7 @@ fn eighty_user_namespaces_at_1024_descriptors_are_sampled_then_released() {
             .map(|p| p.display().to_string())
             .unwrap_or_default()
     };
-    let crowd: Vec<Killed> = (0..80)
-        .map(|_| {
-            Killed(
-                std::process::Command::new("setpriv")
-                    .args([
-                        "--reuid=65534",
-                        "--regid=65534",
-                        "--clear-groups",
-                        "unshare",
-                        "-Urn",
-                        "sleep",
-                        "120",
-                    ])
-                    .stdin(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            )
-        })
-        .collect();
+    let crowd = user_namespaces(80);
     // Wait until every child is inside its new namespace (unshare has run).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut theirs: Vec<String>;
@@ -608,5 +589,45 @@ fn a_pod_queue_full_for_a_second_and_a_half_stays_in_its_peak() {
     assert_eq!(
         metric(&body, "netpressure_tcp_listen_queue_length_peak", &labels),
         Some(5.0)
+    );
+}
+
+#[test]
+fn steady_state_samples_of_other_namespaces_enter_none() {
+    let _s = serial();
+    let home = Netns::new("steady-home");
+    let pods: Vec<Netns> = (0..5).map(|i| Netns::new(&format!("steady{i}"))).collect();
+    let _held: Vec<_> = pods.iter().map(|p| p.enter(|| listen_with_backlog(7500, 8))).collect();
+    let exp = Exporter::start(&home, &["--netns.interval=1s", "--netns.scan-interval=1h"]);
+    let queues: Vec<String> = pods
+        .iter()
+        .map(|p| p.label(r#"address="127.0.0.1",port="7500""#))
+        .collect();
+    let value = |b: &str, name: &str| metric(b, name, "").unwrap_or(0.0);
+    let first = scrape_until(&exp, "every namespace sampled", |b| {
+        queues
+            .iter()
+            .all(|q| metric(b, "netpressure_tcp_listen_queue_length", q).is_some())
+    });
+    let (entered, rounds) = (
+        value(&first, "netpressure_netns_entered_total"),
+        value(&first, "netpressure_netns_samples_total"),
+    );
+    assert!(
+        entered >= 5.0,
+        "each namespace was entered to open its handles: {entered}"
+    );
+    // Three more samples of each namespace (1 s apart), reading through handles opened
+    // inside them, without entering any. (A sysctl read at its hourly phase could fall
+    // in the window: at most one.)
+    let sampled = value(&first, "netpressure_netns_sampled");
+    let last = scrape_until(&exp, "three more rounds", |b| {
+        value(b, "netpressure_netns_samples_total") >= rounds + 3.0 * sampled
+    });
+    let more = value(&last, "netpressure_netns_entered_total") - entered;
+    assert!(
+        more <= 1.0,
+        "{more} entries in {} samples",
+        value(&last, "netpressure_netns_samples_total") - rounds
     );
 }

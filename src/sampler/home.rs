@@ -22,22 +22,28 @@ pub const DISPLACED: &str =
 /// inject failures.
 pub type Switch = Box<dyn FnMut(&File) -> io::Result<()> + Send>;
 
+/// Entries into other namespaces, shared by the lanes (one series each).
+#[derive(Debug, Default)]
+pub struct Entries {
+    pub done: AtomicU64,
+    pub failed: AtomicU64,
+}
+
 pub struct Home {
     own_file: File,
     pub switch: Switch,
     displaced: bool,
-    /// Failed entries, shared by the lanes (one series).
-    enter_errors: Arc<AtomicU64>,
+    entries: Arc<Entries>,
     denied_logged: bool,
 }
 
 impl Home {
-    pub fn new(own_file: File, enter_errors: Arc<AtomicU64>) -> Self {
+    pub fn new(own_file: File, entries: Arc<Entries>) -> Self {
         Self {
             own_file,
             switch: Box::new(|f: &File| crate::sys::setns_net(f)),
             displaced: false,
-            enter_errors,
+            entries,
             denied_logged: false,
         }
     }
@@ -77,7 +83,7 @@ impl Home {
             return None;
         }
         if let Err(e) = (self.switch)(ns) {
-            self.enter_errors.fetch_add(1, Ordering::Relaxed);
+            self.entries.failed.fetch_add(1, Ordering::Relaxed);
             if e.raw_os_error() == Some(libc::EPERM) && !self.denied_logged {
                 log::warn!(
                     "cannot enter network namespace {} ({e}): CAP_SYS_ADMIN is needed to sample other namespaces",
@@ -89,6 +95,7 @@ impl Home {
             }
             return None;
         }
+        self.entries.done.fetch_add(1, Ordering::Relaxed);
         let r = f();
         self.go_home();
         Some(r)

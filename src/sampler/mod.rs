@@ -25,7 +25,7 @@ pub mod slot;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -84,7 +84,7 @@ struct Builder {
 impl Builder {
     fn new(cfg: &Config) -> Self {
         Self {
-            sources: cfg.sources.clone(),
+            sources: crate::source::enabled(&cfg.sources),
             own: cfg.clone(),
             other: Config {
                 scan_interval: cfg.netns_scan_interval,
@@ -174,7 +174,7 @@ pub struct Sampler {
     spare: Arc<Snapshot>,
     overruns: u64,
     durations: metrics::Histogram,
-    enter_errors: Arc<AtomicU64>,
+    entries: Arc<home::Entries>,
 }
 
 /// The slow lane: discovery, sysctls, and every scan.
@@ -195,8 +195,8 @@ impl Sampler {
         let (tx, rx) = watch::channel(None);
         let builder = Builder::new(cfg);
         let (own_key, own_label, own_file) = own_namespace(&cfg.roots.procfs);
-        let enter_errors = Arc::new(AtomicU64::new(0));
-        let sample_others = cfg.netns && cfg.sources.iter().any(|s| s.namespaced);
+        let entries = Arc::new(home::Entries::default());
+        let sample_others = cfg.netns && builder.sources.iter().any(|s| s.namespaced);
         let homes = match (sample_others, own_key, own_file) {
             (true, Some(key), Some(file)) => match file.try_clone() {
                 Ok(second) => Some((key, file, second)),
@@ -222,8 +222,8 @@ impl Sampler {
         };
         let (fast_home, slow_home, own_key) = match homes {
             Some((key, a, b)) => (
-                Some(Home::new(a, Arc::clone(&enter_errors))),
-                Some(Home::new(b, Arc::clone(&enter_errors))),
+                Some(Home::new(a, Arc::clone(&entries))),
+                Some(Home::new(b, Arc::clone(&entries))),
                 Some(key),
             ),
             None => (None, None, None),
@@ -272,7 +272,7 @@ impl Sampler {
             spare: Arc::new(Snapshot::new()),
             overruns: 0,
             durations: metrics::Histogram::new(&metrics::SAMPLE_DURATION_BUCKETS),
-            enter_errors,
+            entries,
         };
         (sampler, rx)
     }
@@ -333,11 +333,10 @@ impl Sampler {
         snap.push(&metrics::LAST_SAMPLE, &[], snap.taken_at);
         if self.fast.home.is_some() {
             snap.push(&metrics::NETNS_ROUNDS, &[], self.fast.rounds as f64);
-            snap.push(
-                &metrics::NETNS_ENTER_ERRORS,
-                &[],
-                self.enter_errors.load(Ordering::Relaxed) as f64,
-            );
+            let entered = self.entries.done.load(Ordering::Relaxed);
+            snap.push(&metrics::NETNS_ENTERED, &[], entered as f64);
+            let failed = self.entries.failed.load(Ordering::Relaxed);
+            snap.push(&metrics::NETNS_ENTER_ERRORS, &[], failed as f64);
         }
         snap.push(
             &metrics::BUILD_INFO,
@@ -547,9 +546,9 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use crate::source::SOURCES;
     use std::os::unix::fs::MetadataExt;
     use std::process::Command;
+    use std::sync::atomic::AtomicU64;
 
     /// A namespace pinned by `ip netns add`, deleted on drop.
     struct TestNs(String);
@@ -600,10 +599,7 @@ mod tests {
     /// inside each namespace), discovering and sampling every namespace on every step.
     fn sampler(mode: &Arc<AtomicU64>) -> (Sampler, Published) {
         let cfg = Config {
-            sources: SOURCES
-                .iter()
-                .filter(|s| s.name == "sockstat" || s.name == "sysctl")
-                .collect(),
+            sources: vec!["sockstat", "sysctl"],
             netns_interval: Duration::from_secs(1),
             netns_sample_interval: Config::default().sample_interval,
             ..Config::default()
@@ -686,7 +682,7 @@ mod tests {
             assert!(serves(&rx, &own) && serves(&rx, &b.ino().to_string()));
             assert!(!serves(&rx, &a.ino().to_string()));
         }
-        assert!(s.enter_errors.load(Ordering::SeqCst) >= 3);
+        assert!(s.entries.failed.load(Ordering::SeqCst) >= 3);
         // Allowed again: found and sampled at the next discovery.
         mode.store(REAL, Ordering::SeqCst);
         s.step_all();

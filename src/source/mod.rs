@@ -91,14 +91,13 @@ pub enum Cadence {
 /// sources.
 pub type Build = fn(&Config, &Arc<NsContext>) -> Box<dyn Source>;
 
-/// A source in the registry. A source has a fast part, run on the sample clock, and/or
-/// a slow part, run every scan on the slow lane (hash-walking dumps, process scans,
-/// sysctls), so that slow work never delays a sample.
+/// A source in the registry: how the collector of the same name
+/// ([`crate::collectors::COLLECTORS`]) is built. A source has a fast part, run on the
+/// sample clock, and/or a slow part, run every scan on the slow lane (hash-walking
+/// dumps, process scans, sysctls), so that slow work never delays a sample.
 #[derive(Debug)]
 pub struct SourceInfo {
     pub name: &'static str,
-    pub help: &'static str,
-    pub default_enabled: bool,
     /// The source reads one network namespace: it runs in every namespace the sampler
     /// tracks and its series carry the `netns` (and pod) labels. Other sources are
     /// node-wide and run once.
@@ -142,88 +141,87 @@ impl NsContext {
     }
 }
 
+/// The source of each enabled collector, in the registry's order.
+pub fn enabled(names: &[&str]) -> Vec<&'static SourceInfo> {
+    SOURCES.iter().filter(|s| names.contains(&s.name)).collect()
+}
+
 pub static SOURCES: &[SourceInfo] = &[
     SourceInfo {
         name: "conntrack",
-        help: "conntrack table fill, limit, hash size, TCP timeouts and per-CPU counters (ctnetlink, procfs fallback)",
-        default_enabled: true,
         namespaced: true,
-        fast: Some((Cadence::Sample, |cfg, ctx| Box::new(conntrack::Conntrack::new(cfg, ctx)))),
+        fast: Some((Cadence::Sample, |cfg, ctx| {
+            Box::new(conntrack::Conntrack::new(cfg, ctx))
+        })),
         slow: None,
     },
     SourceInfo {
         name: "netstat",
-        help: "TCP listen-queue, SYN-queue, syncookie, TIME_WAIT and connection counters (/proc/net/netstat, snmp)",
-        default_enabled: true,
         namespaced: true,
         fast: Some((Cadence::Second, |cfg, _| Box::new(netstat::Netstat::new(cfg)))),
         slow: None,
     },
     SourceInfo {
         name: "sockstat",
-        help: "TCP sockets in use, orphaned and in TIME_WAIT, against tcp_max_tw_buckets (/proc/net/sockstat)",
-        default_enabled: true,
         namespaced: true,
         fast: Some((Cadence::Sample, |cfg, ctx| Box::new(sockstat::Sockstat::new(cfg, ctx)))),
         slow: None,
     },
     SourceInfo {
         name: "listeners",
-        help: "accept queue and limit per listener every sample, SYN_RECV per listener every scan (sock_diag)",
-        default_enabled: true,
         namespaced: true,
-        fast: Some((Cadence::Sample, |cfg, ctx| Box::new(listeners::Listeners::new(cfg, ctx)))),
+        fast: Some((Cadence::Sample, |cfg, ctx| {
+            Box::new(listeners::Listeners::new(cfg, ctx))
+        })),
         slow: Some(|_, ctx| Box::new(listeners::SynScan::new(ctx))),
     },
     SourceInfo {
         name: "remotes",
-        help: "sockets holding an ephemeral local port per remote endpoint, by state, every scan (sock_diag)",
-        default_enabled: true,
         namespaced: true,
         fast: None,
         slow: Some(|cfg, ctx| Box::new(remotes::Remotes::new(cfg, ctx))),
     },
     SourceInfo {
         name: "softnet",
-        help: "input backlog drops and squeezes (/proc/net/softnet_stat) against netdev_max_backlog",
-        default_enabled: true,
         namespaced: false,
         fast: Some((Cadence::Second, |cfg, _| Box::new(softnet::Softnet::new(cfg)))),
         slow: None,
     },
     SourceInfo {
         name: "sysctl",
-        help: "the per-namespace tuning values that bound these pressures (somaxconn, tcp_max_syn_backlog, ...), every scan",
-        default_enabled: true,
         namespaced: true,
         fast: None,
         slow: Some(|cfg, ctx| Box::new(sysctl::Sysctl::new(cfg, ctx))),
     },
     SourceInfo {
         name: "filefd",
-        help: "system-wide file handles against fs.file-max, and fs.nr_open (/proc/sys/fs)",
-        default_enabled: true,
         namespaced: false,
         fast: Some((Cadence::Sample, |cfg, _| Box::new(filefd::FileFd::new(cfg)))),
         slow: None,
     },
     SourceInfo {
         name: "processes",
-        help: "the processes nearest their RLIMIT_NOFILE, every scan (/proc/PID/fd, /proc/PID/limits)",
-        default_enabled: true,
         namespaced: false,
         fast: None,
         slow: Some(|cfg, _| Box::new(processes::Processes::new(cfg))),
     },
     SourceInfo {
         name: "process",
-        help: "the exporter's own process_* metrics",
-        default_enabled: true,
         namespaced: false,
         fast: Some((Cadence::Second, |_, _| Box::new(process::Process::new()))),
         slow: None,
     },
 ];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_collector_has_its_source_and_no_source_is_without_a_collector() {
+        let collectors: Vec<&str> = crate::collectors::COLLECTORS.iter().map(|c| c.name).collect();
+        let sources: Vec<&str> = super::SOURCES.iter().map(|s| s.name).collect();
+        assert_eq!(collectors, sources);
+    }
+}
 
 /// The health of one source (or one path inside a source), as self-metrics.
 #[derive(Debug, Default, Clone)]
