@@ -528,46 +528,53 @@ pub fn default_netns_families() -> Vec<&'static str> {
 }
 
 /// The families the namespaced sources serve (their `_peak` twins follow them), in
-/// which `--netns.families` chooses those served for other namespaces.
+/// which `--netns.families` chooses those served for other namespaces: the default ones
+/// and the rest.
 pub fn namespaced_families() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = [
-        &CONNTRACK_ENTRIES,
-        &CONNTRACK_ENTRIES_LIMIT,
-        &CONNTRACK_BUCKETS,
-        &CONNTRACK_TCP_TIMEOUT,
-        &TCP_LISTEN_OVERFLOWS,
-        &TCP_LISTEN_DROPS,
-        &TCP_SYN_QUEUE_DROPS,
-        &TCP_SYN_QUEUE_COOKIES,
-        &TCP_SYNCOOKIES_SENT,
-        &TCP_SYNCOOKIES_RECV,
-        &TCP_SYNCOOKIES_FAILED,
-        &TCP_TW_OVERFLOWS,
-        &TCP_TW_REUSED,
-        &TCP_ACTIVE_OPENS,
-        &TCP_PASSIVE_OPENS,
-        &TCP_ATTEMPT_FAILS,
-        &TCP_ESTAB_RESETS,
-        &TCP_TW_SOCKETS,
-        &TCP_TW_LIMIT,
-        &TCP_INUSE,
-        &TCP_ORPHAN,
-        &LISTEN_QUEUE,
-        &LISTEN_QUEUE_LIMIT,
-        &LISTEN_SOCKETS,
-        &SYN_RECV,
-        &MAX_SYN_BACKLOG,
-        &LISTENERS,
-        &LISTENERS_OMITTED,
-        &REMOTE_SOCKETS,
-        &PORT_RANGE_SIZE,
-        &REMOTES,
-        &REMOTES_OMITTED,
-        &SYSCTL,
-    ]
-    .iter()
-    .map(|d| d.name)
-    .collect();
-    v.extend(CONNTRACK_COUNTERS.iter().map(|d| d.name));
+    let mut v = default_netns_families();
+    v.extend(
+        [
+            &CONNTRACK_BUCKETS,
+            &CONNTRACK_TCP_TIMEOUT,
+            &TCP_SYN_QUEUE_COOKIES,
+            &TCP_SYNCOOKIES_SENT,
+            &TCP_SYNCOOKIES_RECV,
+            &TCP_SYNCOOKIES_FAILED,
+            &TCP_TW_REUSED,
+            &TCP_ACTIVE_OPENS,
+            &TCP_PASSIVE_OPENS,
+            &TCP_ATTEMPT_FAILS,
+            &TCP_ESTAB_RESETS,
+            &TCP_ORPHAN,
+            &REMOTES,
+        ]
+        .iter()
+        .map(|d| d.name),
+    );
+    v.extend(
+        CONNTRACK_COUNTERS
+            .iter()
+            .map(|d| d.name)
+            .filter(|n| !v.contains(n))
+            .collect::<Vec<_>>(),
+    );
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaced_families_are_listed_once_and_include_the_default() {
+        let all = namespaced_families();
+        let mut sorted = all.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), all.len(), "a family listed twice");
+        assert!(default_netns_families().iter().all(|f| all.contains(f)));
+        // Every family of the namespaced sources: 10 conntrack counters, 13 netstat
+        // counters, and 20 others.
+        assert_eq!(all.len(), 43);
+    }
 }

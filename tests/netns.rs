@@ -410,22 +410,27 @@ fn an_idle_pod_namespace_costs_23_series_by_default() {
     assert_eq!(count(&body), 2, "entries and its peak");
 }
 
+/// The exporter in `home` (fast cadences) with RLIMIT_NOFILE `limit`, soft and hard.
+fn start_with_nofile(home: &Netns, limit: u64) -> Exporter {
+    let mut cmd = home.cmd("prlimit");
+    cmd.arg(format!("--nofile={limit}:{limit}"))
+        .args([
+            "--",
+            common::EXPORTER,
+            "--web.listen-address=127.0.0.1:9861",
+            "--sample.interval=100ms",
+        ])
+        .args(FAST);
+    Exporter::start_cmd(&mut cmd)
+}
+
 #[test]
 fn under_a_small_descriptor_limit_the_own_namespace_serves_and_the_rest_is_omitted() {
     let _s = serial();
     let home = Netns::new("fdbudget-home");
     let _many: Vec<Netns> = (0..60).map(|i| Netns::new(&format!("fdb{i}"))).collect();
     // `ulimit -n 256`, soft and hard: 12 other namespaces fit beside the 128 kept.
-    let mut cmd = home.cmd("prlimit");
-    cmd.args([
-        "--nofile=256:256",
-        "--",
-        common::EXPORTER,
-        "--web.listen-address=127.0.0.1:9861",
-    ])
-    .args(["--sample.interval=100ms"])
-    .args(FAST);
-    let exp = Exporter::start_cmd(&mut cmd);
+    let exp = start_with_nofile(&home, 256);
     let body = scrape_until(&exp, "the namespaces past the budget counted", |b| {
         metric(b, "netpressure_netns_omitted", "").unwrap_or(0.0) >= 48.0
     });
@@ -522,16 +527,7 @@ fn held_namespaces(pid: u32) -> Vec<String> {
 fn eighty_user_namespaces_at_1024_descriptors_are_sampled_then_released() {
     let _s = serial();
     let home = Netns::new("eighty-home");
-    let mut cmd = home.cmd("prlimit");
-    cmd.args([
-        "--nofile=1024:1024",
-        "--",
-        common::EXPORTER,
-        "--web.listen-address=127.0.0.1:9861",
-    ])
-    .args(["--sample.interval=100ms"])
-    .args(FAST);
-    let exp = Exporter::start_cmd(&mut cmd);
+    let exp = start_with_nofile(&home, 1024);
     let inode = |c: &Killed| {
         std::fs::read_link(format!("/proc/{}/ns/net", c.0.id()))
             .map(|p| p.display().to_string())

@@ -2,6 +2,27 @@
 
 use super::parse::{fields, parse_dec};
 
+/// The open descriptors of a process, from its `/proc/PID/fd` directory: Linux ≥ 6.2
+/// reports the count as the directory's size (one `stat`, and readable without
+/// CAP_SYS_PTRACE); older kernels report 0, and the entries are counted instead. Pass
+/// `size_is_count` when the size is known to be the count (see [`size_is_count`]).
+///
+/// # Errors
+/// The `stat` or the listing fails (the process exited, or may not be read).
+pub fn open_fds(fd_dir: &std::path::Path, size_is_count: bool) -> std::io::Result<u64> {
+    if size_is_count {
+        return std::fs::metadata(fd_dir).map(|m| m.len());
+    }
+    std::fs::read_dir(fd_dir).map(|d| d.count() as u64)
+}
+
+/// Whether this kernel reports a process's descriptor count as the size of its
+/// `/proc/PID/fd` (Linux ≥ 6.2): the calling process always has descriptors open, so a
+/// size of 0 for its own means "not supported".
+pub fn size_is_count(procfs: &std::path::Path) -> bool {
+    std::fs::metadata(procfs.join("self/fd")).is_ok_and(|m| m.len() > 0)
+}
+
 /// The fields of `/proc/PID/stat` the exporter uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcStat {

@@ -13,6 +13,7 @@ pub struct Process {
     ticks: f64,
     page_size: f64,
     boot_time: Option<f64>,
+    size_is_count: bool,
 }
 
 impl Process {
@@ -27,6 +28,7 @@ impl Process {
             ticks: crate::sys::clock_ticks_per_second() as f64,
             page_size: crate::sys::page_size() as f64,
             boot_time,
+            size_is_count: crate::procfs::pid::size_is_count(std::path::Path::new("/proc")),
         }
     }
 }
@@ -35,16 +37,6 @@ impl Default for Process {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Open descriptors of this process. Linux ≥ 6.2 reports the count as the size of
-/// `/proc/self/fd`; older kernels report 0, and then the entries are counted.
-fn open_fds() -> Option<u64> {
-    let size = std::fs::metadata("/proc/self/fd").ok()?.len();
-    if size > 0 {
-        return Some(size);
-    }
-    Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
 }
 
 impl Source for Process {
@@ -61,7 +53,7 @@ impl Source for Process {
         if let Some(boot) = self.boot_time {
             out.push(&metrics::PROCESS_START, &[], boot + st.starttime as f64 / self.ticks);
         }
-        if let Some(n) = open_fds() {
+        if let Ok(n) = crate::procfs::pid::open_fds(std::path::Path::new("/proc/self/fd"), self.size_is_count) {
             out.push(&metrics::PROCESS_OPEN_FDS, &[], n as f64);
         }
         if let Some(max) = parse_max_open_files(self.limits.read()?) {

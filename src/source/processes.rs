@@ -87,8 +87,7 @@ pub struct Processes {
 impl Processes {
     pub fn new(cfg: &Config) -> Self {
         let root = cfg.roots.procfs.clone();
-        // The exporter always has descriptors open, so a size of 0 means "not supported".
-        let size_is_count = fs::metadata(root.join("self/fd")).is_ok_and(|m| m.len() > 0);
+        let size_is_count = crate::procfs::pid::size_is_count(&root);
         let own_pids =
             fs::read_link(root.join("self")).is_ok_and(|p| p.as_os_str() == std::process::id().to_string().as_str());
         Self {
@@ -116,10 +115,7 @@ impl Processes {
 
     fn open_fds(&mut self, pid: u32) -> Read<u64> {
         self.set_path(pid, "fd");
-        if self.size_is_count {
-            return classify(fs::metadata(&self.path).map(|m| m.len()));
-        }
-        classify(fs::read_dir(&self.path).map(|d| d.count() as u64))
+        classify(crate::procfs::pid::open_fds(&self.path, self.size_is_count))
     }
 
     fn read_file(&mut self, pid: u32, file: &str) -> Read<()> {
