@@ -185,6 +185,29 @@ pub struct SockDiag {
     sock: NlSocket,
 }
 
+/// A sock_diag socket opened on first use (inside its namespace) and closed after a
+/// failure, so that the next use opens a fresh one: the one way every source holds one.
+#[derive(Default)]
+pub struct LazySockDiag(Option<SockDiag>);
+
+impl LazySockDiag {
+    /// Runs `f` on the socket, opening it first.
+    ///
+    /// # Errors
+    /// Opening the socket, or what `f` returns (the socket is then closed).
+    pub fn with<R>(&mut self, f: impl FnOnce(&mut SockDiag) -> Result<R, NetlinkError>) -> Result<R, NetlinkError> {
+        let mut diag = match self.0.take() {
+            Some(d) => d,
+            None => SockDiag::open()?,
+        };
+        let r = f(&mut diag);
+        if r.is_ok() {
+            self.0 = Some(diag);
+        }
+        r
+    }
+}
+
 /// One kind of TCP dump over both address families: a single `TCPDIAG_GETSOCK` walk,
 /// or, on a kernel that refuses it, one SOCK_DIAG_BY_FAMILY dump per family.
 pub struct TcpDump {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::metrics;
-use crate::netlink::sock_diag::{state, Filter, SockDiag, TcpDump, TcpSock};
+use crate::netlink::sock_diag::{state, Filter, LazySockDiag, SockDiag, TcpDump, TcpSock};
 use crate::netlink::NetlinkError;
 use crate::snapshot::Snapshot;
 use crate::source::settings::Sysctl;
@@ -125,7 +125,7 @@ pub struct SynShared {
 
 /// The fast part: the LISTEN dump every sample.
 pub struct Listeners {
-    diag: Option<SockDiag>,
+    diag: LazySockDiag,
     listen_dump: TcpDump,
     max: usize,
     ports: Option<Vec<(u16, u16)>>,
@@ -140,7 +140,7 @@ pub struct Listeners {
 impl Listeners {
     pub fn new(cfg: &Config, ctx: &Arc<NsContext>) -> Self {
         Self {
-            diag: None,
+            diag: LazySockDiag::default(),
             listen_dump: TcpDump::new(LISTEN, state::bit(state::LISTEN), Filter::None),
             max: cfg.listeners_max,
             ports: cfg.listeners_ports.clone(),
@@ -154,32 +154,28 @@ impl Listeners {
     }
 
     fn dump_listeners(&mut self) -> Result<(), NetlinkError> {
-        if self.diag.is_none() {
-            self.diag = Some(SockDiag::open()?);
-        }
         let Self {
-            diag: Some(diag),
+            diag,
             listen_dump,
             ports,
             listeners,
             ..
-        } = self
-        else {
-            return Ok(());
-        };
+        } = self;
         listeners.clear();
-        listen_dump.run(diag, &mut |s: &TcpSock| {
-            if s.state == state::LISTEN && port_wanted(ports.as_deref(), s.local_port) {
-                listeners.push(Listener {
-                    addr: s.local,
-                    port: s.local_port,
-                    queue: s.rqueue,
-                    limit: s.wqueue,
-                    sockets: 1,
-                    syn_recv: None,
-                    recent_queue: 0,
-                });
-            }
+        diag.with(|diag| {
+            listen_dump.run(diag, &mut |s: &TcpSock| {
+                if s.state == state::LISTEN && port_wanted(ports.as_deref(), s.local_port) {
+                    listeners.push(Listener {
+                        addr: s.local,
+                        port: s.local_port,
+                        queue: s.rqueue,
+                        limit: s.wqueue,
+                        sockets: 1,
+                        syn_recv: None,
+                        recent_queue: 0,
+                    });
+                }
+            })
         })?;
         fold_reuseport(listeners);
         Ok(())
@@ -256,9 +252,8 @@ impl Source for SynScan {
     }
 }
 
-/// Runs `f` on the namespace's slow-lane sock_diag socket (shared by the SYN_RECV scan
-/// and the remotes scan: one socket, not two), opening it first; a failure closes it so
-/// that the next run opens a fresh one.
+/// Runs `f` on the namespace's slow-lane sock_diag socket, shared by the SYN_RECV scan
+/// and the remotes scan: one socket, not two.
 ///
 /// # Errors
 /// Opening the socket, or what `f` returns.
@@ -266,16 +261,10 @@ pub fn with_slow_diag(
     ctx: &NsContext,
     f: impl FnOnce(&mut SockDiag) -> Result<(), NetlinkError>,
 ) -> Result<(), NetlinkError> {
-    let mut guard = ctx.slow_diag.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if guard.is_none() {
-        *guard = Some(SockDiag::open()?);
-    }
-    let Some(diag) = guard.as_mut() else { return Ok(()) };
-    let r = f(diag);
-    if r.is_err() {
-        *guard = None;
-    }
-    r
+    ctx.slow_diag
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .with(f)
 }
 
 fn port_wanted(ranges: Option<&[(u16, u16)]>, port: u16) -> bool {
@@ -304,10 +293,7 @@ impl Source for Listeners {
     }
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
-        if let Err(e) = self.dump_listeners() {
-            self.diag = None;
-            return Err(e.into());
-        }
+        self.dump_listeners()?;
         self.exchange_with_scan();
         self.recent.update(&mut self.listeners, Instant::now(), self.window);
         let max_syn_backlog = self.ctx.settings().get(Sysctl::TcpMaxSynBacklog);

@@ -114,7 +114,7 @@ pub struct NsContext {
     pub settings: Mutex<settings::Settings>,
     pub settings_error: Mutex<Option<String>>,
     pub syn: Mutex<listeners::SynShared>,
-    pub slow_diag: Mutex<Option<crate::netlink::sock_diag::SockDiag>>,
+    pub slow_diag: Mutex<crate::netlink::sock_diag::LazySockDiag>,
 }
 
 impl std::fmt::Debug for NsContext {
