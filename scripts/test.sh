@@ -15,12 +15,16 @@ fi
 # nftables: the ct state rule that makes conntrack track a test namespace; conntrack: -F;
 # prometheus: promtool and the server for the end-to-end test; prometheus-alertmanager:
 # amtool and Alertmanager; libcap2-bin: capsh, to run the exporter without CAP_NET_ADMIN;
-# qemu-system-x86, busybox-static, cpio: booting an older kernel (tests/vm).
-packages=(nftables conntrack prometheus prometheus-alertmanager libcap2-bin iproute2 qemu-system-x86 busybox-static cpio)
+# qemu-system-x86, busybox-static, cpio: booting an older kernel (tests/vm); podman,
+# runc: building and running the container image (tests/container); curl: scraping it.
+packages=(nftables conntrack prometheus prometheus-alertmanager libcap2-bin iproute2 qemu-system-x86 busybox-static cpio
+          podman runc curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# kubectl renders the kustomizations (the machine image has it; Debian's package otherwise).
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt-get update -qq
@@ -46,6 +50,11 @@ tests/vm/old-kernel.sh
 # End to end: exporter, Prometheus and Alertmanager; alerts reach a webhook, every
 # dashboard query returns series.
 python3 tests/e2e/alerting.py
+
+# The artifacts users install: the static binary in the container image, run as the
+# DaemonSet runs it; the Debian package, installed, run as its unit runs it, purged.
+tests/container/image.sh
+tests/package/deb.sh
 
 # Kubernetes manifests, offline against the schemas kubernetes-validate ships (PyPI).
 venv=target/manifest-venv

@@ -30,6 +30,11 @@ def load(name):
     return yaml.safe_load((ROOT / name).read_text())
 
 
+def load_overlay_image(overlay):
+    img = yaml.safe_load((overlay / "kustomization.yaml").read_text())["images"][0]
+    return f"{img['newName']}:{img['newTag']}"
+
+
 def main():
     failures = []
     r = validate([ROOT / n for n in BUILTIN])
@@ -81,9 +86,36 @@ def main():
     }
     failures += [f"DaemonSet: {name}" for name, ok in checks.items() if not ok]
 
+    # What users apply: `kubectl kustomize` renders the base and the custom-image
+    # overlay, and the rendered built-in objects pass the same strict validation.
+    rendered_checks = 0
+    overlay = ROOT.parent / "overlays" / "custom-image"
+    for target in (ROOT, overlay):
+        rendered_checks += 2
+        r = subprocess.run(["kubectl", "kustomize", str(target)], capture_output=True, text=True)
+        if r.returncode != 0:
+            failures.append(f"kubectl kustomize {target} failed: {r.stderr.strip()}")
+            continue
+        docs = [d for d in yaml.safe_load_all(r.stdout) if d]
+        builtin = [d for d in docs if d["kind"] in ("Namespace", "ServiceAccount", "DaemonSet", "Service")]
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = []
+            for i, d in enumerate(builtin):
+                p = pathlib.Path(tmp) / f"{i}.yaml"
+                p.write_text(yaml.safe_dump(d))
+                paths.append(p)
+            v = validate(paths)
+            if v.returncode != 0 or len(builtin) != 4:
+                failures.append(f"rendered {target}: {len(builtin)} built-in objects, validation:\n{v.stdout}{v.stderr}")
+        if target == overlay:
+            want = load_overlay_image(overlay)
+            images = [c["image"] for d in docs if d["kind"] == "DaemonSet" for c in d["spec"]["template"]["spec"]["containers"]]
+            if images != [want]:
+                failures.append(f"the custom-image overlay renders {images}, not [{want!r}]")
+
     for f in failures:
         print("FAIL", f)
-    total = 3 + len(sm["spec"]["endpoints"]) * 2 + 1 + len(checks)
+    total = 3 + len(sm["spec"]["endpoints"]) * 2 + 1 + len(checks) + rendered_checks
     print(f"manifests: {total - len(failures)} passed, {len(failures)} failed")
     return 1 if failures else 0
 
