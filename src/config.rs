@@ -27,6 +27,8 @@ pub enum LogFormat {
 pub struct Config {
     pub listen_address: String,
     pub telemetry_path: String,
+    pub max_requests: usize,
+    pub max_connections: usize,
     pub roots: Roots,
     pub sample_interval: Duration,
     pub peak_window: Duration,
@@ -62,6 +64,8 @@ impl Default for Config {
         Self {
             listen_address: format!(":{DEFAULT_PORT}"),
             telemetry_path: "/metrics".into(),
+            max_requests: 40,
+            max_connections: 64,
             roots: Roots::default(),
             sample_interval: Duration::from_millis(250),
             peak_window: Duration::from_secs(60),
@@ -308,6 +312,22 @@ fn command() -> Command {
                 .help("Path under which to expose metrics"),
         )
         .arg(
+            Arg::new("web.max-requests")
+                .long("web.max-requests")
+                .value_name("N")
+                .default_value("40")
+                .value_parser(parse_count)
+                .help("Most /metrics requests served at once; more get 503 (as node_exporter's flag)"),
+        )
+        .arg(
+            Arg::new("web.max-connections")
+                .long("web.max-connections")
+                .value_name("N")
+                .default_value("64")
+                .value_parser(parse_count)
+                .help("Most HTTP connections held; at the cap a new one replaces the one quiet for longest"),
+        )
+        .arg(
             Arg::new("path.procfs")
                 .long("path.procfs")
                 .value_name("DIR")
@@ -542,6 +562,8 @@ impl Config {
         Ok(Config {
             listen_address: get(&m, "web.listen-address").unwrap_or(d.listen_address),
             telemetry_path: get(&m, "web.telemetry-path").unwrap_or(d.telemetry_path),
+            max_requests: get(&m, "web.max-requests").unwrap_or(d.max_requests),
+            max_connections: get(&m, "web.max-connections").unwrap_or(d.max_connections),
             roots: Roots {
                 procfs: get(&m, "path.procfs").unwrap_or(d.roots.procfs),
                 sysfs: get(&m, "path.sysfs").unwrap_or(d.roots.sysfs),

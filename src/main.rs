@@ -68,6 +68,7 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             sources: cfg.sources.clone(),
             started: std::time::Instant::now(),
             first_sample_deadline: stale_after,
+            requests: std::sync::Arc::new(tokio::sync::Semaphore::new(cfg.max_requests)),
         };
         log::info!(
             "listening on {local}, metrics at {}; sampling {} every {:?}, peaks over {:?}",
@@ -76,9 +77,7 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.sample_interval,
             cfg.peak_window
         );
-        axum::serve(listener, app(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        netpressure_exporter::server::serve(listener, app(state), cfg.max_connections, shutdown_signal()).await?;
         drop(stop_tx);
         // A sample stuck in the kernel must not keep the process from exiting.
         if done_rx.recv_timeout(Duration::from_secs(5)).is_err() {
@@ -110,14 +109,23 @@ async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr} (--web.listen-address)"))
 }
 
+/// Completes on SIGTERM or SIGINT. SIGHUP (which would otherwise end the process with
+/// status 129 and no word) is logged: there is no configuration file to re-read yet.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
         log::warn!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };
-    tokio::select! {
-        _ = term.recv() => log::info!("SIGTERM received, shutting down"),
-        _ = int.recv() => log::info!("SIGINT received, shutting down"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => return log::info!("SIGTERM received, shutting down"),
+            _ = int.recv() => return log::info!("SIGINT received, shutting down"),
+            _ = hup.recv() => log::info!("SIGHUP received: nothing to re-read (no --web.config.file yet); still running"),
+        }
     }
 }

@@ -1,5 +1,14 @@
 //! HTTP: `/metrics` (or `--web.telemetry-path`), a landing page at `/`, `/-/healthy`,
 //! `/-/ready`, and 404 elsewhere. Handlers only read the published snapshot.
+//!
+//! The endpoint cannot be starved ([`serve`]): at most `--web.max-connections`
+//! connections are held, and when a new one comes at the cap the connection that has
+//! been quiet longest is closed for it (a client that never sent a whole request, or
+//! never reads its response, goes before one that scraped recently); request headers
+//! must arrive within [`HEADER_TIMEOUT`] and fit in [`MAX_HEADER_BYTES`]; at most
+//! `--web.max-requests` scrapes are encoded at once (503 beyond, as node_exporter);
+//! and a shutdown lets in-flight requests finish for [`SHUTDOWN_GRACE`], then closes
+//! whatever is left.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -30,6 +39,129 @@ pub struct AppState {
     /// `/-/healthy` fails (a sampler stuck before its first sample is not healthy).
     pub started: std::time::Instant,
     pub first_sample_deadline: Duration,
+    /// Scrapes being encoded at once (`--web.max-requests`).
+    pub requests: Arc<tokio::sync::Semaphore>,
+}
+
+/// How long a client has to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most a connection may buffer of a request (its headers; requests have no body).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// How long in-flight requests may take to finish after SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// One held connection: when it was last active (accepted, or a request started), and
+/// how to close it.
+struct Held {
+    last_active: Arc<std::sync::atomic::AtomicU64>,
+    close: Arc<tokio::sync::Notify>,
+}
+
+/// The connections being served, by accept order.
+#[derive(Default)]
+struct Connections {
+    next: u64,
+    held: std::collections::BTreeMap<u64, Held>,
+}
+
+fn lock(m: &std::sync::Mutex<Connections>) -> std::sync::MutexGuard<'_, Connections> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Milliseconds since `origin`, for activity stamps.
+fn stamp(origin: std::time::Instant) -> u64 {
+    u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, with the limits of this
+/// module; returns when every connection has ended or the grace period has passed.
+///
+/// # Errors
+/// Never in practice: a failed `accept` (EMFILE, ECONNABORTED) is logged and retried.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    max_connections: usize,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering;
+    let origin = std::time::Instant::now();
+    let conns = Arc::new(std::sync::Mutex::new(Connections::default()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
+    tokio::pin!(shutdown);
+    let mut accept_errors_logged = false;
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    if !accept_errors_logged {
+                        log::warn!("accepting a connection: {e}; retrying");
+                        accept_errors_logged = true;
+                    }
+                    // EMFILE and the like: give the descriptors a moment to come back.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let now = stamp(origin);
+        let (id, last_active, close) = {
+            let mut c = lock(&conns);
+            if c.held.len() >= max_connections {
+                // Make room: the connection quiet for longest goes.
+                let quietest = c
+                    .held
+                    .iter()
+                    .min_by_key(|(_, h)| h.last_active.load(Ordering::Relaxed))
+                    .map(|(id, _)| *id);
+                if let Some(h) = quietest.and_then(|id| c.held.remove(&id)) {
+                    h.close.notify_one();
+                }
+            }
+            let id = c.next;
+            c.next += 1;
+            let held = Held {
+                last_active: Arc::new(std::sync::atomic::AtomicU64::new(now)),
+                close: Arc::new(tokio::sync::Notify::new()),
+            };
+            let pair = (Arc::clone(&held.last_active), Arc::clone(&held.close));
+            c.held.insert(id, held);
+            (id, pair.0, pair.1)
+        };
+        let (app, conns, builder, mut stop) = (app.clone(), Arc::clone(&conns), builder.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                last_active.store(stamp(origin), Ordering::Relaxed);
+                let mut app = app.clone();
+                async move { tower_service::Service::call(&mut app, req).await }
+            });
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = close.notified() => {}
+                () = async { drop(stop.wait_for(|s| *s).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+                }
+            }
+            lock(&conns).held.remove(&id);
+        });
+    }
+    // In-flight requests finish within the grace period; idle connections close now.
+    let _ = stop_tx.send(true);
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE + Duration::from_millis(200);
+    while !lock(&conns).held.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 impl AppState {
@@ -84,6 +216,13 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Ok(_permit) = state.requests.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many concurrent scrapes (--web.max-requests)\n",
+        )
+            .into_response();
+    };
     let Some(snap) = state.latest() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "no sample taken yet\n").into_response();
     };
@@ -197,11 +336,33 @@ mod tests {
             sources: vec![],
             started: std::time::Instant::now(),
             first_sample_deadline: Duration::from_secs(10),
+            requests: Arc::new(tokio::sync::Semaphore::new(1)),
         };
         assert_eq!(healthy(State(state.clone())).await.0, StatusCode::OK);
         state.started -= Duration::from_secs(11);
         assert_eq!(healthy(State(state.clone())).await.0, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(ready(State(state)).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn scrapes_beyond_max_requests_get_503() {
+        let (_tx, rx) = tokio::sync::watch::channel(Some(Arc::new(Snapshot::new())));
+        let state = AppState {
+            snapshots: rx,
+            telemetry_path: "/metrics".into(),
+            stale_after: Duration::from_secs(10),
+            sources: vec![],
+            started: std::time::Instant::now(),
+            first_sample_deadline: Duration::from_secs(10),
+            requests: Arc::new(tokio::sync::Semaphore::new(1)),
+        };
+        // One scrape in progress holds the only permit.
+        let held = Arc::clone(&state.requests).try_acquire_owned().unwrap();
+        let r = metrics(State(state.clone()), HeaderMap::new()).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        drop(held);
+        let r = metrics(State(state), HeaderMap::new()).await;
+        assert_eq!(r.status(), StatusCode::OK);
     }
 
     #[test]
