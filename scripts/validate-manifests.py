@@ -90,7 +90,8 @@ def main():
     # overlay, and the rendered built-in objects pass the same strict validation.
     rendered_checks = 0
     overlay = ROOT.parent / "overlays" / "custom-image"
-    for target in (ROOT, overlay):
+    host_ip = ROOT.parent / "overlays" / "host-ip"
+    for target in (ROOT, overlay, host_ip):
         rendered_checks += 2
         r = subprocess.run(["kubectl", "kustomize", str(target)], capture_output=True, text=True)
         if r.returncode != 0:
@@ -107,11 +108,23 @@ def main():
             v = validate(paths)
             if v.returncode != 0 or len(builtin) != 4:
                 failures.append(f"rendered {target}: {len(builtin)} built-in objects, validation:\n{v.stdout}{v.stderr}")
+        if target == host_ip:
+            rendered_checks += 1
+            c = [d for d in docs if d["kind"] == "DaemonSet"][0]["spec"]["template"]["spec"]["containers"][0]
+            env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in c.get("env", [])}
+            if c["args"][0] != "--web.listen-address=$(HOST_IP):9861" or env.get("HOST_IP") != "status.hostIP":
+                failures.append(f"the host-ip overlay renders args {c['args']} and env {env}")
         if target == overlay:
             want = load_overlay_image(overlay)
             images = [c["image"] for d in docs if d["kind"] == "DaemonSet" for c in d["spec"]["template"]["spec"]["containers"]]
             if images != [want]:
                 failures.append(f"the custom-image overlay renders {images}, not [{want!r}]")
+
+    # The NetworkPolicy example is a valid object too.
+    rendered_checks += 1
+    v = validate([ROOT.parent / "examples" / "networkpolicy.yaml"])
+    if v.returncode != 0:
+        failures.append("deploy/examples/networkpolicy.yaml: " + v.stdout + v.stderr)
 
     for f in failures:
         print("FAIL", f)
