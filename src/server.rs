@@ -326,27 +326,10 @@ mod tests {
         m
     }
 
-    #[tokio::test]
-    async fn healthy_fails_when_the_first_sample_is_overdue() {
-        let (_tx, rx) = tokio::sync::watch::channel(None);
-        let mut state = AppState {
-            snapshots: rx,
-            telemetry_path: "/metrics".into(),
-            stale_after: Duration::from_secs(10),
-            sources: vec![],
-            started: std::time::Instant::now(),
-            first_sample_deadline: Duration::from_secs(10),
-            requests: Arc::new(tokio::sync::Semaphore::new(1)),
-        };
-        assert_eq!(healthy(State(state.clone())).await.0, StatusCode::OK);
-        state.started -= Duration::from_secs(11);
-        assert_eq!(healthy(State(state.clone())).await.0, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(ready(State(state)).await.0, StatusCode::SERVICE_UNAVAILABLE);
-    }
-
-    #[tokio::test]
-    async fn scrapes_beyond_max_requests_get_503() {
-        let (_tx, rx) = tokio::sync::watch::channel(Some(Arc::new(Snapshot::new())));
+    /// A server state publishing `snapshot` (kept alive by the returned sender), with
+    /// one scrape allowed at a time.
+    fn state(snapshot: Option<Arc<Snapshot>>) -> (tokio::sync::watch::Sender<Option<Arc<Snapshot>>>, AppState) {
+        let (tx, rx) = tokio::sync::watch::channel(snapshot);
         let state = AppState {
             snapshots: rx,
             telemetry_path: "/metrics".into(),
@@ -356,6 +339,21 @@ mod tests {
             first_sample_deadline: Duration::from_secs(10),
             requests: Arc::new(tokio::sync::Semaphore::new(1)),
         };
+        (tx, state)
+    }
+
+    #[tokio::test]
+    async fn healthy_fails_when_the_first_sample_is_overdue() {
+        let (_tx, mut state) = state(None);
+        assert_eq!(healthy(State(state.clone())).await.0, StatusCode::OK);
+        state.started -= Duration::from_secs(11);
+        assert_eq!(healthy(State(state.clone())).await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ready(State(state)).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn scrapes_beyond_max_requests_get_503() {
+        let (_tx, state) = state(Some(Arc::new(Snapshot::new())));
         // One scrape in progress holds the only permit.
         let held = Arc::clone(&state.requests).try_acquire_owned().unwrap();
         let r = metrics(State(state.clone()), HeaderMap::new()).await;
