@@ -16,9 +16,10 @@ fi
 # prometheus: promtool and the server for the end-to-end test; prometheus-alertmanager:
 # amtool and Alertmanager; libcap2-bin: capsh, to run the exporter without CAP_NET_ADMIN;
 # qemu-system-x86, busybox-static, cpio: booting an older kernel (tests/vm); podman,
-# runc: building and running the container image (tests/container); curl: scraping it.
+# runc: building and running the container image (tests/container); curl: scraping it;
+# wrk: load on the HTTP endpoint (tests/web.rs).
 packages=(nftables conntrack prometheus prometheus-alertmanager libcap2-bin iproute2 qemu-system-x86 busybox-static cpio
-          podman runc curl)
+          podman runc curl wrk)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -52,7 +52,9 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             Ok(_) => {}
             Err(e) => log::warn!("cannot raise the soft RLIMIT_NOFILE to the hard limit: {e}"),
         }
+        let http_stats = std::sync::Arc::new(netpressure_exporter::metrics::HttpStats::default());
         let (sampler, snapshots) = Sampler::from_config(&cfg);
+        let sampler = sampler.with_http_stats(std::sync::Arc::clone(&http_stats));
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new().name("sampler".into()).spawn(move || {
@@ -69,6 +71,7 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             started: std::time::Instant::now(),
             first_sample_deadline: stale_after,
             requests: std::sync::Arc::new(tokio::sync::Semaphore::new(cfg.max_requests)),
+            stats: std::sync::Arc::clone(&http_stats),
         };
         log::info!(
             "listening on {local}, metrics at {}; sampling {} every {:?}, peaks over {:?}",
@@ -77,7 +80,8 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.sample_interval,
             cfg.peak_window
         );
-        netpressure_exporter::server::serve(listener, app(state), cfg.max_connections, shutdown_signal()).await?;
+        netpressure_exporter::server::serve(listener, app(state), cfg.max_connections, http_stats, shutdown_signal())
+            .await?;
         drop(stop_tx);
         // A sample stuck in the kernel must not keep the process from exiting.
         if done_rx.recv_timeout(Duration::from_secs(5)).is_err() {

@@ -456,6 +456,38 @@ pub static PROCESSES_UNREADABLE: Desc = gauge(
     "Processes the last scan could not read (permissions: CAP_SYS_PTRACE, hidepid); not in the top-K.",
 );
 
+// --- the HTTP endpoint ---------------------------------------------------------------
+
+pub static HTTP_CONNECTIONS: Desc = gauge(
+    "netpressure_http_connections",
+    "HTTP connections held by the exporter (at most --web.max-connections).",
+);
+pub static HTTP_EVICTED: Desc = counter(
+    "netpressure_http_connections_evicted_total",
+    "Connections closed to make room at --web.max-connections: the quietest (idle, slow, or not reading) go first.",
+);
+pub static HTTP_REJECTED: Desc = counter(
+    "netpressure_http_requests_rejected_total",
+    "Scrapes answered 503 because --web.max-requests were being served already.",
+);
+
+/// What the HTTP server counts, for the sampler to serve with the other self-metrics.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    pub connections: std::sync::atomic::AtomicU64,
+    pub evicted: std::sync::atomic::AtomicU64,
+    pub rejected: std::sync::atomic::AtomicU64,
+}
+
+impl HttpStats {
+    pub fn emit(&self, out: &mut crate::snapshot::Snapshot) {
+        use std::sync::atomic::Ordering::Relaxed;
+        out.push(&HTTP_CONNECTIONS, &[], self.connections.load(Relaxed) as f64);
+        out.push(&HTTP_EVICTED, &[], self.evicted.load(Relaxed) as f64);
+        out.push(&HTTP_REJECTED, &[], self.rejected.load(Relaxed) as f64);
+    }
+}
+
 // --- network namespaces --------------------------------------------------------------
 
 pub static NETNS_SAMPLED: Desc = gauge(

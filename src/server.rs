@@ -41,6 +41,7 @@ pub struct AppState {
     pub first_sample_deadline: Duration,
     /// Scrapes being encoded at once (`--web.max-requests`).
     pub requests: Arc<tokio::sync::Semaphore>,
+    pub stats: Arc<crate::metrics::HttpStats>,
 }
 
 /// How long a client has to send a request's headers.
@@ -82,6 +83,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     max_connections: usize,
+    stats: Arc<crate::metrics::HttpStats>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     use std::sync::atomic::Ordering;
@@ -123,6 +125,7 @@ pub async fn serve(
                     .map(|(id, _)| *id);
                 if let Some(h) = quietest.and_then(|id| c.held.remove(&id)) {
                     h.close.notify_one();
+                    stats.evicted.fetch_add(1, Ordering::Relaxed);
                 }
             }
             let id = c.next;
@@ -133,9 +136,11 @@ pub async fn serve(
             };
             let pair = (Arc::clone(&held.last_active), Arc::clone(&held.close));
             c.held.insert(id, held);
+            stats.connections.store(c.held.len() as u64, Ordering::Relaxed);
             (id, pair.0, pair.1)
         };
         let (app, conns, builder, mut stop) = (app.clone(), Arc::clone(&conns), builder.clone(), stop_rx.clone());
+        let stats = Arc::clone(&stats);
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 last_active.store(stamp(origin), Ordering::Relaxed);
@@ -152,7 +157,9 @@ pub async fn serve(
                     let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
                 }
             }
-            lock(&conns).held.remove(&id);
+            let mut c = lock(&conns);
+            c.held.remove(&id);
+            stats.connections.store(c.held.len() as u64, Ordering::Relaxed);
         });
     }
     // In-flight requests finish within the grace period; idle connections close now.
@@ -217,6 +224,7 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let Ok(_permit) = state.requests.clone().try_acquire_owned() else {
+        state.stats.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "too many concurrent scrapes (--web.max-requests)\n",
@@ -338,6 +346,7 @@ mod tests {
             started: std::time::Instant::now(),
             first_sample_deadline: Duration::from_secs(10),
             requests: Arc::new(tokio::sync::Semaphore::new(1)),
+            stats: Arc::default(),
         };
         (tx, state)
     }
@@ -358,6 +367,7 @@ mod tests {
         let held = Arc::clone(&state.requests).try_acquire_owned().unwrap();
         let r = metrics(State(state.clone()), HeaderMap::new()).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(state.stats.rejected.load(std::sync::atomic::Ordering::Relaxed), 1);
         drop(held);
         let r = metrics(State(state), HeaderMap::new()).await;
         assert_eq!(r.status(), StatusCode::OK);

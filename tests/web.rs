@@ -81,6 +81,9 @@ fn idle_and_slow_clients_cannot_starve_scrapes_or_hold_the_exit() {
         started.elapsed()
     );
     assert_eq!(metric(&body, "netpressure_sampler_overruns_total", ""), Some(0.0));
+    // Room was made by closing the hostile connections, never more than the cap held.
+    assert!(metric(&body, "netpressure_http_connections_evicted_total", "").unwrap() >= 1000.0);
+    assert!(metric(&body, "netpressure_http_connections", "").unwrap() <= 64.0);
     // The connections held stay under the cap (64) plus the exporter's own files.
     let fds = open_fds(exp.pid());
     assert!(fds < 64 + 64, "{fds} descriptors");
@@ -129,4 +132,40 @@ fn sighup_is_logged_and_the_exporter_goes_on() {
     let (code, log) = exp.stop();
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("SIGHUP received"), "{log}");
+}
+
+#[test]
+fn sixty_four_wrk_connections_get_answers_or_documented_503s() {
+    let ns = Netns::new("wrk");
+    let exp = Exporter::start(&ns, &["--no-collector.netns", "--web.max-requests=8"]);
+    let idle = rss_bytes(exp.pid());
+    let out = ns
+        .cmd("wrk")
+        .args(["-t2", "-c64", "-d10s", "--timeout", "5s"])
+        .arg(format!("http://127.0.0.1:{PORT}/metrics"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert!(out.status.success(), "{text}");
+    // Connection errors (connect, read, write, timeout) are failures; 503s above
+    // --web.max-requests are the documented answer, counted by the exporter.
+    assert!(!text.contains("Socket errors"), "{text}");
+    let requests: f64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap();
+    let non_2xx: f64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .map_or(0.0, |n| n.trim().parse().unwrap());
+    let body = exp.scrape();
+    let rejected = metric(&body, "netpressure_http_requests_rejected_total", "").unwrap();
+    assert!(requests > 1000.0, "{requests} requests");
+    assert_eq!(non_2xx, rejected, "every non-2xx answer is a counted 503");
+    // The memory the run took comes back (within 8 MiB of idle).
+    let after = rss_bytes(exp.pid());
+    eprintln!("RSS: {idle} idle, {after} after {requests} requests ({rejected} 503s)");
+    assert!(after < idle + (8 << 20), "RSS {after} after, {idle} idle");
 }

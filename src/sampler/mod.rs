@@ -175,6 +175,7 @@ pub struct Sampler {
     overruns: u64,
     durations: metrics::Histogram,
     entries: Arc<home::Entries>,
+    http: Option<Arc<metrics::HttpStats>>,
 }
 
 /// The slow lane: discovery, sysctls, and every scan.
@@ -273,8 +274,15 @@ impl Sampler {
             overruns: 0,
             durations: metrics::Histogram::new(&metrics::SAMPLE_DURATION_BUCKETS),
             entries,
+            http: None,
         };
         (sampler, rx)
+    }
+
+    /// Serves the HTTP server's counts with the self-metrics.
+    pub fn with_http_stats(mut self, stats: Arc<metrics::HttpStats>) -> Self {
+        self.http = Some(stats);
+        self
     }
 
     /// Applies what the slow lane decided about other namespaces.
@@ -328,6 +336,9 @@ impl Sampler {
         self.peaks.apply(snap, start);
         self.fast.emit_status(snap);
         snap.push(&metrics::SAMPLER_OVERRUNS, &[], self.overruns as f64);
+        if let Some(http) = &self.http {
+            http.emit(snap);
+        }
         snap.push(&metrics::SAMPLE_INTERVAL, &[], self.interval.as_secs_f64());
         snap.push(&metrics::PEAK_WINDOW, &[], self.peaks.window().as_secs_f64());
         snap.push(&metrics::LAST_SAMPLE, &[], snap.taken_at);
