@@ -83,17 +83,6 @@ pub fn index(pod_logs: &Path) -> HashMap<String, Pod> {
     out
 }
 
-/// Looks `uid` up among the kubelet's `NAMESPACE_NAME_UID` directories in `pod_logs`.
-pub fn lookup(pod_logs: &Path, uid: &str) -> Option<Pod> {
-    index(pod_logs).remove(uid)
-}
-
-/// The pod of process `pid`, if it is in one and its log directory exists.
-pub fn of_pid(procfs: &Path, pod_logs: &Path, pid: u32) -> Option<Pod> {
-    let cgroup = crate::procfs::read(&procfs.join(pid.to_string()).join("cgroup")).ok()?;
-    lookup(pod_logs, &pod_uid(&String::from_utf8_lossy(&cgroup))?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -91,10 +91,6 @@ impl Discovery {
         }
     }
 
-    pub fn init(&self) -> Option<NsKey> {
-        self.init
-    }
-
     /// Finds the node's namespaces and returns the ones to sample, in priority order:
     /// pods first, then those already sampled (so that the set does not churn), then by
     /// inode. The rest are counted in `omitted`.
