@@ -59,37 +59,24 @@ until [ "$(ip netns exec $NS awk '/^TCP:/ {print $7}' /proc/net/sockstat)" -ge $
 ip netns exec $NS target/release/netpressure_exporter --web.listen-address "127.0.0.1:$PORT" --log.level=warn &
 EXP=$!
 sleep 10  # warm-up: the first scans
-ip netns exec $NS python3 - "$EXP" "$SECONDS_MEASURED" "$PORT" <<'PY'
-import os, sys, time, urllib.request
+ip netns exec $NS env PYTHONPATH=scripts python3 - "$EXP" "$SECONDS_MEASURED" "$PORT" <<'PY'
+import sys, time
+from exporter_stats import cpu_seconds, overruns, scrape, tick_quantile, ticks
 pid, secs, port = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-hz = os.sysconf("SC_CLK_TCK")
-def cpu():
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / hz
-def scrape():
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
-    return {k: float(v) for k, v in (l.rsplit(" ", 1) for l in body.splitlines() if l and not l.startswith("#"))}
 def tw():
     return next(l.split()[6] for l in open("/proc/net/sockstat") if l.startswith("TCP:"))
-v0, c0, t0, tw0 = scrape(), cpu(), time.monotonic(), tw()
+_, v0 = scrape(port)
+c0, t0, tw0 = cpu_seconds(pid), time.monotonic(), tw()
 durations = {"remotes": [], "processes": []}
 while time.monotonic() - t0 < secs:
     time.sleep(5)
-    v = scrape()
+    _, v = scrape(port)
     for s in durations:
         durations[s].append(v[f'netpressure_source_duration_seconds{{source="{s}"}}'])
-v1, used, wall, tw1 = scrape(), cpu() - c0, time.monotonic() - t0, tw()
-ticks = v1["netpressure_sample_duration_seconds_count"] - v0["netpressure_sample_duration_seconds_count"]
-def q(p):
-    les = [k.split('"')[1] for k in v1 if k.startswith("netpressure_sample_duration_seconds_bucket")]
-    for le in les:
-        k = f'netpressure_sample_duration_seconds_bucket{{le="{le}"}}'
-        if v1[k] - v0.get(k, 0) >= p * ticks:
-            return le
-    return "+Inf"
-overruns = v1["netpressure_sampler_overruns_total"] - v0["netpressure_sampler_overruns_total"]
+(_, v1), used, wall, tw1 = scrape(port), cpu_seconds(pid) - c0, time.monotonic() - t0, tw()
+q = lambda p: tick_quantile(v0, v1, p)
 print(f"TIME_WAIT sockets: {tw0} at the start, {tw1} at the end; processes scanned: {v1['netpressure_processes_scanned']:.0f}")
-print(f"fast-lane ticks over {wall:.0f} s: {ticks:.0f}; overruns: {overruns:.0f}; 50 % took at most {q(0.5)} s, 99 % {q(0.99)} s, all {q(1.0)} s")
+print(f"fast-lane ticks over {wall:.0f} s: {ticks(v0, v1):.0f}; overruns: {overruns(v0, v1):.0f}; 50 % took at most {q(0.5)} s, 99 % {q(0.99)} s, all {q(1.0)} s")
 for s, d in durations.items():
     print(f"{s} scan (slow lane): {min(d) * 1000:.1f} to {max(d) * 1000:.1f} ms")
 print(f"CPU: {used / wall * 100:.2f} % of one core")

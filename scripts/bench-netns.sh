@@ -51,42 +51,22 @@ sleep 3
 target/release/netpressure_exporter --web.listen-address "127.0.0.1:$PORT" --log.level=warn "$@" &
 EXP=$!
 sleep 15  # warm-up: first discovery, first scans
-python3 - "$EXP" "$SECONDS_MEASURED" "$PORT" <<'PY'
-import os, sys, time, urllib.request
+PYTHONPATH=scripts python3 - "$EXP" "$SECONDS_MEASURED" "$PORT" <<'PY'
+import sys, time
+from exporter_stats import cpu_seconds, overruns, rss_bytes, scrape, tick_quantile, ticks
 pid, secs, port = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-hz = os.sysconf("SC_CLK_TCK")
-def cpu():
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / hz
-def scrape():
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
-    values = {}
-    for l in body.splitlines():
-        if l and not l.startswith("#"):
-            k, v = l.rsplit(" ", 1)
-            values[k] = float(v)
-    return body, values
-_, v0 = scrape()
-c0, t0 = cpu(), time.monotonic()
+_, v0 = scrape(port)
+c0, t0 = cpu_seconds(pid), time.monotonic()
 time.sleep(secs)
-used, wall = cpu() - c0, time.monotonic() - t0
-body, v1 = scrape()
-rss = next(int(l.split()[1]) for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:"))
+used, wall = cpu_seconds(pid) - c0, time.monotonic() - t0
+body, v1 = scrape(port)
+rss = rss_bytes(pid)
 sampled = v1.get("netpressure_netns_sampled", 0)
-series = sum(1 for l in body.splitlines() if l and not l.startswith("#"))
 print(f"namespaces sampled besides the exporter's own: {sampled:.0f}")
-print(f"CPU: {used / wall * 100:.2f} % of one core over {wall:.0f} s; RSS {rss / 1024:.1f} MiB; {series} series, {len(body) / 1024:.0f} KiB a scrape")
+print(f"CPU: {used / wall * 100:.2f} % of one core over {wall:.0f} s; RSS {rss / 2**20:.1f} MiB; {len(v1)} series, {len(body) / 1024:.0f} KiB a scrape")
 rounds = v1.get("netpressure_netns_samples_total", 0) - v0.get("netpressure_netns_samples_total", 0)
 if sampled:
     print(f"samples per namespace: {rounds / sampled:.1f} in {wall:.0f} s ({rounds / sampled / wall:.2f} a second)")
-ticks = v1["netpressure_sample_duration_seconds_count"] - v0["netpressure_sample_duration_seconds_count"]
-def q(p):
-    key = lambda le: f'netpressure_sample_duration_seconds_bucket{{le="{le}"}}'
-    les = [k.split('"')[1] for k in v1 if k.startswith("netpressure_sample_duration_seconds_bucket")]
-    for le in les:
-        if v1[key(le)] - v0.get(key(le), 0) >= p * ticks:
-            return le
-    return "+Inf"
-overruns = v1["netpressure_sampler_overruns_total"] - v0["netpressure_sampler_overruns_total"]
-print(f"fast-lane ticks: {ticks:.0f}; 50 % took at most {q(0.5)} s, 99 % {q(0.99)} s, all {q(1.0)} s; overruns {overruns:.0f}")
+q = lambda p: tick_quantile(v0, v1, p)
+print(f"fast-lane ticks: {ticks(v0, v1):.0f}; 50 % took at most {q(0.5)} s, 99 % {q(0.99)} s, all {q(1.0)} s; overruns {overruns(v0, v1):.0f}")
 PY

@@ -85,6 +85,7 @@ for _ in $(seq 1 100); do
   grep -q "netpressure_tcp_sockets_in_use{netns=\"$inode\"}" "$m" && break
   sleep 0.1
 done
+check "promtool check metrics passes on the container's scrape" sh -c "promtool check metrics < '$m'"
 check "every source up" test -z "$(grep -E '^netpressure_source_up\{' "$m" | awk '$2 != 1')"
 check "conntrack over ctnetlink" test "$(metric 'netpressure_source_up\{source="conntrack_netlink"\}' "$m")" = 1
 check "other namespaces sampled (the test's among them)" grep -q "netpressure_tcp_sockets_in_use{netns=\"$inode\"}" "$m"
