@@ -17,9 +17,10 @@ fi
 # amtool and Alertmanager; libcap2-bin: capsh, to run the exporter without CAP_NET_ADMIN;
 # qemu-system-x86, busybox-static, cpio: booting an older kernel (tests/vm); podman,
 # runc: building and running the container image (tests/container); curl: scraping it;
-# wrk: load on the HTTP endpoint (tests/web.rs).
+# wrk: load on the HTTP endpoint (tests/web.rs); openssl, apache2-utils (htpasswd):
+# certificates and bcrypt hashes for --web.config.file (tests/tls.rs).
 packages=(nftables conntrack prometheus prometheus-alertmanager libcap2-bin iproute2 qemu-system-x86 busybox-static cpio
-          podman runc curl wrk)
+          podman runc curl wrk openssl apache2-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -29,6 +29,8 @@ pub struct Config {
     pub telemetry_path: String,
     pub max_requests: usize,
     pub max_connections: usize,
+    /// `--web.config.file`: TLS, basic auth, headers, rate limit (exporter-toolkit format).
+    pub web_config_file: Option<PathBuf>,
     pub roots: Roots,
     pub sample_interval: Duration,
     pub peak_window: Duration,
@@ -66,6 +68,7 @@ impl Default for Config {
             telemetry_path: "/metrics".into(),
             max_requests: 40,
             max_connections: 64,
+            web_config_file: None,
             roots: Roots::default(),
             sample_interval: Duration::from_millis(250),
             peak_window: Duration::from_secs(60),
@@ -328,6 +331,16 @@ fn command() -> Command {
                 .help("Most HTTP connections held; at the cap a new one replaces the one quiet for longest"),
         )
         .arg(
+            Arg::new("web.config.file")
+                .long("web.config.file")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help(
+                    "Web configuration file (TLS, basic auth, headers, rate limit) in the Prometheus \
+                     exporter-toolkit format; re-read when it changes and on SIGHUP",
+                ),
+        )
+        .arg(
             Arg::new("path.procfs")
                 .long("path.procfs")
                 .value_name("DIR")
@@ -564,6 +577,7 @@ impl Config {
             telemetry_path: get(&m, "web.telemetry-path").unwrap_or(d.telemetry_path),
             max_requests: get(&m, "web.max-requests").unwrap_or(d.max_requests),
             max_connections: get(&m, "web.max-connections").unwrap_or(d.max_connections),
+            web_config_file: get(&m, "web.config.file"),
             roots: Roots {
                 procfs: get(&m, "path.procfs").unwrap_or(d.roots.procfs),
                 sysfs: get(&m, "path.sysfs").unwrap_or(d.roots.sysfs),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use netpressure_exporter::config::{CliExit, Config};
 use netpressure_exporter::sampler::Sampler;
 use netpressure_exporter::server::{app, AppState};
+use netpressure_exporter::webconfig::live::Web;
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
@@ -43,6 +44,13 @@ fn main() -> ExitCode {
 
 fn run(cfg: Config) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let http_stats = std::sync::Arc::new(netpressure_exporter::metrics::HttpStats::default());
+    let web = match &cfg.web_config_file {
+        None => Web::plain(std::sync::Arc::clone(&http_stats)),
+        Some(path) => Web::load(path, std::sync::Arc::clone(&http_stats))
+            .map_err(|e| anyhow::anyhow!("--web.config.file {}: {e}", path.display()))?,
+    };
+    let web = std::sync::Arc::new(web);
     rt.block_on(async {
         let listener = bind(&cfg.listen_address).await?;
         let local = listener.local_addr()?;
@@ -52,7 +60,6 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             Ok(_) => {}
             Err(e) => log::warn!("cannot raise the soft RLIMIT_NOFILE to the hard limit: {e}"),
         }
-        let http_stats = std::sync::Arc::new(netpressure_exporter::metrics::HttpStats::default());
         let (sampler, snapshots) = Sampler::from_config(&cfg);
         let sampler = sampler.with_http_stats(std::sync::Arc::clone(&http_stats));
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
@@ -74,13 +81,15 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             stats: std::sync::Arc::clone(&http_stats),
         };
         log::info!(
-            "listening on {local}, metrics at {}; sampling {} every {:?}, peaks over {:?}",
+            "listening on {local} ({}), metrics at {}; sampling {} every {:?}, peaks over {:?}",
+            if web.tls() { "HTTPS" } else { "HTTP" },
             cfg.telemetry_path,
             state.sources.join(","),
             cfg.sample_interval,
             cfg.peak_window
         );
-        netpressure_exporter::server::serve(listener, app(state), cfg.max_connections, http_stats, shutdown_signal())
+        let signals = signals(std::sync::Arc::clone(&web));
+        netpressure_exporter::server::serve(listener, app(state), cfg.max_connections, http_stats, web, signals)
             .await?;
         drop(stop_tx);
         // A sample stuck in the kernel must not keep the process from exiting.
@@ -114,8 +123,8 @@ async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
 }
 
 /// Completes on SIGTERM or SIGINT. SIGHUP (which would otherwise end the process with
-/// status 129 and no word) is logged: there is no configuration file to re-read yet.
-async fn shutdown_signal() {
+/// status 129 and no word) re-reads `--web.config.file`, as Prometheus users expect.
+async fn signals(web: std::sync::Arc<Web>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -129,7 +138,7 @@ async fn shutdown_signal() {
         tokio::select! {
             _ = term.recv() => return log::info!("SIGTERM received, shutting down"),
             _ = int.recv() => return log::info!("SIGINT received, shutting down"),
-            _ = hup.recv() => log::info!("SIGHUP received: nothing to re-read (no --web.config.file yet); still running"),
+            _ = hup.recv() => web.reload("SIGHUP"),
         }
     }
 }

@@ -470,13 +470,41 @@ pub static HTTP_REJECTED: Desc = counter(
     "netpressure_http_requests_rejected_total",
     "Scrapes answered 503 because --web.max-requests were being served already.",
 );
+pub static HTTP_UNAUTHORIZED: Desc = counter(
+    "netpressure_http_requests_unauthorized_total",
+    "Requests answered 401: no or wrong basic-auth credentials (basic_auth_users in --web.config.file).",
+);
+pub static HTTP_TLS_HANDSHAKE_ERRORS: Desc = counter(
+    "netpressure_http_tls_handshake_errors_total",
+    "Connections closed before or during the TLS handshake: plain HTTP to the TLS port, a refused or missing client certificate, a timeout.",
+);
+pub static WEB_CONFIG_RELOAD_OK: Desc = gauge(
+    "netpressure_web_config_last_reload_successful",
+    "1 when the last read of --web.config.file (at a change, or SIGHUP) loaded; 0 when it failed and the previous configuration is still served.",
+);
 
 /// What the HTTP server counts, for the sampler to serve with the other self-metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HttpStats {
     pub connections: std::sync::atomic::AtomicU64,
     pub evicted: std::sync::atomic::AtomicU64,
     pub rejected: std::sync::atomic::AtomicU64,
+    pub unauthorized: std::sync::atomic::AtomicU64,
+    pub tls_handshake_errors: std::sync::atomic::AtomicU64,
+    pub web_config_ok: std::sync::atomic::AtomicBool,
+}
+
+impl Default for HttpStats {
+    fn default() -> Self {
+        Self {
+            connections: 0.into(),
+            evicted: 0.into(),
+            rejected: 0.into(),
+            unauthorized: 0.into(),
+            tls_handshake_errors: 0.into(),
+            web_config_ok: true.into(),
+        }
+    }
 }
 
 impl HttpStats {
@@ -485,6 +513,17 @@ impl HttpStats {
         out.push(&HTTP_CONNECTIONS, &[], self.connections.load(Relaxed) as f64);
         out.push(&HTTP_EVICTED, &[], self.evicted.load(Relaxed) as f64);
         out.push(&HTTP_REJECTED, &[], self.rejected.load(Relaxed) as f64);
+        out.push(&HTTP_UNAUTHORIZED, &[], self.unauthorized.load(Relaxed) as f64);
+        out.push(
+            &HTTP_TLS_HANDSHAKE_ERRORS,
+            &[],
+            self.tls_handshake_errors.load(Relaxed) as f64,
+        );
+        out.push(
+            &WEB_CONFIG_RELOAD_OK,
+            &[],
+            f64::from(u8::from(self.web_config_ok.load(Relaxed))),
+        );
     }
 }
 

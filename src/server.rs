@@ -25,6 +25,7 @@ use flate2::Compression;
 
 use crate::sampler::Published;
 use crate::snapshot::Snapshot;
+use crate::webconfig::live::{Active, Web};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -75,7 +76,8 @@ fn stamp(origin: std::time::Instant) -> u64 {
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, with the limits of this
-/// module; returns when every connection has ended or the grace period has passed.
+/// module and the TLS, basic auth, headers and rate limit of `web`; returns when every
+/// connection has ended or the grace period has passed.
 ///
 /// # Errors
 /// Never in practice: a failed `accept` (EMFILE, ECONNABORTED) is logged and retried.
@@ -84,12 +86,15 @@ pub async fn serve(
     app: Router,
     max_connections: usize,
     stats: Arc<crate::metrics::HttpStats>,
+    web: Arc<Web>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     use std::sync::atomic::Ordering;
     let origin = std::time::Instant::now();
     let conns = Arc::new(std::sync::Mutex::new(Connections::default()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // One bcrypt verification at a time (see webconfig::auth).
+    let bcrypt = Arc::new(tokio::sync::Semaphore::new(1));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
@@ -139,22 +144,47 @@ pub async fn serve(
             stats.connections.store(c.held.len() as u64, Ordering::Relaxed);
             (id, pair.0, pair.1)
         };
-        let (app, conns, builder, mut stop) = (app.clone(), Arc::clone(&conns), builder.clone(), stop_rx.clone());
-        let stats = Arc::clone(&stats);
+        // The certificate in force when the connection comes: a rotated one is
+        // presented from the next handshake on.
+        let tls = web.refresh().tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let (app, conns, builder, stop) = (app.clone(), Arc::clone(&conns), builder.clone(), stop_rx.clone());
+        let (stats, web, bcrypt) = (Arc::clone(&stats), Arc::clone(&web), Arc::clone(&bcrypt));
+        let req_stats = Arc::clone(&stats);
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 last_active.store(stamp(origin), Ordering::Relaxed);
                 let mut app = app.clone();
-                async move { tower_service::Service::call(&mut app, req).await }
+                // Per request, as the toolkit: a changed password or header applies
+                // to a kept-alive connection too.
+                let active = web.refresh();
+                let (bcrypt, stats) = (Arc::clone(&bcrypt), Arc::clone(&req_stats));
+                async move {
+                    let mut resp = match gate(&active, &req, &bcrypt, &stats).await {
+                        Some(refused) => refused,
+                        None => tower_service::Service::call(&mut app, req).await?,
+                    };
+                    for (name, value) in &active.headers {
+                        resp.headers_mut().insert(name.clone(), value.clone());
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
             });
-            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = close.notified() => {}
-                () = async { drop(stop.wait_for(|s| *s).await) } => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+            match tls {
+                None => drive(stream, &builder, svc, &close, stop).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(HEADER_TIMEOUT, handshake(stream, acceptor));
+                    let mut stop_early = stop.clone();
+                    let tls = tokio::select! {
+                        r = handshake => r.ok().flatten(),
+                        () = close.notified() => None,
+                        () = async { drop(stop_early.wait_for(|s| *s).await) } => None,
+                    };
+                    match tls {
+                        Some(tls) => drive(tls, &builder, svc, &close, stop).await,
+                        None => {
+                            stats.tls_handshake_errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
             }
             let mut c = lock(&conns);
@@ -169,6 +199,128 @@ pub async fn serve(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// Serves HTTP/1.1 on one connection until it ends, is evicted (`close`), or the
+/// server stops (in-flight requests then get [`SHUTDOWN_GRACE`]).
+async fn drive<I, S>(
+    io: I,
+    builder: &hyper::server::conn::http1::Builder,
+    svc: S,
+    close: &tokio::sync::Notify,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = Body>,
+{
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = close.notified() => {}
+        () = async { drop(stop.wait_for(|s| *s).await) } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+        }
+    }
+}
+
+/// The TLS handshake; a client that speaks plain HTTP to the TLS port gets a 400 that
+/// says so (as from Go's servers) instead of a bare reset.
+async fn handshake(
+    stream: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await.ok()? == 0 {
+        return None;
+    }
+    if first[0] != TLS_HANDSHAKE_RECORD {
+        // Drop what the client sent (closing with it unread would reset the
+        // connection before the client reads the answer), then answer. A hundred
+        // bytes fit any socket buffer: one try, no waiting on the client.
+        let mut sink = [0u8; 4096];
+        for _ in 0..4 {
+            if !matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {
+                break;
+            }
+        }
+        let _ = stream.try_write(
+            b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n\
+              Client sent an HTTP request to an HTTPS server.\n",
+        );
+        return None;
+    }
+    match acceptor.accept(stream).await {
+        Ok(tls) => Some(tls),
+        Err(e) => {
+            log::debug!("TLS handshake failed: {e}");
+            None
+        }
+    }
+}
+
+/// The checks before a request reaches the routes: the rate limit (429) and basic
+/// auth (401). `/-/healthy` and `/-/ready` pass without either: they say only
+/// whether the sampler runs, and a kubelet probe has no credentials.
+async fn gate(
+    active: &Arc<Active>,
+    req: &hyper::Request<hyper::body::Incoming>,
+    bcrypt: &tokio::sync::Semaphore,
+    stats: &crate::metrics::HttpStats,
+) -> Option<Response> {
+    let path = req.uri().path();
+    if path == "/-/healthy" || path == "/-/ready" {
+        return None;
+    }
+    if let Some(limiter) = &active.limiter {
+        if !limiter.allow() {
+            return Some(
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many requests (rate_limit in --web.config.file)\n",
+                )
+                    .into_response(),
+            );
+        }
+    }
+    let auth = active.auth.as_ref()?;
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| crate::webconfig::auth::credentials(h.as_bytes()));
+    let ok = match given {
+        None => false,
+        Some(c) => match auth.cached(&c) {
+            Some(ok) => ok,
+            None => {
+                let _one_at_a_time = bcrypt.acquire().await.ok()?;
+                // Another request may have checked the same credentials meanwhile.
+                match auth.cached(&c) {
+                    Some(ok) => ok,
+                    None => {
+                        let active = Arc::clone(active);
+                        tokio::task::spawn_blocking(move || active.auth.as_ref().is_some_and(|a| a.verify(&c)))
+                            .await
+                            .unwrap_or(false)
+                    }
+                }
+            }
+        },
+    };
+    if ok {
+        return None;
+    }
+    stats.unauthorized.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Some(
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic")],
+            "Unauthorized\n",
+        )
+            .into_response(),
+    )
 }
 
 impl AppState {
