@@ -527,3 +527,31 @@ fn a_bad_web_config_stops_the_start_naming_the_key() {
         );
     }
 }
+
+#[test]
+fn without_tls_the_rate_limit_and_basic_auth_apply_over_plain_http() {
+    let ns = Netns::new("ratelimit");
+    let pki = Pki::new("rate");
+    let path = pki.path("web.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "basic_auth_users:\n  prom: \"{}\"\nrate_limit:\n  interval: 1h\n  burst: 3\n",
+            htpasswd("s3cret")
+        ),
+    )
+    .unwrap();
+    // Ready is probed without credentials and outside the rate limit.
+    let exp = common::Exporter::start(&ns, &[&format!("--web.config.file={}", path.display())]);
+    // base64("prom:s3cret")
+    let auth = [("Authorization", "Basic cHJvbTpzM2NyZXQ=")];
+    let codes: Vec<u16> = (0..5)
+        .map(|_| exp.get_with("/metrics", &auth).unwrap().status)
+        .collect();
+    assert_eq!(codes, [200, 200, 200, 429, 429], "a burst of 3, then one per hour");
+    assert_eq!(
+        exp.get("/-/healthy").unwrap().status,
+        200,
+        "probes are not rate limited"
+    );
+}

@@ -56,14 +56,14 @@ fn idle_and_slow_clients_cannot_starve_scrapes_or_hold_the_exit() {
     let ns = Netns::new("starve");
     let exp = Exporter::start(&ns, &["--no-collector.netns"]);
     // 1,000 connections that never send a byte, then 200 that send their headers one
-    // byte at a time, past the header timeout.
+    // byte every half second for 30 s, well past the header timeout.
     let _idle = connect_all(&ns, 1000);
     let mut slow = connect_all(&ns, 200);
     let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     let started = Instant::now();
     let mut worst = Duration::ZERO;
     let mut scrapes = 0;
-    for i in 0..24 {
+    for i in 0..60 {
         for s in &mut slow {
             let _ = s.write_all(&request[i % request.len()..=i % request.len()]);
         }
@@ -92,6 +92,30 @@ fn idle_and_slow_clients_cannot_starve_scrapes_or_hold_the_exit() {
     let (code, log) = exp.stop();
     assert_eq!(code, Some(0), "{log}");
     assert!(t.elapsed() < Duration::from_secs(5), "shutdown took {:?}", t.elapsed());
+}
+
+#[test]
+fn at_1024_descriptors_1500_idle_connections_do_not_black_out_metrics() {
+    raise_nofile();
+    let ns = Netns::new("fdcap");
+    // The soft and hard limit both 1024 (systemd's default soft limit): the exporter
+    // cannot raise it.
+    let mut cmd = ns.cmd("prlimit");
+    cmd.args(["--nofile=1024:1024", common::EXPORTER]).args([
+        "--web.listen-address",
+        &format!("127.0.0.1:{PORT}"),
+        "--no-collector.netns",
+    ]);
+    let exp = Exporter::start_cmd(&mut cmd);
+    let idle = connect_all(&ns, 1500);
+    assert!(idle.len() >= 1500, "{} connected", idle.len());
+    // Another client is answered, and so are the probes; the self-metrics (from the
+    // sampler's next snapshot) show room was made by closing the idle ones.
+    let body = common::scrape_until(&exp, "the idle connections evicted", |b| {
+        metric(b, "netpressure_http_connections_evicted_total", "").unwrap_or(0.0) >= 1400.0
+    });
+    assert_eq!(metric(&body, "process_max_fds", ""), Some(1024.0));
+    assert_eq!(exp.get("/-/healthy").unwrap().status, 200);
 }
 
 #[test]
@@ -141,7 +165,7 @@ fn sixty_four_wrk_connections_get_answers_or_documented_503s() {
     let idle = rss_bytes(exp.pid());
     let out = ns
         .cmd("wrk")
-        .args(["-t2", "-c64", "-d10s", "--timeout", "5s"])
+        .args(["-t2", "-c64", "-d20s", "--timeout", "5s"])
         .arg(format!("http://127.0.0.1:{PORT}/metrics"))
         .output()
         .unwrap();
