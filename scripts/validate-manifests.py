@@ -35,6 +35,108 @@ def load_overlay_image(overlay):
     return f"{img['newName']}:{img['newTag']}"
 
 
+def check_tls_overlay(failures):
+    """Renders deploy/overlays/tls and checks that the pieces fit: the built-in objects
+    validate; the DaemonSet reads the web config from the Secret and probes over HTTPS;
+    the web config is accepted by both the toolkit's own checker (promtool check
+    web-config) and this exporter, with certificates made here by openssl; its bcrypt
+    hash matches the password the ServiceMonitor sends (htpasswd -v); the ServiceMonitor
+    scrapes over HTTPS for the name the example Certificate issues. Returns the number
+    of checks made."""
+    import base64
+    import os
+    import re
+    import signal
+
+    overlay = ROOT.parent / "overlays" / "tls"
+    r = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True)
+    if r.returncode != 0:
+        failures.append(f"kubectl kustomize {overlay} failed: {r.stderr.strip()}")
+        return 1
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d]
+    by = lambda kind, name=None: [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    builtin = [d for d in docs if d["kind"] in ("Namespace", "ServiceAccount", "DaemonSet", "Service", "Secret")]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp)
+        paths = []
+        for i, d in enumerate(builtin):
+            p = tmp / f"{i}.yaml"
+            p.write_text(yaml.safe_dump(d))
+            paths.append(p)
+        v = validate(paths)
+        if v.returncode != 0 or len(builtin) != 6:
+            failures.append(f"rendered {overlay}: {len(builtin)} built-in objects, validation:\n{v.stdout}{v.stderr}")
+
+        pod = by("DaemonSet")[0]["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        secret_of = lambda path: volumes.get(mounts.get(path, {}).get("name"), {}).get("secret", {}).get("secretName")
+        wiring = {
+            "args name the mounted web config": "--web.config.file=/etc/netpressure/web/web-config.yml" in c["args"],
+            "web config mounted read-only from its Secret": secret_of("/etc/netpressure/web") == "netpressure-web-config"
+            and mounts["/etc/netpressure/web"].get("readOnly") is True,
+            "TLS Secret mounted read-only": secret_of("/etc/netpressure/tls") == "netpressure-exporter-tls"
+            and mounts["/etc/netpressure/tls"].get("readOnly") is True,
+            "probes over HTTPS": c["livenessProbe"]["httpGet"].get("scheme") == "HTTPS"
+            and c["readinessProbe"]["httpGet"].get("scheme") == "HTTPS",
+        }
+        failures += [f"tls overlay: {k}" for k, ok in wiring.items() if not ok]
+
+        # The web config as the pod sees it, its certificate paths pointed at files
+        # made here.
+        text = base64.b64decode(by("Secret", "netpressure-web-config")[0]["data"]["web-config.yml"]).decode()
+        web = yaml.safe_load(text)
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", str(tmp / "tls.key"), "-out", str(tmp / "tls.crt"), "-days", "1", "-subj", "/CN=netpressure-exporter.netpressure.svc"],
+            check=True, capture_output=True,
+        )
+        local = tmp / "web-config.yml"
+        local.write_text(text.replace("/etc/netpressure/tls/", f"{tmp}/"))
+        p = subprocess.run(["promtool", "check", "web-config", str(local)], capture_output=True, text=True)
+        if p.returncode != 0:
+            failures.append(f"tls overlay: promtool check web-config refuses the web config: {p.stdout}{p.stderr}")
+        exporter = ROOT.parent.parent / "target" / "debug" / "netpressure_exporter"
+        proc = subprocess.Popen(
+            [str(exporter), "--web.listen-address=127.0.0.1:0", "--no-collector.netns", f"--web.config.file={local}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        log = ""
+        for line in proc.stderr:
+            log += line
+            if "listening on" in line or "level=error" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        if "listening on 127.0.0.1" not in log or "(HTTPS)" not in log:
+            failures.append(f"tls overlay: the exporter does not start with the web config: {log}")
+
+        # The hash in the web config matches the password Prometheus sends.
+        creds = by("Secret", "netpressure-scrape-credentials")[0]["stringData"]
+        users = web.get("basic_auth_users") or {}
+        htfile = tmp / "htpasswd"
+        htfile.write_text("".join(f"{u}:{h}\n" for u, h in users.items()))
+        h = subprocess.run(["htpasswd", "-vb", str(htfile), creds["username"], creds["password"]], capture_output=True, text=True)
+        if h.returncode != 0:
+            failures.append(f"tls overlay: the scrape credentials do not match basic_auth_users: {h.stderr.strip()}")
+
+    ep = by("ServiceMonitor")[0]["spec"]["endpoints"][0]
+    cert = yaml.safe_load((overlay / "certificate.yaml").read_text())
+    auth = ep.get("basicAuth", {})
+    monitor = {
+        "ServiceMonitor scrapes https": ep.get("scheme") == "https",
+        "ServiceMonitor checks the name the Certificate issues": ep.get("tlsConfig", {}).get("serverName")
+        in cert["spec"]["dnsNames"],
+        "ServiceMonitor trusts the CA of the TLS Secret": ep.get("tlsConfig", {}).get("ca", {}).get("secret", {}).get("name")
+        == cert["spec"]["secretName"],
+        "ServiceMonitor's basicAuth reads the credentials Secret": {auth.get("username", {}).get("name"), auth.get("password", {}).get("name")}
+        == {"netpressure-scrape-credentials"},
+    }
+    failures += [f"tls overlay: {k}" for k, ok in monitor.items() if not ok]
+    return 1 + len(wiring) + 3 + len(monitor)
+
+
 def main():
     failures = []
     r = validate([ROOT / n for n in BUILTIN])
@@ -119,6 +221,8 @@ def main():
             images = [c["image"] for d in docs if d["kind"] == "DaemonSet" for c in d["spec"]["template"]["spec"]["containers"]]
             if images != [want]:
                 failures.append(f"the custom-image overlay renders {images}, not [{want!r}]")
+
+    rendered_checks += check_tls_overlay(failures)
 
     # The NetworkPolicy example is a valid object too.
     rendered_checks += 1
