@@ -4,6 +4,8 @@
 //! Usage, as root inside the namespace to capture:
 //! - `cargo run --example capture -- ctnetlink DIR`: raw GET_STATS and GET_STATS_CPU
 //!   reply datagrams (`get_stats.bin`, `get_stats_cpu.bin`);
+//! - `cargo run --example capture -- ctnetlink-dump DIR`: the whole conntrack table
+//!   (`dump.bin`, the CT_GET dump the breakdown reads);
 //! - `cargo run --example capture -- sock_diag DIR`: three IPv4 TCP dumps, `listen.bin`
 //!   (LISTEN), `syn_recv.bin` (SYN_RECV) and `ephemeral.bin` (the remotes source's states
 //!   with the local-port-range bytecode filter for the range in /proc/sys).
@@ -24,7 +26,7 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let (what, dir) = match (args.next(), args.next()) {
         (Some(w), Some(d)) => (w, PathBuf::from(d)),
-        _ => return Err("usage: capture ctnetlink|sock_diag DIR".into()),
+        _ => return Err("usage: capture ctnetlink|ctnetlink-dump|sock_diag DIR".into()),
     };
     fs::create_dir_all(&dir)?;
     match what.as_str() {
@@ -35,6 +37,11 @@ fn main() -> Result<()> {
             exchange(&mut sock, &dir, "get_stats", &mut req, false)?;
             let mut req = ctnetlink::build_request(4, NLM_F_REQUEST | NLM_F_DUMP);
             exchange(&mut sock, &dir, "get_stats_cpu", &mut req, true)
+        }
+        "ctnetlink-dump" => {
+            let mut sock = NlSocket::open(netlink_sys::constants::NETLINK_NETFILTER)?;
+            let mut req = ctnetlink::build_request(1, NLM_F_REQUEST | NLM_F_DUMP);
+            exchange(&mut sock, &dir, "dump", &mut req, true)
         }
         "sock_diag" => {
             let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")?;
@@ -63,7 +70,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        _ => Err("usage: capture ctnetlink|sock_diag DIR".into()),
+        _ => Err("usage: capture ctnetlink|ctnetlink-dump|sock_diag DIR".into()),
     }
 }
 

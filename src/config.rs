@@ -37,6 +37,12 @@ pub struct Config {
     /// The enabled collectors, by name, in the registry's order.
     pub sources: Vec<&'static str>,
     pub conntrack_per_cpu: bool,
+    /// `--collector.conntrack.breakdown-*`: a table at or above this fill of its limit
+    /// (0: always; 1: never) is dumped and broken down at most every interval.
+    pub breakdown_threshold: f64,
+    pub breakdown_interval: Duration,
+    pub breakdown_timeout: Duration,
+    pub breakdown_top: usize,
     pub scan_interval: Duration,
     pub listeners_max: usize,
     pub listeners_ports: Option<Vec<(u16, u16)>>,
@@ -78,6 +84,10 @@ impl Default for Config {
                 .map(|c| c.name)
                 .collect(),
             conntrack_per_cpu: false,
+            breakdown_threshold: 0.75,
+            breakdown_interval: Duration::from_secs(30),
+            breakdown_timeout: Duration::from_secs(5),
+            breakdown_top: 10,
             scan_interval: Duration::from_secs(5),
             listeners_max: 100,
             listeners_ports: None,
@@ -161,6 +171,14 @@ fn bounded(s: &str, min: Duration, max: Duration, accepted: &str) -> Result<Dura
 
 const fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|f| (0.0..=1.0).contains(f))
+        .ok_or_else(|| "expected a fraction from 0 to 1, such as 0.75".into())
 }
 
 fn parse_count(s: &str) -> Result<usize, String> {
@@ -387,6 +405,38 @@ fn command() -> Command {
                 .help("Serve conntrack counters per CPU (a cpu label) instead of summed"),
         )
         .arg(
+            Arg::new("collector.conntrack.breakdown-threshold")
+                .long("collector.conntrack.breakdown-threshold")
+                .value_name("FRACTION")
+                .default_value("0.75")
+                .value_parser(parse_fraction)
+                .help("Break a conntrack table down (by state, top sources and destinations) when its entries reach this fraction of the limit; 0 always, 1 never"),
+        )
+        .arg(
+            Arg::new("collector.conntrack.breakdown-interval")
+                .long("collector.conntrack.breakdown-interval")
+                .value_name("DURATION")
+                .default_value("30s")
+                .value_parser(|s: &str| bounded(s, secs(1), secs(3600), "expected a duration from 1s to 1h, such as 30s"))
+                .help("Most often a table under pressure is dumped for its breakdown (1s to 1h)"),
+        )
+        .arg(
+            Arg::new("collector.conntrack.breakdown-timeout")
+                .long("collector.conntrack.breakdown-timeout")
+                .value_name("DURATION")
+                .default_value("5s")
+                .value_parser(|s: &str| bounded(s, Duration::from_millis(1), secs(60), "expected a duration from 1ms to 1m, such as 5s"))
+                .help("Longest a breakdown dump may run; a longer one is cut and served as incomplete"),
+        )
+        .arg(
+            Arg::new("collector.conntrack.breakdown-top")
+                .long("collector.conntrack.breakdown-top")
+                .value_name("N")
+                .default_value("10")
+                .value_parser(parse_count)
+                .help("Sources and destinations served by a breakdown: the largest; the rest add up in \"other\""),
+        )
+        .arg(
             Arg::new("scan.interval")
                 .long("scan.interval")
                 .value_name("DURATION")
@@ -586,6 +636,10 @@ impl Config {
             peak_window: get(&m, "sample.peak-window").unwrap_or(d.peak_window),
             sources,
             conntrack_per_cpu: m.get_flag("collector.conntrack.per-cpu"),
+            breakdown_threshold: get(&m, "collector.conntrack.breakdown-threshold").unwrap_or(d.breakdown_threshold),
+            breakdown_interval: get(&m, "collector.conntrack.breakdown-interval").unwrap_or(d.breakdown_interval),
+            breakdown_timeout: get(&m, "collector.conntrack.breakdown-timeout").unwrap_or(d.breakdown_timeout),
+            breakdown_top: get(&m, "collector.conntrack.breakdown-top").unwrap_or(d.breakdown_top),
             scan_interval: get(&m, "scan.interval").unwrap_or(d.scan_interval),
             listeners_max: get(&m, "collector.listeners.max").unwrap_or(d.listeners_max),
             listeners_ports: get(&m, "collector.listeners.ports"),

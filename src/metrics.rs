@@ -128,6 +128,45 @@ pub static CONNTRACK_ENTRIES: Desc = Desc {
         "Conntrack entries in this network namespace, checked against the global limit.",
     )
 };
+// --- conntrack breakdown (a table under pressure: --collector.conntrack.breakdown-*) ---
+
+pub static CT_BREAKDOWN_STATE: Desc = gauge(
+    "netpressure_conntrack_breakdown_entries",
+    "Entries of a table under pressure by protocol and state (TCP states; other protocols: unreplied, replied, assured), from its last breakdown.",
+);
+pub static CT_TOP_SOURCES: Desc = gauge(
+    "netpressure_conntrack_top_source_entries",
+    "Entries of a table under pressure by original source address (top --collector.conntrack.breakdown-top, the rest as source_address=\"other\"), with source_netns/source_namespace/source_pod of the namespace on the node that owns the address.",
+);
+pub static CT_TOP_DESTINATIONS: Desc = gauge(
+    "netpressure_conntrack_top_destination_entries",
+    "Entries of a table under pressure by original destination address, port and protocol (top --collector.conntrack.breakdown-top, the rest as destination_address=\"other\").",
+);
+pub static CT_BREAKDOWN_DUMPED: Desc = gauge(
+    "netpressure_conntrack_breakdown_dumped_entries",
+    "Entries the last breakdown dump of this table saw.",
+);
+pub static CT_BREAKDOWN_DURATION: Desc = gauge(
+    "netpressure_conntrack_breakdown_duration_seconds",
+    "How long the last breakdown dump of this table took (it walks the whole global hash).",
+);
+pub static CT_BREAKDOWN_COMPLETE: Desc = gauge(
+    "netpressure_conntrack_breakdown_complete",
+    "1 when the last breakdown saw the whole table; 0 when it was cut at its time limit and covers only part of it.",
+);
+pub static CT_BREAKDOWN_TIMESTAMP: Desc = gauge(
+    "netpressure_conntrack_breakdown_timestamp_seconds",
+    "When the served breakdown of this table was taken (Unix time).",
+);
+pub static CT_BREAKDOWNS: Desc = counter(
+    "netpressure_conntrack_breakdowns_total",
+    "Breakdown dumps of this table (one at most every --collector.conntrack.breakdown-interval while it is at or above the threshold).",
+);
+pub static CT_BREAKDOWNS_CUT: Desc = counter(
+    "netpressure_conntrack_breakdowns_cut_total",
+    "Breakdown dumps of this table cut at their time limit.",
+);
+
 pub static CONNTRACK_ENTRIES_PEAK: Desc = gauge(
     "netpressure_conntrack_entries_peak",
     "Highest netpressure_conntrack_entries sampled over the sliding peak window (--sample.peak-window).",
@@ -592,6 +631,16 @@ pub fn default_netns_families() -> Vec<&'static str> {
         &PORT_RANGE_SIZE,
         &REMOTES_OMITTED,
         &SYSCTL,
+        // The breakdown: no series until a table is under pressure.
+        &CT_BREAKDOWN_STATE,
+        &CT_TOP_SOURCES,
+        &CT_TOP_DESTINATIONS,
+        &CT_BREAKDOWN_DUMPED,
+        &CT_BREAKDOWN_DURATION,
+        &CT_BREAKDOWN_COMPLETE,
+        &CT_BREAKDOWN_TIMESTAMP,
+        &CT_BREAKDOWNS,
+        &CT_BREAKDOWNS_CUT,
     ]
     .iter()
     .map(|d| d.name)
@@ -645,7 +694,7 @@ mod tests {
         assert_eq!(sorted.len(), all.len(), "a family listed twice");
         assert!(default_netns_families().iter().all(|f| all.contains(f)));
         // Every family of the namespaced sources: 10 conntrack counters, 13 netstat
-        // counters, and 20 others.
-        assert_eq!(all.len(), 43);
+        // counters, 9 of the conntrack breakdown, and 20 others.
+        assert_eq!(all.len(), 52);
     }
 }

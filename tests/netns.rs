@@ -646,3 +646,185 @@ fn steady_state_samples_of_other_namespaces_enter_none() {
         value(&last, "netpressure_netns_samples_total") - rounds
     );
 }
+
+/// The first cgroup layout this machine offers for a made-up pod: (root, path of the
+/// container's cgroup under it, pod UID).
+fn pod_cgroup_layout() -> (PathBuf, String, &'static str) {
+    for root in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+        let root = Path::new(root);
+        if root.join("cgroup.procs").exists() && (root.ends_with("unified") || root.join("cgroup.controllers").exists())
+        {
+            let uid = "7c1b2a3e-4d5f-4a6b-8c7d-9e0f1a2b3c4d";
+            let rel = format!(
+                "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-89ab.scope",
+                uid.replace('-', "_")
+            );
+            return (root.to_path_buf(), rel, uid);
+        }
+    }
+    let uid = "2f4e6a8c-0b1d-4e3f-9a5b-7c9d1e3f5a7b";
+    (
+        PathBuf::from("/sys/fs/cgroup/pids"),
+        format!("kubepods/burstable/pod{uid}/cdef"),
+        uid,
+    )
+}
+
+/// `a` and `b` joined by a veth pair, `a_addr` and `b_addr` (/24) on its ends.
+fn veth(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str, tag: &str) {
+    let (ea, eb) = (format!("np{tag}a"), format!("np{tag}b"));
+    common::run(std::process::Command::new("ip").args([
+        "link", "add", &ea, "netns", &a.name, "type", "veth", "peer", "name", &eb, "netns", &b.name,
+    ]));
+    for (ns, dev, addr) in [(a, &ea, a_addr), (b, &eb, b_addr)] {
+        ns.sh(&format!("ip addr add {addr}/24 dev {dev} && ip link set {dev} up"));
+    }
+}
+
+#[test]
+fn a_table_under_pressure_names_the_pod_and_destinations_that_fill_it() {
+    let _s = serial();
+    // The node: its table tracks what the pods send it. Two pod-like namespaces on
+    // veth pairs: the first holds 300 connections to the node, the second 20.
+    let node = Netns::with_conntrack("ctnode");
+    let (pod_a, pod_b) = (Netns::new("ctpoda"), Netns::new("ctpodb"));
+    veth(&pod_a, "10.77.1.2", &node, "10.77.1.1", "1");
+    veth(&pod_b, "10.77.2.2", &node, "10.77.2.1", "2");
+    let listeners = node.enter(|| {
+        let a = std::net::TcpListener::bind(("10.77.1.1", 8080)).unwrap();
+        let b = std::net::TcpListener::bind(("10.77.2.1", 8081)).unwrap();
+        (a, b)
+    });
+    // Accepted as they come (std's backlog of 128 would not hold 300), and held.
+    let accepted = std::sync::Arc::new(Mutex::new(Vec::new()));
+    for (l, n) in [(&listeners.0, 300), (&listeners.1, 20)] {
+        let (l, held) = (l.try_clone().unwrap(), std::sync::Arc::clone(&accepted));
+        std::thread::spawn(move || {
+            for _ in 0..n {
+                let Ok((s, _)) = l.accept() else { break };
+                held.lock().unwrap().push(s);
+            }
+        });
+    }
+    let held_a = pod_a.enter(|| connect_to("10.77.1.1", 8080, 300));
+    let held_b = pod_b.enter(|| connect_to("10.77.2.1", 8081, 20));
+    assert_eq!((held_a.len(), held_b.len()), (300, 20));
+
+    // The first one is a pod: a process in a kubepods cgroup, its directory in the
+    // pod log directory.
+    let logs = std::env::temp_dir().join(format!("np-ct-pod-logs-{}", std::process::id()));
+    let (root, rel, uid) = pod_cgroup_layout();
+    std::fs::create_dir_all(logs.join(format!("shop_web-a_{uid}"))).unwrap();
+    let child = Killed(pod_a.cmd("sleep").arg("120").stdin(Stdio::null()).spawn().unwrap());
+    let cg = Cgroup::create(&root, &rel);
+    cg.add(child.0.id());
+
+    let logs_flag = format!("--path.pod-logs={}", logs.display());
+    let mut args = FAST.to_vec();
+    args.extend([
+        logs_flag.as_str(),
+        "--collector.conntrack.breakdown-threshold=0.5",
+        "--collector.conntrack.breakdown-interval=1s",
+        "--collector.conntrack.breakdown-top=5",
+    ]);
+    let exp = Exporter::start(&node, &args);
+
+    // Below the threshold: the breakdown source runs (its samples count up) and
+    // dumps nothing.
+    let runs = |b: &str| metric(b, "netpressure_samples_total", r#"source="conntrack_breakdown""#).unwrap_or(0.0);
+    let first = scrape_until(&exp, "the node's entries", |b| {
+        metric(b, "netpressure_conntrack_entries", &node.label("")).unwrap_or(0.0) >= 320.0
+    });
+    let body = scrape_until(&exp, "two more breakdown checks", |b| runs(b) >= runs(&first) + 2.0);
+    assert_eq!(
+        metric(&body, "netpressure_conntrack_breakdowns_total", &node.label("")),
+        None
+    );
+    assert!(!body.contains("netpressure_conntrack_top_source_entries"));
+
+    // 320 and more of 500: over the threshold.
+    let _max = common::ConntrackMaxGuard::set(500);
+    let pod = format!(
+        r#"source_address="10.77.1.2",source_netns="{}",source_namespace="shop",source_pod="web-a""#,
+        pod_a.label("").trim_start_matches("netns=\"").trim_end_matches('"')
+    );
+    let top_a = node.label(&pod);
+    let top_b = node.label(&format!(
+        r#"source_address="10.77.2.2",source_netns="{}""#,
+        pod_b.label("").trim_start_matches("netns=\"").trim_end_matches('"')
+    ));
+    let body = scrape_until(&exp, "the breakdown naming the pod", |b| {
+        metric(b, "netpressure_conntrack_top_source_entries", &top_a).is_some()
+            && metric(b, "netpressure_conntrack_top_source_entries", &top_b).is_some()
+    });
+    let from_a = metric(&body, "netpressure_conntrack_top_source_entries", &top_a).unwrap();
+    assert!(
+        (300.0..=302.0).contains(&from_a),
+        "{from_a} entries from the first pod:\n{body}"
+    );
+    assert_eq!(
+        metric(&body, "netpressure_conntrack_top_source_entries", &top_b),
+        Some(20.0)
+    );
+    // It is the top source: its series comes first among the node's sources.
+    let sources: Vec<(String, f64)> = body
+        .lines()
+        .filter(|l| l.starts_with(&format!("netpressure_conntrack_top_source_entries{{{}", node.label(""))))
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect();
+    let max = sources.iter().map(|s| s.1).fold(0.0, f64::max);
+    assert_eq!(max, from_a, "{sources:?}");
+    // Destinations ranked: the node's listener for the first pod, then the second's.
+    let dest = |addr: &str, port: u16| {
+        metric(
+            &body,
+            "netpressure_conntrack_top_destination_entries",
+            &node.label(&format!(
+                r#"destination_address="{addr}",destination_port="{port}",protocol="tcp""#
+            )),
+        )
+    };
+    assert_eq!(dest("10.77.1.1", 8080), Some(from_a));
+    assert_eq!(dest("10.77.2.1", 8081), Some(20.0));
+    // The states add up to the entries the dump saw, complete.
+    let dumped = metric(&body, "netpressure_conntrack_breakdown_dumped_entries", &node.label("")).unwrap();
+    let by_state: f64 = body
+        .lines()
+        .filter(|l| l.starts_with(&format!("netpressure_conntrack_breakdown_entries{{{}", node.label(""))))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(by_state, dumped);
+    assert!(dumped >= 320.0);
+    assert!(
+        metric(
+            &body,
+            "netpressure_conntrack_breakdown_entries",
+            &node.label(r#"protocol="tcp",state="established""#)
+        )
+        .unwrap()
+            >= 320.0
+    );
+    assert_eq!(
+        metric(&body, "netpressure_conntrack_breakdown_complete", &node.label("")),
+        Some(1.0)
+    );
+    assert!(metric(&body, "netpressure_conntrack_breakdowns_total", &node.label("")).unwrap() >= 1.0);
+    // The pods' own tables are empty and below any threshold: no breakdown there.
+    assert_eq!(
+        metric(&body, "netpressure_conntrack_breakdowns_total", &pod_a.label("")),
+        None
+    );
+    drop(exp);
+    drop((held_a, held_b, listeners, accepted, child, cg));
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+fn connect_to(addr: &str, port: u16, n: usize) -> Vec<TcpStream> {
+    let addr: std::net::SocketAddr = format!("{addr}:{port}").parse().unwrap();
+    (0..n)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok())
+        .collect()
+}

@@ -309,3 +309,104 @@ mod sockets {
         assert!(for_each_pair(&netstat[..cut], |_, _, _| {}).is_err());
     }
 }
+
+/// A ctnetlink table dump (tests/data/linux-6.18.44-ctdump: TCP held and closed, IPv6,
+/// UDP with and without a reply, one ICMP echo), broken down and checked against what
+/// `conntrack -L` printed for the same table at the same moment.
+#[test]
+fn a_table_dump_breaks_down_as_conntrack_lists_it() {
+    use netpressure_exporter::netlink::ctnetlink::decode_entry;
+    use netpressure_exporter::netlink::{for_each_msg, Msg};
+    use netpressure_exporter::source::breakdown::Tally;
+    use std::collections::BTreeMap;
+
+    let dump = data("linux-6.18.44-ctdump/dump.bin");
+    let s = seq("linux-6.18.44-ctdump/dump.seq");
+    let mut tally = Tally::default();
+    let mut done = false;
+    for_each_msg("test", &dump, s, |m| {
+        match m {
+            Msg::Data {
+                message_type: 0x0100,
+                payload,
+            } => tally.add(&decode_entry(payload).unwrap().unwrap()),
+            Msg::Done => done = true,
+            _ => {}
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert!(done);
+
+    // What conntrack -L said: protocol and state (TCP state, else the flags), source,
+    // destination and port of each entry's original direction.
+    let listed = String::from_utf8(data("linux-6.18.44-ctdump/conntrack_L.txt")).unwrap();
+    let mut states: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut sources: BTreeMap<String, u64> = BTreeMap::new();
+    let mut destinations: BTreeMap<(String, String, String), u64> = BTreeMap::new();
+    for line in listed.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let field = |k: &str| words.iter().find_map(|w| w.strip_prefix(k)).unwrap_or("0").to_string();
+        let proto = words[0].to_string();
+        let state = if proto == "tcp" {
+            words[3].to_ascii_lowercase()
+        } else if line.contains("[ASSURED]") {
+            "assured".into()
+        } else if line.contains("[UNREPLIED]") {
+            "unreplied".into()
+        } else {
+            "replied".into()
+        };
+        *states.entry((proto.clone(), state)).or_default() += 1;
+        *sources.entry(field("src=")).or_default() += 1;
+        *destinations.entry((proto, field("dst="), field("dport="))).or_default() += 1;
+    }
+    let r = tally.rank(100);
+    assert_eq!(r.total, 16);
+    assert_eq!(r.total, listed.lines().count() as u64);
+    let got: BTreeMap<(String, String), u64> = r
+        .states
+        .iter()
+        .map(|((p, st), n)| ((p.to_string(), st.to_string()), *n))
+        .collect();
+    assert_eq!(got, states);
+    let got: BTreeMap<String, u64> = r.sources.iter().map(|(a, n)| (a.to_string(), *n)).collect();
+    assert_eq!(got, sources);
+    let got: BTreeMap<(String, String, String), u64> = r
+        .destinations
+        .iter()
+        .map(|((p, a, port), n)| {
+            let proto = netpressure_exporter::source::breakdown::protocol_label(*p).to_string();
+            ((proto, a.to_string(), port.to_string()), *n)
+        })
+        .collect();
+    assert_eq!(got, destinations);
+    assert_eq!((r.other_sources, r.other_destinations), (0, 0));
+}
+
+#[test]
+fn a_table_dump_cut_anywhere_decodes_or_errs_without_panicking() {
+    use netpressure_exporter::netlink::ctnetlink::decode_entry;
+    use netpressure_exporter::netlink::{for_each_msg, Msg};
+    let dump = data("linux-6.18.44-ctdump/dump.bin");
+    let s = seq("linux-6.18.44-ctdump/dump.seq");
+    for cut in 0..dump.len() {
+        let mut bytes = dump[..cut].to_vec();
+        let _ = for_each_msg("test", &bytes, s, |m| {
+            if let Msg::Data { payload, .. } = m {
+                let _ = decode_entry(payload);
+            }
+            Ok(())
+        });
+        // Flip one byte as well.
+        if let Some(b) = bytes.last_mut() {
+            *b ^= 0xff;
+        }
+        let _ = for_each_msg("test", &bytes, s, |m| {
+            if let Msg::Data { payload, .. } = m {
+                let _ = decode_entry(payload);
+            }
+            Ok(())
+        });
+    }
+}

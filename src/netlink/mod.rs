@@ -6,6 +6,7 @@
 //! steady-state sample allocates nothing.
 
 pub mod ctnetlink;
+pub mod route;
 pub mod sock_diag;
 
 use std::io;

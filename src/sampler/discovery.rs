@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::netns::{self, Found, NsKey};
 use crate::pods::{self, Pod};
+use crate::source::breakdown::Owner;
 
 /// Descriptors the exporter keeps for itself before any other namespace gets one: its
 /// own namespace's sources, the HTTP server and its connections, the discovery walk.
@@ -30,6 +31,8 @@ pub fn namespaces_within(nofile: u64) -> usize {
 pub struct Target {
     pub key: NsKey,
     pub labels: String,
+    /// The same labels as values, for the conntrack breakdown's source owners.
+    pub owner: Owner,
     pub path: PathBuf,
 }
 
@@ -60,10 +63,15 @@ pub struct Discovery {
 
 /// The `netns` label of a namespace.
 pub fn netns_label(key: NsKey, init: Option<NsKey>) -> String {
+    format!(r#"netns="{}""#, netns_value(key, init))
+}
+
+/// The `netns` label's value: `host` for the node's initial namespace, else the inode.
+pub fn netns_value(key: NsKey, init: Option<NsKey>) -> String {
     if netns::is_init(key, init) {
-        r#"netns="host""#.to_string()
+        "host".to_string()
     } else {
-        format!(r#"netns="{}""#, key.1)
+        key.1.to_string()
     }
 }
 
@@ -149,6 +157,10 @@ impl Discovery {
                 Some(Target {
                     key,
                     labels: pod.map_or_else(|| netns.clone(), |p| with_pod(&netns, p)),
+                    owner: Owner {
+                        netns: netns_value(key, self.init),
+                        pod: pod.map(|p| (p.namespace.clone(), p.name.clone())),
+                    },
                     path: f.path.clone(),
                 })
             })

@@ -14,10 +14,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use crate::metrics::{self, Desc};
+use crate::netlink::route::Addresses;
 use crate::netns::{self, NsKey};
 use crate::sampler::home::{Home, DISPLACED};
 use crate::sampler::slot::{Run, Slot};
 use crate::snapshot::Snapshot;
+use crate::source::breakdown::Owner;
 use crate::source::settings::SettingsReader;
 use crate::source::NsContext;
 
@@ -34,6 +36,11 @@ pub struct Group {
     pub ctx: Arc<NsContext>,
     /// The namespace's sysctls, read every this many ticks into `ctx` (the slow lane).
     pub settings: Option<(SettingsReader, u64)>,
+    /// Where the conntrack breakdown names the pods behind addresses (the slow lane,
+    /// when it is on): the namespace as an owner, and its rtnetlink socket, opened
+    /// inside with the sysctls and read from outside at each discovery.
+    pub owner: Option<Arc<Owner>>,
+    pub addresses: Option<Addresses>,
 }
 
 impl Group {
@@ -41,6 +48,17 @@ impl Group {
         match &self.settings {
             Some((_, every)) => ticks.wrapping_add(self.phase) % every == 0 || !lock(&self.ctx.settings).read,
             None => false,
+        }
+    }
+
+    /// Opens the rtnetlink socket if the group wants one (the thread is in the
+    /// namespace).
+    fn open_addresses(&mut self) {
+        if self.owner.is_some() && self.addresses.is_none() {
+            match Addresses::open() {
+                Ok(a) => self.addresses = Some(a),
+                Err(e) => log::debug!("namespace {}: address socket: {e}", self.labels),
+            }
         }
     }
 
@@ -114,6 +132,7 @@ impl Lane {
         let own = &mut self.own;
         if own.settings_due(ticks) && !displaced {
             own.read_settings();
+            own.open_addresses();
         }
         for slot in &mut own.slots {
             if displaced && slot.namespaced {
@@ -211,6 +230,7 @@ fn run_other(key: NsKey, g: &mut Group, home: &mut Home, ticks: u64, now: Instan
                 let r = home.visit(ns.as_ref(), key, || {
                     if settings_due {
                         g.read_settings();
+                        g.open_addresses();
                     }
                     for (i, slot) in g.slots.iter_mut().enumerate() {
                         if need & (1 << i) != 0 {

@@ -37,8 +37,9 @@ use crate::metrics::{self, Desc};
 use crate::netns::{self, NsKey};
 use crate::peak::Peaks;
 use crate::snapshot::Snapshot;
+use crate::source::breakdown::Owner;
 use crate::source::settings::SettingsReader;
-use crate::source::{Cadence, NsContext, SourceInfo};
+use crate::source::{Cadence, NsContext, SlowCadence, SourceInfo};
 use discovery::{Discovery, Failure, Target};
 use home::Home;
 use lane::{Families, Group, Lane};
@@ -118,11 +119,18 @@ impl Builder {
     /// The slow lane's slots, run every scan.
     fn slow_slots(&self, own: bool, ctx: &Arc<NsContext>) -> Vec<Slot> {
         let cfg = if own { &self.own } else { &self.other };
-        let every = ticks_for(cfg.scan_interval, SLOW_TICK);
+        let scan = ticks_for(cfg.scan_interval, SLOW_TICK);
         self.sources
             .iter()
             .filter(|s| own || s.namespaced)
-            .filter_map(|s| Some(Slot::new((s.slow?)(cfg, ctx), every, s.namespaced, !own)))
+            .filter_map(|s| {
+                let (cadence, build) = s.slow?;
+                let every = match cadence {
+                    SlowCadence::Scan => scan,
+                    SlowCadence::Tick => 1,
+                };
+                Some(Slot::new(build(cfg, ctx), every, s.namespaced, !own))
+            })
             .collect()
     }
 
@@ -150,15 +158,16 @@ fn families(cfg: &Config) -> Families {
     }
 }
 
-/// The own namespace's key and label, and a descriptor of it to come back to.
+/// The own namespace's key, its `netns` label value, and a descriptor of it to come
+/// back to.
 fn own_namespace(procfs: &std::path::Path) -> (Option<NsKey>, String, Option<File>) {
     let path = std::path::Path::new("/proc/thread-self/ns/net");
     let key = netns::key_of(path).ok();
-    let label = match key {
-        Some(k) => discovery::netns_label(k, netns::init_key(procfs)),
-        None => r#"netns="host""#.to_string(),
+    let value = match key {
+        Some(k) => discovery::netns_value(k, netns::init_key(procfs)),
+        None => "host".to_string(),
     };
-    (key, label, File::open(path).ok())
+    (key, value, File::open(path).ok())
 }
 
 pub struct Sampler {
@@ -188,6 +197,9 @@ pub struct SlowLane {
     builder: Builder,
     /// Discovery could not list procfs, or ran out of descriptors (logged once).
     failing: bool,
+    /// The node's address owners, refreshed after each discovery when `breakdown`.
+    owners: Arc<crate::source::breakdown::Owners>,
+    breakdown: bool,
 }
 
 impl Sampler {
@@ -195,7 +207,18 @@ impl Sampler {
     pub fn from_config(cfg: &Config) -> (Self, Published) {
         let (tx, rx) = watch::channel(None);
         let builder = Builder::new(cfg);
-        let (own_key, own_label, own_file) = own_namespace(&cfg.roots.procfs);
+        let (own_key, own_netns, own_file) = own_namespace(&cfg.roots.procfs);
+        let own_label = format!(r#"netns="{own_netns}""#);
+        // The conntrack breakdown names the owners of source addresses: the slow lane
+        // keeps one map for the node, and each namespace's address socket.
+        let breakdown = cfg.sources.contains(&"conntrack") && cfg.breakdown_threshold < 1.0;
+        let owners = Arc::new(crate::source::breakdown::Owners::default());
+        let own_owner = breakdown.then(|| {
+            Arc::new(Owner {
+                netns: own_netns.clone(),
+                pod: None,
+            })
+        });
         let entries = Arc::new(home::Entries::default());
         let sample_others = cfg.netns && builder.sources.iter().any(|s| s.namespaced);
         let homes = match (sample_others, own_key, own_file) {
@@ -212,14 +235,16 @@ impl Sampler {
             }
             _ => None,
         };
-        let ctx = Arc::new(NsContext::default());
-        let own_group = |slots, settings| Group {
+        let ctx = Arc::new(NsContext::with_owners(&owners));
+        let own_group = |slots, settings, owner: Option<Arc<Owner>>| Group {
             labels: own_label.clone(),
             phase: 0,
             slots,
             ns: None,
             ctx: Arc::clone(&ctx),
             settings,
+            owner,
+            addresses: None,
         };
         let (fast_home, slow_home, own_key) = match homes {
             Some((key, a, b)) => (
@@ -231,12 +256,12 @@ impl Sampler {
         };
         let fam = families(cfg);
         let fast = Lane::new(
-            own_group(builder.fast_slots(true, &ctx), None),
+            own_group(builder.fast_slots(true, &ctx), None, None),
             fast_home,
             Arc::clone(&fam),
         );
         let slow_lane = Lane::new(
-            own_group(builder.slow_slots(true, &ctx), builder.settings(true)),
+            own_group(builder.slow_slots(true, &ctx), builder.settings(true), own_owner),
             slow_home,
             fam,
         );
@@ -260,6 +285,8 @@ impl Sampler {
             out: Arc::clone(&slow_out),
             builder: builder.clone(),
             failing: false,
+            owners,
+            breakdown,
         };
         let sampler = Self {
             fast,
@@ -298,6 +325,8 @@ impl Sampler {
                         ns: Some(ns),
                         ctx,
                         settings: None,
+                        owner: None,
+                        addresses: None,
                     };
                     self.fast.others.insert(key, group);
                 }
@@ -443,6 +472,7 @@ impl SlowLane {
     pub fn step(&mut self, now: Instant) {
         if self.lane.ticks % self.discovery_every == 0 {
             self.discover();
+            self.refresh_owners();
         }
         self.lane.run(now);
         let mut out = Snapshot::new();
@@ -503,6 +533,9 @@ impl SlowLane {
             match self.lane.others.get_mut(&t.key) {
                 Some(g) if g.labels != t.labels => {
                     g.labels.clone_from(&t.labels);
+                    if self.breakdown {
+                        g.owner = Some(Arc::new(t.owner.clone()));
+                    }
                     let _ = self.changes.send(Change::Relabel {
                         key: t.key,
                         labels: t.labels,
@@ -512,6 +545,29 @@ impl SlowLane {
                 None => self.add_namespace(t),
             }
         }
+    }
+
+    /// Reads every namespace's addresses (through sockets opened inside them; no
+    /// entering) into the node's owner map for the conntrack breakdown.
+    fn refresh_owners(&mut self) {
+        if !self.breakdown {
+            return;
+        }
+        let mut all = Vec::new();
+        let mut buf = Vec::new();
+        for g in std::iter::once(&mut self.lane.own).chain(self.lane.others.values_mut()) {
+            let (Some(owner), Some(socket)) = (&g.owner, g.addresses.as_mut()) else {
+                continue;
+            };
+            match socket.read(&mut buf) {
+                Ok(()) => all.extend(buf.drain(..).map(|a| (a, Arc::clone(owner)))),
+                Err(e) => {
+                    log::debug!("namespace {}: address dump: {e}; reopening at the next visit", g.labels);
+                    g.addresses = None;
+                }
+            }
+        }
+        self.owners.replace(all);
     }
 
     fn add_namespace(&mut self, t: Target) {
@@ -526,7 +582,7 @@ impl SlowLane {
                 return;
             }
         };
-        let ctx = Arc::new(NsContext::default());
+        let ctx = Arc::new(NsContext::with_owners(&self.owners));
         let group = Group {
             labels: t.labels.clone(),
             phase: t.key.1,
@@ -534,6 +590,8 @@ impl SlowLane {
             ns: Some(Arc::clone(&ns)),
             ctx: Arc::clone(&ctx),
             settings: self.builder.settings(false),
+            owner: self.breakdown.then(|| Arc::new(t.owner.clone())),
+            addresses: None,
         };
         self.lane.others.insert(t.key, group);
         let _ = self.changes.send(Change::Add {

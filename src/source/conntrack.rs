@@ -175,6 +175,7 @@ impl Source for Conntrack {
             global.max_entries = self.max.read_u64_opt()?;
         }
 
+        self.ctx.set_conntrack_fill(global.entries.zip(global.max_entries));
         if let Some(v) = global.entries {
             out.push(&metrics::CONNTRACK_ENTRIES, &[], v as f64);
         }

@@ -1,6 +1,7 @@
 //! Sources: one file per kernel interface, and the one table that registers them. The
 //! `--collector.NAME` flags, the self-metrics and the docs all come from [`SOURCES`].
 
+pub mod breakdown;
 pub mod conntrack;
 pub mod filefd;
 pub mod listeners;
@@ -103,7 +104,17 @@ pub struct SourceInfo {
     /// node-wide and run once.
     pub namespaced: bool,
     pub fast: Option<(Cadence, Build)>,
-    pub slow: Option<Build>,
+    pub slow: Option<(SlowCadence, Build)>,
+}
+
+/// How often the slow lane runs a source's slow part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowCadence {
+    /// Every `--scan.interval` (other namespaces: `--netns.scan-interval`).
+    Scan,
+    /// Every tick of the slow lane (1 s): a source that decides for itself when to do
+    /// its work (the conntrack breakdown, which watches the table's fill).
+    Tick,
 }
 
 /// What the sources of one namespace share, across both lanes: the sysctls (read once,
@@ -115,6 +126,12 @@ pub struct NsContext {
     pub settings_error: Mutex<Option<String>>,
     pub syn: Mutex<listeners::SynShared>,
     pub slow_diag: Mutex<crate::netlink::sock_diag::LazySockDiag>,
+    /// The table's entries and limit, as the conntrack source last read them: the
+    /// breakdown's trigger.
+    pub conntrack_fill: Mutex<Option<(u64, u64)>>,
+    /// Which namespace on the node owns which address (one map for the node, shared
+    /// by every namespace's context).
+    pub owners: Arc<breakdown::Owners>,
 }
 
 impl std::fmt::Debug for NsContext {
@@ -135,6 +152,22 @@ impl NsContext {
         Ok(Arc::new(ctx))
     }
 
+    /// A context sharing the node's address owners.
+    pub fn with_owners(owners: &Arc<breakdown::Owners>) -> Self {
+        Self {
+            owners: Arc::clone(owners),
+            ..Self::default()
+        }
+    }
+
+    pub fn conntrack_fill(&self) -> Option<(u64, u64)> {
+        *self.conntrack_fill.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn set_conntrack_fill(&self, fill: Option<(u64, u64)>) {
+        *self.conntrack_fill.lock().unwrap_or_else(PoisonError::into_inner) = fill;
+    }
+
     /// The last sysctl values read in this namespace.
     pub fn settings(&self) -> settings::Settings {
         self.settings.lock().unwrap_or_else(PoisonError::into_inner).clone()
@@ -153,7 +186,9 @@ pub static SOURCES: &[SourceInfo] = &[
         fast: Some((Cadence::Sample, |cfg, ctx| {
             Box::new(conntrack::Conntrack::new(cfg, ctx))
         })),
-        slow: None,
+        slow: Some((SlowCadence::Tick, |cfg, ctx| {
+            Box::new(breakdown::Breakdown::new(cfg, ctx))
+        })),
     },
     SourceInfo {
         name: "netstat",
@@ -173,13 +208,13 @@ pub static SOURCES: &[SourceInfo] = &[
         fast: Some((Cadence::Sample, |cfg, ctx| {
             Box::new(listeners::Listeners::new(cfg, ctx))
         })),
-        slow: Some(|_, ctx| Box::new(listeners::SynScan::new(ctx))),
+        slow: Some((SlowCadence::Scan, |_, ctx| Box::new(listeners::SynScan::new(ctx)))),
     },
     SourceInfo {
         name: "remotes",
         namespaced: true,
         fast: None,
-        slow: Some(|cfg, ctx| Box::new(remotes::Remotes::new(cfg, ctx))),
+        slow: Some((SlowCadence::Scan, |cfg, ctx| Box::new(remotes::Remotes::new(cfg, ctx)))),
     },
     SourceInfo {
         name: "softnet",
@@ -191,7 +226,7 @@ pub static SOURCES: &[SourceInfo] = &[
         name: "sysctl",
         namespaced: true,
         fast: None,
-        slow: Some(|cfg, ctx| Box::new(sysctl::Sysctl::new(cfg, ctx))),
+        slow: Some((SlowCadence::Scan, |cfg, ctx| Box::new(sysctl::Sysctl::new(cfg, ctx)))),
     },
     SourceInfo {
         name: "filefd",
@@ -203,7 +238,7 @@ pub static SOURCES: &[SourceInfo] = &[
         name: "processes",
         namespaced: false,
         fast: None,
-        slow: Some(|cfg, _| Box::new(processes::Processes::new(cfg))),
+        slow: Some((SlowCadence::Scan, |cfg, _| Box::new(processes::Processes::new(cfg)))),
     },
     SourceInfo {
         name: "process",
