@@ -21,4 +21,5 @@ pub mod server;
 pub mod snapshot;
 pub mod source;
 pub mod sys;
+pub mod top;
 pub mod webconfig;

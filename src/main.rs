@@ -12,7 +12,11 @@ use netpressure_exporter::webconfig::live::Web;
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
-    let cfg = match Config::from_args(std::env::args_os()) {
+    let mut args = std::env::args_os();
+    if std::env::args_os().nth(1).is_some_and(|a| a == "conntrack-top") {
+        return conntrack_top(args.by_ref().skip(2).collect());
+    }
+    let cfg = match Config::from_args(args) {
         Ok(cfg) => cfg,
         // print! and eprintln! panic when the stream cannot be written (`--help
         // >/dev/full`); a failed write is reported (where stderr still works) and exits 1.
@@ -37,6 +41,32 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `netpressure_exporter conntrack-top`: prints one table's breakdown and exits.
+fn conntrack_top(args: Vec<std::ffi::OsString>) -> ExitCode {
+    use netpressure_exporter::top;
+    let args = match top::Args::parse(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    netpressure_exporter::logging::init(log::LevelFilter::Warn, netpressure_exporter::config::LogFormat::Logfmt);
+    match top::run(&args) {
+        Ok(report) => {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(top::render(&report, args.top).as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::from(1),
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "netpressure_exporter conntrack-top: {e}");
             ExitCode::from(1)
         }
     }

@@ -183,3 +183,31 @@ fn missing_conntrack_reports_the_source_down_and_the_rest_keeps_serving() {
     assert_eq!(lines.len(), 1, "{log}");
     assert!(lines[0].contains("level=debug"), "{log}");
 }
+
+/// The breakdown's table dump against the real kernel: complete, it sees what
+/// `nf_conntrack_count` says; with its deadline already passed it stops after the
+/// first datagram, and says it was cut.
+#[test]
+fn a_table_dump_sees_every_entry_or_says_it_was_cut() {
+    use netpressure_exporter::netlink::ctnetlink::{CtDump, DumpEnd};
+    use std::time::Instant;
+    let ns = Netns::with_conntrack("ctdump");
+    // 240 entries: about 50 KB of dump, more than one datagram. 120 a listener (its
+    // accept queue of 128 holds them without accepting).
+    let _a = Flows::open(&ns, 8080, 120, Duration::from_secs(2));
+    let _b = Flows::open(&ns, 8081, 120, Duration::from_secs(2));
+    assert_eq!(ns.conntrack_count(), 240);
+    let (complete, cut) = ns.enter(|| {
+        let mut seen = 0u64;
+        let end = CtDump::open()
+            .unwrap()
+            .run(Instant::now() + Duration::from_secs(30), |_| seen += 1)
+            .unwrap();
+        let mut partial = 0u64;
+        let cut = CtDump::open().unwrap().run(Instant::now(), |_| partial += 1).unwrap();
+        ((end, seen), (cut, partial))
+    });
+    assert_eq!(complete, (DumpEnd::Complete, ns.conntrack_count()));
+    assert_eq!(cut.0, DumpEnd::Cut);
+    assert!(cut.1 < complete.1, "{} of {} seen before the cut", cut.1, complete.1);
+}

@@ -817,6 +817,31 @@ fn a_table_under_pressure_names_the_pod_and_destinations_that_fill_it() {
         metric(&body, "netpressure_conntrack_breakdowns_total", &pod_a.label("")),
         None
     );
+
+    // The same, once, in a terminal: `conntrack-top`.
+    let out = common::run(
+        std::process::Command::new(common::EXPORTER)
+            .args(["conntrack-top", "--netns", &node.name, "--top", "5"])
+            .arg(format!("--path.pod-logs={}", logs.display())),
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let row = |first: &[&str]| {
+        text.lines()
+            .any(|l| l.split_whitespace().take(first.len()).eq(first.iter().copied()))
+    };
+    let node_ino = node
+        .label("")
+        .trim_start_matches("netns=\"")
+        .trim_end_matches('"')
+        .to_string();
+    assert!(
+        text.starts_with(&format!("conntrack table of netns {node_ino}:")),
+        "{text}"
+    );
+    assert!(row(&["300", "10.77.1.2", "pod", "shop/web-a"]), "{text}");
+    assert!(row(&["20", "10.77.2.2", "netns"]), "{text}");
+    assert!(row(&["300", "tcp", "10.77.1.1:8080"]), "{text}");
+    assert!(row(&["20", "tcp", "10.77.2.1:8081"]), "{text}");
     drop(exp);
     drop((held_a, held_b, listeners, accepted, child, cg));
     let _ = std::fs::remove_dir_all(&logs);
