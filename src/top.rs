@@ -187,7 +187,8 @@ pub fn run(args: &Args) -> Result<Report, String> {
     let owners = Arc::new(Owners::default());
     owners.replace(all);
 
-    let dump = || -> Result<(Option<u64>, Option<u64>, Tally, DumpEnd, Duration), String> {
+    type Dumped = (Option<u64>, Option<u64>, Tally, DumpEnd, Duration);
+    let dump = || -> Result<Dumped, String> {
         let stats = Ctnetlink::open().and_then(|mut c| c.stats()).ok();
         let mut dump = CtDump::open().map_err(|e| e.to_string())?;
         let mut tally = Tally::default();
