@@ -13,8 +13,10 @@ use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os();
-    if std::env::args_os().nth(1).is_some_and(|a| a == "conntrack-top") {
-        return conntrack_top(args.by_ref().skip(2).collect());
+    match std::env::args_os().nth(1) {
+        Some(a) if a == "conntrack-top" => return conntrack_top(args.by_ref().skip(2).collect()),
+        Some(a) if a == "doctor" => return doctor(args.by_ref().skip(2).collect()),
+        _ => {}
     }
     let cfg = match Config::from_args(args) {
         Ok(cfg) => cfg,
@@ -68,6 +70,33 @@ fn conntrack_top(args: Vec<std::ffi::OsString>) -> ExitCode {
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "netpressure_exporter conntrack-top: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// `netpressure_exporter doctor`: findings, exit 1 when one is critical.
+fn doctor(args: Vec<std::ffi::OsString>) -> ExitCode {
+    use netpressure_exporter::doctor;
+    let args = match doctor::Args::parse(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    netpressure_exporter::logging::init(log::LevelFilter::Error, netpressure_exporter::config::LogFormat::Logfmt);
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    match doctor::run(&args, colour) {
+        Ok((text, critical)) => {
+            let mut out = std::io::stdout().lock();
+            if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+                return ExitCode::from(1);
+            }
+            ExitCode::from(u8::from(critical))
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "netpressure_exporter doctor: {e}");
+            ExitCode::from(3)
         }
     }
 }

@@ -1,0 +1,429 @@
+//! `netpressure_exporter doctor`: this node's tuning checked against what it lives
+//! through. The evidence is what the exporter serves, read twice some seconds apart
+//! (counter increases between them, peaks over the window): either by sampling the
+//! node here for `--duration`, every namespace the exporter would sample, or by
+//! scraping a running exporter (`--from URL`, no privileges needed). The checks
+//! ([`checks`]) turn it into findings with the setting to change.
+
+pub mod checks;
+pub mod expo;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::io::{Read as _, Write as _};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Arg, ArgAction, Command};
+
+use checks::{Evidence, Finding, KubeProxy, Severity};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug)]
+pub struct Args {
+    pub from: Option<String>,
+    pub duration: Duration,
+    pub format: Format,
+    pub procfs: PathBuf,
+    pub pod_logs: PathBuf,
+}
+
+fn command() -> Command {
+    Command::new("doctor")
+        .bin_name("netpressure_exporter doctor")
+        .about("Check this node's conntrack, listener, port and descriptor tuning against what it is living through")
+        .disable_version_flag(true)
+        .disable_help_flag(true)
+        .arg(
+            Arg::new("from")
+                .long("from")
+                .value_name("URL")
+                .help("Read a running exporter's metrics (http://HOST:PORT/metrics) instead of sampling the node here"),
+        )
+        .arg(
+            Arg::new("duration")
+                .long("duration")
+                .value_name("DURATION")
+                .default_value("5s")
+                .value_parser(|s: &str| {
+                    crate::config::parse_duration(s)
+                        .ok()
+                        .filter(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(600))
+                        .ok_or_else(|| "expected a duration from 1s to 10m, such as 5s".to_string())
+                })
+                .help("How long to watch: counters are compared across it, peaks taken over it"),
+        )
+        .arg(
+            Arg::new("format")
+                .long("format")
+                .value_name("FORMAT")
+                .default_value("text")
+                .value_parser(["text", "json"])
+                .help("text (a table for a terminal) or json (for tools)"),
+        )
+        .arg(
+            Arg::new("path.procfs")
+                .long("path.procfs")
+                .value_name("DIR")
+                .default_value("/proc")
+                .help("procfs mount point"),
+        )
+        .arg(
+            Arg::new("path.pod-logs")
+                .long("path.pod-logs")
+                .value_name("DIR")
+                .default_value("/var/log/pods")
+                .help("The kubelet's pod log directory, which names the pods"),
+        )
+        .arg(
+            Arg::new("help")
+                .short('h')
+                .long("help")
+                .action(ArgAction::Help)
+                .help("Print help"),
+        )
+}
+
+impl Args {
+    /// Parses the arguments after `doctor`.
+    ///
+    /// # Errors
+    /// clap's error (usage or `--help`).
+    pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Self, clap::Error> {
+        let m = command().try_get_matches_from(std::iter::once(OsString::from("doctor")).chain(args))?;
+        let s = |k: &str| m.get_one::<String>(k).cloned().unwrap_or_default();
+        Ok(Self {
+            from: m.get_one::<String>("from").cloned(),
+            duration: m
+                .get_one::<Duration>("duration")
+                .copied()
+                .unwrap_or(Duration::from_secs(5)),
+            format: if s("format") == "json" {
+                Format::Json
+            } else {
+                Format::Text
+            },
+            procfs: PathBuf::from(s("path.procfs")),
+            pod_logs: PathBuf::from(s("path.pod-logs")),
+        })
+    }
+}
+
+/// One plain-HTTP GET of `url` (`http://HOST:PORT/PATH`).
+///
+/// # Errors
+/// A URL that is not plain HTTP, a connection or protocol failure, a status other than 200.
+pub fn http_get(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("--from {url}: only http:// URLs (use a local port-forward for HTTPS)"))?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/metrics".to_string()), |(h, p)| (h, format!("/{p}")));
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
+        .map_err(|e| format!("--from {url}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--from {url}: no address"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("--from {url}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: text/plain\r\n\r\n"
+    )
+    .map_err(|e| format!("--from {url}: {e}"))?;
+    let mut raw = Vec::new();
+    stream
+        .take(64 << 20)
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("--from {url}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("--from {url}: not an HTTP response"))?;
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        return Err(format!("--from {url}: HTTP status {status}"));
+    }
+    Ok(body.to_string())
+}
+
+/// Samples the node here for the duration, as the exporter would (every namespace),
+/// and returns the first and last expositions and the seconds between them.
+fn sample_here(args: &Args) -> Result<(String, String, f64), String> {
+    let argv = [
+        "netpressure_exporter".to_string(),
+        format!("--path.procfs={}", args.procfs.display()),
+        format!("--path.pod-logs={}", args.pod_logs.display()),
+        format!("--sample.peak-window={}s", args.duration.as_secs() + 5),
+        "--netns.interval=1s".into(),
+        "--scan.interval=1s".into(),
+        "--no-collector.process".into(),
+    ];
+    let mut cfg = match crate::config::Config::from_args(argv) {
+        Ok(c) => c,
+        Err(crate::config::CliExit::Usage(e) | crate::config::CliExit::Print(e)) => return Err(e),
+    };
+    // Every namespace's scans in every round: a few seconds of watching.
+    cfg.netns_scan_interval = Duration::from_secs(1);
+    let (sampler, mut rx) = crate::sampler::Sampler::from_config(&cfg);
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name("sampler".into())
+        .spawn(move || sampler.run(stop_rx))
+        .map_err(|e| e.to_string())?;
+    let latest = |rx: &mut crate::sampler::Published| -> Option<String> {
+        let snap = rx.borrow_and_update().clone()?;
+        let mut text = String::new();
+        snap.encode(&mut text);
+        Some(text)
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while rx.borrow().is_none() {
+        if Instant::now() > deadline {
+            return Err("the sampler took no sample within 15 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Let discovery add the other namespaces and sample them once.
+    std::thread::sleep(Duration::from_millis(2500));
+    let first = latest(&mut rx).unwrap_or_default();
+    let t = Instant::now();
+    std::thread::sleep(args.duration);
+    let last = latest(&mut rx).unwrap_or_default();
+    let seconds = t.elapsed().as_secs_f64();
+    drop(stop_tx);
+    let _ = handle.join();
+    Ok((first, last, seconds))
+}
+
+/// kube-proxy on this node, if it runs here: its conntrack flags (command line, or
+/// the `conntrack:` section of its `--config` file), else its defaults.
+pub fn find_kube_proxy(procfs: &std::path::Path) -> Option<KubeProxy> {
+    let dir = std::fs::read_dir(procfs).ok()?;
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "kube-proxy" {
+            continue;
+        }
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let argv: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let flag = |name: &str| -> Option<String> {
+            argv.iter().enumerate().find_map(|(i, a)| {
+                a.strip_prefix(&format!("--{name}="))
+                    .map(str::to_string)
+                    .or_else(|| (a == &format!("--{name}")).then(|| argv.get(i + 1).cloned()).flatten())
+            })
+        };
+        let mut per_core = flag("conntrack-max-per-core").and_then(|v| v.parse().ok());
+        let mut min = flag("conntrack-min").and_then(|v| v.parse().ok());
+        if let Some(config) = flag("config") {
+            // kube-proxy's file is YAML; conntrack.maxPerCore and conntrack.min.
+            let path = procfs
+                .join(pid.to_string())
+                .join("root")
+                .join(config.trim_start_matches('/'));
+            if let Ok(text) = std::fs::read_to_string(path) {
+                if let Ok(docs) = yaml_rust2::YamlLoader::load_from_str(&text) {
+                    if let Some(ct) = docs.first().map(|d| &d["conntrack"]) {
+                        per_core = per_core.or(ct["maxPerCore"].as_i64().and_then(|v| u64::try_from(v).ok()));
+                        min = min.or(ct["min"].as_i64().and_then(|v| u64::try_from(v).ok()));
+                    }
+                }
+            }
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        return Some(KubeProxy {
+            pid,
+            from_flags: per_core.is_some() || min.is_some(),
+            max_per_core: per_core.unwrap_or(32768),
+            min: min.unwrap_or(131_072),
+            cpus,
+        });
+    }
+    None
+}
+
+/// The pod of each process the exporter served (their cgroup and the pod log
+/// directory), by PID.
+fn process_pods(last: &expo::Exposition, args: &Args) -> BTreeMap<String, (String, String)> {
+    let index = crate::pods::index(&args.pod_logs);
+    last.family("netpressure_process_open_fds")
+        .filter_map(|s| {
+            let pid = s.label("pid");
+            let cgroup = std::fs::read_to_string(args.procfs.join(pid).join("cgroup")).ok()?;
+            let pod = index.get(&crate::pods::pod_uid(&cgroup)?)?;
+            Some((pid.to_string(), (pod.namespace.clone(), pod.name.clone())))
+        })
+        .collect()
+}
+
+/// Gathers the evidence.
+///
+/// # Errors
+/// `--from` cannot be read, or the node cannot be sampled.
+pub fn gather(args: &Args) -> Result<Evidence, String> {
+    let (first, last, seconds) = match &args.from {
+        Some(url) => {
+            let first = http_get(url)?;
+            let t = Instant::now();
+            std::thread::sleep(args.duration);
+            let last = http_get(url)?;
+            (first, last, t.elapsed().as_secs_f64())
+        }
+        None => sample_here(args)?,
+    };
+    let (first, last) = (expo::parse(&first), expo::parse(&last));
+    if last.family("netpressure_build_info").next().is_none() {
+        return Err("the metrics are not a netpressure_exporter's (no netpressure_build_info)".into());
+    }
+    let local = args.from.is_none();
+    let process_pods = if local {
+        process_pods(&last, args)
+    } else {
+        BTreeMap::new()
+    };
+    Ok(Evidence {
+        first,
+        last,
+        seconds,
+        kube_proxy: if local { find_kube_proxy(&args.procfs) } else { None },
+        local,
+        process_pods,
+    })
+}
+
+fn place(f: &Finding) -> String {
+    match (&f.netns, &f.pod) {
+        (Some(n), Some((ns, p))) => format!("pod {ns}/{p} (netns {n})"),
+        (Some(n), None) => format!("netns {n}"),
+        _ => "node".into(),
+    }
+}
+
+/// The findings for a terminal, grouped by severity; colour only when `colour`.
+pub fn render_text(findings: &[Finding], source: &str, colour: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "netpressure doctor: {source}\n");
+    for sev in [Severity::Critical, Severity::Warning, Severity::Info] {
+        let group: Vec<&Finding> = findings.iter().filter(|f| f.severity == sev).collect();
+        if group.is_empty() {
+            continue;
+        }
+        let (on, off) = match (colour, sev) {
+            (true, Severity::Critical) => ("\x1b[1;31m", "\x1b[0m"),
+            (true, Severity::Warning) => ("\x1b[1;33m", "\x1b[0m"),
+            (true, _) => ("\x1b[1;36m", "\x1b[0m"),
+            _ => ("", ""),
+        };
+        let _ = writeln!(out, "{on}{}{off} ({})", sev.name().to_uppercase(), group.len());
+        let width = group.iter().map(|f| f.check.len()).max().unwrap_or(0);
+        for f in group {
+            let what = if f.subject.is_empty() {
+                place(f)
+            } else {
+                format!("{}: {}", place(f), f.subject)
+            };
+            let _ = writeln!(out, "  {:<width$}  {what}", f.check);
+            let _ = writeln!(out, "  {:<width$}  evidence: {}", "", f.evidence);
+            if !f.advice.is_empty() {
+                let _ = writeln!(out, "  {:<width$}  advice:   {}", "", f.advice);
+            }
+        }
+        out.push('\n');
+    }
+    let ok: Vec<&str> = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Ok)
+        .map(|f| f.check)
+        .collect();
+    if !ok.is_empty() {
+        let (on, off) = if colour { ("\x1b[1;32m", "\x1b[0m") } else { ("", "") };
+        let _ = writeln!(out, "{on}OK{off} ({}): {}", ok.len(), ok.join(", "));
+    }
+    out
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The findings as JSON (docs/doctor.schema.json).
+pub fn render_json(findings: &[Finding], ev: &Evidence, source: &str) -> String {
+    let opt = |v: Option<&str>| v.map_or("null".to_string(), json_str);
+    let items: Vec<String> = findings
+        .iter()
+        .map(|f| {
+            format!(
+                "{{\"check\":{},\"severity\":{},\"netns\":{},\"namespace\":{},\"pod\":{},\"subject\":{},\"evidence\":{},\"advice\":{}}}",
+                json_str(f.check),
+                json_str(f.severity.name()),
+                opt(f.netns.as_deref()),
+                opt(f.pod.as_ref().map(|p| p.0.as_str())),
+                opt(f.pod.as_ref().map(|p| p.1.as_str())),
+                json_str(&f.subject),
+                json_str(&f.evidence),
+                json_str(&f.advice)
+            )
+        })
+        .collect();
+    format!(
+        "{{\"version\":1,\"source\":{},\"seconds\":{:.1},\"namespaces\":{},\"critical\":{},\"findings\":[{}]}}\n",
+        json_str(source),
+        ev.seconds,
+        ev.namespaces().len(),
+        findings.iter().any(|f| f.severity == Severity::Critical),
+        items.join(",")
+    )
+}
+
+/// Runs the doctor; returns what to print and whether anything is critical.
+///
+/// # Errors
+/// The evidence cannot be gathered.
+pub fn run(args: &Args, colour: bool) -> Result<(String, bool), String> {
+    let ev = gather(args)?;
+    let findings = checks::run(&ev);
+    let source = match &args.from {
+        Some(url) => format!("read {url} twice, {:.0} s apart", ev.seconds),
+        None => format!(
+            "sampled this node for {:.0} s ({} network namespaces)",
+            ev.seconds,
+            ev.namespaces().len()
+        ),
+    };
+    let critical = findings.iter().any(|f| f.severity == Severity::Critical);
+    let text = match args.format {
+        Format::Text => render_text(&findings, &source, colour),
+        Format::Json => render_json(&findings, &ev, &source),
+    };
+    Ok((text, critical))
+}

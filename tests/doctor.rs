@@ -1,0 +1,301 @@
+//! `netpressure_exporter doctor` against the real kernel: namespaces made with each
+//! condition (a listener clamped by somaxconn with a full queue, a conntrack table over
+//! 90% of a lowered nf_conntrack_max, a remote holding most of a narrowed port range in
+//! TIME_WAIT with tcp_tw_reuse=0, a process at 97% of a low RLIMIT_NOFILE) yield their
+//! finding with its severity, evidence and namespace; twin namespaces without the
+//! condition yield none; `--from` a running exporter gives the same findings.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{connect_many, listen_with_backlog, ConntrackMaxGuard, Exporter, Flows, Netns, EXPORTER, PORT};
+
+/// The tests read or lower the global nf_conntrack_max: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One finding of the JSON output, its fields as text ("" for null).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Found {
+    check: String,
+    severity: String,
+    netns: String,
+    subject: String,
+    evidence: String,
+}
+
+/// The value of `"key":"..."` (or null) in one JSON object's text.
+fn field(obj: &str, key: &str) -> String {
+    let Some(at) = obj.find(&format!("\"{key}\":")) else {
+        return String::new();
+    };
+    let rest = &obj[at + key.len() + 3..];
+    let Some(rest) = rest.strip_prefix('"') else {
+        return String::new();
+    };
+    let mut out = String::new();
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next().unwrap()),
+            '"' => break,
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn findings(json: &str) -> Vec<Found> {
+    let list = &json[json.find("\"findings\":[").unwrap()..];
+    list.split("{\"check\":")
+        .skip(1)
+        .map(|o| {
+            let o = format!("{{\"check\":{o}");
+            Found {
+                check: field(&o, "check"),
+                severity: field(&o, "severity"),
+                netns: field(&o, "netns"),
+                subject: field(&o, "subject"),
+                evidence: field(&o, "evidence"),
+            }
+        })
+        .collect()
+}
+
+fn ino(ns: &Netns) -> String {
+    ns.label("")
+        .trim_start_matches("netns=\"")
+        .trim_end_matches('"')
+        .to_string()
+}
+
+/// Runs the doctor in `home` with `args`; returns its exit status and findings.
+fn doctor(home: &Netns, args: &[&str]) -> (i32, Vec<Found>, String) {
+    let out = home
+        .cmd(EXPORTER)
+        .args(["doctor", "--format", "json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.code() == Some(0) || out.status.code() == Some(1),
+        "doctor failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap(), findings(&text), text)
+}
+
+#[test]
+fn each_condition_yields_its_finding_and_its_twin_without_it_none() {
+    let _s = serial();
+    let home = Netns::new("dochome");
+
+    // A listener whose backlog of 511 is clamped to somaxconn 128, its queue full
+    // (129 connections, none accepted); the twin keeps the default somaxconn.
+    let clamped = Netns::new("docsomax");
+    clamped.sh("sysctl -qw net.core.somaxconn=128");
+    let _queue = clamped.enter(|| {
+        let l = listen_with_backlog(7400, 511);
+        let c = connect_many(7400, 129, Duration::from_secs(2));
+        (l, c)
+    });
+    let roomy = Netns::new("docroomy");
+    let _roomy = roomy.enter(|| {
+        let l = listen_with_backlog(7400, 511);
+        let c = connect_many(7400, 3, Duration::from_secs(2));
+        (l, c)
+    });
+
+    // A remote holding 90 of 100 local ports in TIME_WAIT, tcp_tw_reuse off; the twin
+    // holds 5.
+    let tw = |tag: &str, n: usize| {
+        let ns = Netns::new(tag);
+        ns.sh("sysctl -qw net.ipv4.ip_local_port_range='40000 40099' && sysctl -qw net.ipv4.tcp_tw_reuse=0");
+        ns.enter(move || {
+            let l = TcpListener::bind(("127.0.0.1", 7500)).unwrap();
+            let server = std::thread::spawn(move || {
+                for _ in 0..n {
+                    let (mut s, _) = l.accept().unwrap();
+                    let _ = s.read_to_end(&mut Vec::new());
+                }
+            });
+            for _ in 0..n {
+                drop(TcpStream::connect(("127.0.0.1", 7500)).unwrap());
+            }
+            server.join().unwrap();
+        });
+        ns
+    };
+    let ports = tw("docports", 90);
+    let few = tw("docfew", 5);
+
+    // A conntrack table over 90% of a lowered limit; the twin at 5%.
+    let _max = ConntrackMaxGuard::set(100);
+    let full = Netns::with_conntrack("docct");
+    let _flows = Flows::open(&full, 8080, 95, Duration::from_secs(2));
+    let light = Netns::with_conntrack("docctl");
+    let _light = Flows::open(&light, 8080, 5, Duration::from_secs(2));
+
+    // A process at 97% of RLIMIT_NOFILE 100 (97 descriptors, counting what it inherits).
+    let mut hog = Command::new("prlimit")
+        .args(["--nofile=100:100", "python3", "-c"])
+        .arg(
+            "import ctypes, os, sys, time\n\
+             ctypes.CDLL(None).prctl(15, b'np-fdhog', 0, 0, 0)\n\
+             fds = []\n\
+             while len(os.listdir('/proc/self/fd')) - 1 < 97: fds.append(os.open('/dev/null', os.O_RDONLY))\n\
+             print('ready', flush=True)\n\
+             time.sleep(120)",
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = [0u8; 6];
+    hog.stdout.as_mut().unwrap().read_exact(&mut ready).unwrap();
+
+    let (code, local, text) = doctor(&home, &["--duration", "2s"]);
+    let of = |f: &[Found], check: &str, ns: &Netns| -> Vec<Found> {
+        f.iter()
+            .filter(|x| x.check == check && x.netns == ino(ns))
+            .cloned()
+            .collect()
+    };
+
+    let l = of(&local, "listener-somaxconn", &clamped);
+    assert_eq!(l.len(), 1, "{text}");
+    assert_eq!(
+        (l[0].severity.as_str(), l[0].subject.as_str()),
+        ("warning", "listener 127.0.0.1:7400")
+    );
+    assert!(
+        l[0].evidence.contains("clamped to net.core.somaxconn 128") && l[0].evidence.contains("peaked at 129 of 128"),
+        "{l:?}"
+    );
+    assert!(of(&local, "listener-somaxconn", &roomy).is_empty() && of(&local, "listener-backlog", &roomy).is_empty());
+
+    let p = of(&local, "ports-remote", &ports);
+    assert_eq!(p.len(), 1, "{text}");
+    assert_eq!(
+        (p[0].severity.as_str(), p[0].subject.as_str()),
+        ("critical", "remote 127.0.0.1:7500")
+    );
+    assert!(
+        p[0].evidence
+            .contains("(90 in TIME_WAIT) hold 90% of the 100 local ports; tcp_tw_reuse=0"),
+        "{p:?}"
+    );
+    assert!(of(&local, "ports-remote", &few).is_empty());
+
+    let c = of(&local, "conntrack-fill", &full);
+    assert_eq!(c.len(), 1, "{text}");
+    assert_eq!(c[0].severity, "critical");
+    assert!(
+        c[0].evidence
+            .starts_with("peak 95 entries of nf_conntrack_max 100 (95%)"),
+        "{c:?}"
+    );
+    assert!(of(&local, "conntrack-fill", &light).is_empty());
+
+    let f: Vec<&Found> = local
+        .iter()
+        .filter(|x| x.check == "fd-process" && x.subject.contains("np-fdhog"))
+        .collect();
+    assert_eq!(f.len(), 1, "{text}");
+    assert_eq!(f[0].severity, "critical");
+    assert!(
+        f[0].evidence
+            .starts_with("97 open descriptors of its RLIMIT_NOFILE 100 (97%)"),
+        "{f:?}"
+    );
+    assert_eq!(code, 1, "a critical finding exits 1");
+
+    // The same findings from a running exporter's metrics.
+    let exp = Exporter::start(&home, &["--netns.interval=1s", "--scan.interval=1s"]);
+    let _ = common::scrape_until(&exp, "every condition sampled", |b| {
+        [&clamped, &ports, &full].iter().all(|ns| b.contains(&ns.label(""))) && b.contains("np-fdhog")
+    });
+    let url = format!("http://127.0.0.1:{PORT}/metrics");
+    let (_, remote, text) = doctor(&home, &["--from", &url, "--duration", "2s"]);
+    let ours = |f: &[Found]| -> Vec<(String, String, String, String)> {
+        let mut v: Vec<_> = f
+            .iter()
+            .filter(|x| {
+                [&clamped, &roomy, &ports, &few, &full, &light]
+                    .iter()
+                    .any(|ns| x.netns == ino(ns))
+                    || x.subject.contains("np-fdhog")
+            })
+            .map(|x| (x.check.clone(), x.severity.clone(), x.netns.clone(), x.subject.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ours(&remote), ours(&local), "{text}");
+    let kp: Vec<&Found> = remote.iter().filter(|x| x.check == "conntrack-kube-proxy").collect();
+    assert!(kp[0].evidence.starts_with("not checked"), "{kp:?}");
+    let _ = hog.kill();
+    let _ = hog.wait();
+}
+
+#[test]
+fn kube_proxy_on_the_node_says_what_it_will_set() {
+    let _s = serial();
+    let home = Netns::new("dockp");
+    // A process named kube-proxy with its conntrack flags on its command line.
+    let mut kp = Command::new("python3")
+        .args([
+            "-c",
+            "import ctypes, time\nctypes.CDLL(None).prctl(15, b'kube-proxy', 0, 0, 0)\nprint('ready', flush=True)\ntime.sleep(60)",
+            "--conntrack-max-per-core=1000",
+            "--conntrack-min=5000",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = [0u8; 6];
+    kp.stdout.as_mut().unwrap().read_exact(&mut ready).unwrap();
+    let (_, found, text) = doctor(&home, &["--duration", "1s"]);
+    let _ = kp.kill();
+    let _ = kp.wait();
+    let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+    let will = (1000 * cpus).max(5000);
+    let limit: u64 = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let k: Vec<&Found> = found.iter().filter(|x| x.check == "conntrack-kube-proxy").collect();
+    assert_eq!(k.len(), 1, "{text}");
+    assert_eq!(k[0].severity, if will == limit { "info" } else { "warning" });
+    assert!(
+        k[0].evidence.contains(&format!(
+            "will set {will} at its next start (1000 per core x {cpus} CPUs, at least 5000, from its flags or config)"
+        )),
+        "{k:?}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_an_unreachable_exporter_3() {
+    let out = Command::new(EXPORTER)
+        .args(["doctor", "--duration", "forever"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected a duration from 1s to 10m"));
+    let out = Command::new(EXPORTER)
+        .args(["doctor", "--from", "http://127.0.0.1:1/metrics", "--duration", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+}
