@@ -116,6 +116,26 @@ fn each_condition_yields_its_finding_and_its_twin_without_it_none() {
         (l, c)
     });
 
+    // A listener whose own small backlog (4, somaxconn 4096) is full.
+    let small = Netns::new("docsmall");
+    let _small = small.enter(|| {
+        let l = listen_with_backlog(7401, 4);
+        let c = connect_many(7401, 5, Duration::from_secs(2));
+        (l, c)
+    });
+
+    // 7 half-open connections (the client's final ACK dropped) against
+    // tcp_max_syn_backlog 8.
+    let syn = Netns::new("docsyn");
+    syn.sh("sysctl -qw net.ipv4.tcp_max_syn_backlog=8 && nft add table inet np \
+         && nft add chain inet np out '{ type filter hook output priority 0; }' \
+         && nft add rule inet np out tcp dport 7402 'tcp flags & (syn | ack) == ack' drop");
+    let _syn = syn.enter(|| {
+        let l = listen_with_backlog(7402, 128);
+        let c = connect_many(7402, 7, Duration::from_secs(2));
+        (l, c)
+    });
+
     // A remote holding 90 of 100 local ports in TIME_WAIT, tcp_tw_reuse off; the twin
     // holds 5.
     let tw = |tag: &str, n: usize| {
@@ -138,6 +158,22 @@ fn each_condition_yields_its_finding_and_its_twin_without_it_none() {
     };
     let ports = tw("docports", 90);
     let few = tw("docfew", 5);
+    // TIME_WAIT at tcp_max_tw_buckets: 60 closes against 50 buckets.
+    let buckets = Netns::new("doctwb");
+    buckets.sh("sysctl -qw net.ipv4.tcp_max_tw_buckets=50");
+    buckets.enter(|| {
+        let l = TcpListener::bind(("127.0.0.1", 7501)).unwrap();
+        let server = std::thread::spawn(move || {
+            for _ in 0..60 {
+                let (mut s, _) = l.accept().unwrap();
+                let _ = s.read_to_end(&mut Vec::new());
+            }
+        });
+        for _ in 0..60 {
+            drop(TcpStream::connect(("127.0.0.1", 7501)).unwrap());
+        }
+        server.join().unwrap();
+    });
 
     // A conntrack table over 90% of a lowered limit; the twin at 5%.
     let _max = ConntrackMaxGuard::set(100);
@@ -145,6 +181,23 @@ fn each_condition_yields_its_finding_and_its_twin_without_it_none() {
     let _flows = Flows::open(&full, 8080, 95, Duration::from_secs(2));
     let light = Netns::with_conntrack("docctl");
     let _light = Flows::open(&light, 8080, 5, Duration::from_secs(2));
+    // A full table that keeps refusing: a client tries a new connection every 100 ms
+    // for as long as the doctor watches.
+    let dropping = Netns::with_conntrack("docdrop");
+    let _dropping = Flows::open(&dropping, 8080, 100, Duration::from_secs(2));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let knocking = {
+        let stop = std::sync::Arc::clone(&stop);
+        let name = dropping.name.clone();
+        std::thread::spawn(move || {
+            common::enter(&name, move || {
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 8080));
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(100));
+                }
+            });
+        })
+    };
 
     // A process at 97% of RLIMIT_NOFILE 100 (97 descriptors, counting what it inherits).
     let mut hog = Command::new("prlimit")
@@ -206,6 +259,47 @@ fn each_condition_yields_its_finding_and_its_twin_without_it_none() {
     );
     assert!(of(&local, "conntrack-fill", &light).is_empty());
 
+    let b = of(&local, "listener-backlog", &small);
+    assert_eq!(b.len(), 1, "{text}");
+    assert_eq!(
+        (b[0].severity.as_str(), b[0].subject.as_str()),
+        ("warning", "listener 127.0.0.1:7401")
+    );
+    assert!(
+        b[0].evidence
+            .starts_with("the accept queue peaked at its limit 4 (net.core.somaxconn is 4096)"),
+        "{b:?}"
+    );
+
+    let q = of(&local, "syn-backlog", &syn);
+    assert_eq!(q.len(), 1, "{text}");
+    assert_eq!(
+        (q[0].severity.as_str(), q[0].evidence.as_str()),
+        ("warning", "7 half-open connections against tcp_max_syn_backlog 8")
+    );
+    assert!(of(&local, "syn-backlog", &roomy).is_empty());
+
+    let t = of(&local, "timewait-buckets", &buckets);
+    assert_eq!(t.len(), 1, "{text}");
+    assert_eq!(t[0].severity, "warning");
+    assert!(
+        t[0].evidence
+            .starts_with("TIME_WAIT peaked at 50 of tcp_max_tw_buckets 50 (100%)"),
+        "{t:?}"
+    );
+    assert!(of(&local, "timewait-buckets", &few).is_empty());
+
+    let d = of(&local, "conntrack-drops", &dropping);
+    assert!(
+        d.iter()
+            .any(|x| x.severity == "critical" && x.evidence.contains("packets dropped because the table was full")),
+        "{text}"
+    );
+    assert!(
+        of(&local, "conntrack-drops", &full).is_empty(),
+        "a table at 95% drops nothing"
+    );
+
     let f: Vec<&Found> = local
         .iter()
         .filter(|x| x.check == "fd-process" && x.subject.contains("np-fdhog"))
@@ -222,7 +316,10 @@ fn each_condition_yields_its_finding_and_its_twin_without_it_none() {
     // The same findings from a running exporter's metrics.
     let exp = Exporter::start(&home, &["--netns.interval=1s", "--scan.interval=1s"]);
     let _ = common::scrape_until(&exp, "every condition sampled", |b| {
-        [&clamped, &ports, &full].iter().all(|ns| b.contains(&ns.label(""))) && b.contains("np-fdhog")
+        [&clamped, &small, &syn, &ports, &buckets, &full, &dropping]
+            .iter()
+            .all(|ns| b.contains(&ns.label("")))
+            && b.contains("np-fdhog")
     });
     let url = format!("http://127.0.0.1:{PORT}/metrics");
     let (_, remote, text) = doctor(&home, &["--from", &url, "--duration", "2s"]);
@@ -230,9 +327,11 @@ fn each_condition_yields_its_finding_and_its_twin_without_it_none() {
         let mut v: Vec<_> = f
             .iter()
             .filter(|x| {
-                [&clamped, &roomy, &ports, &few, &full, &light]
-                    .iter()
-                    .any(|ns| x.netns == ino(ns))
+                [
+                    &clamped, &roomy, &small, &syn, &ports, &few, &buckets, &full, &light, &dropping,
+                ]
+                .iter()
+                .any(|ns| x.netns == ino(ns))
                     || x.subject.contains("np-fdhog")
             })
             .map(|x| (x.check.clone(), x.severity.clone(), x.netns.clone(), x.subject.clone()))
@@ -241,6 +340,8 @@ fn each_condition_yields_its_finding_and_its_twin_without_it_none() {
         v
     };
     assert_eq!(ours(&remote), ours(&local), "{text}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    knocking.join().unwrap();
     let kp: Vec<&Found> = remote.iter().filter(|x| x.check == "conntrack-kube-proxy").collect();
     assert!(kp[0].evidence.starts_with("not checked"), "{kp:?}");
     let _ = hog.kill();

@@ -672,3 +672,97 @@ fn fds(out: &mut Out<'_>) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The node-wide checks a test cannot provoke without harming the machine (softnet
+    //! drops, fs.file-max, the global hash size): their rules on expositions written
+    //! here. The per-namespace checks are tested against the real kernel in
+    //! tests/doctor.rs.
+    use super::*;
+    use crate::doctor::expo::parse;
+
+    fn evidence(first: &str, last: &str) -> Evidence {
+        Evidence {
+            first: parse(first),
+            last: parse(last),
+            seconds: 5.0,
+            ..Evidence::default()
+        }
+    }
+
+    fn only<'a>(f: &'a [Finding], check: &str) -> Vec<&'a Finding> {
+        f.iter()
+            .filter(|x| x.check == check && x.severity != Severity::Ok)
+            .collect()
+    }
+
+    #[test]
+    fn softnet_drops_rising_in_the_window() {
+        let f = run(&evidence(
+            "netpressure_softnet_dropped_total 10\n",
+            "netpressure_softnet_dropped_total 25\nnetpressure_softnet_backlog_limit 1000\n",
+        ));
+        let s = only(&f, "softnet-backlog");
+        assert_eq!(s.len(), 1);
+        assert_eq!(
+            s[0].evidence,
+            "15 packets dropped at net.core.netdev_max_backlog 1000 in 5 s"
+        );
+        // Dropped before the window, not during it: nothing.
+        let f = run(&evidence(
+            "netpressure_softnet_dropped_total 25\n",
+            "netpressure_softnet_dropped_total 25\n",
+        ));
+        assert!(only(&f, "softnet-backlog").is_empty());
+    }
+
+    #[test]
+    fn file_handles_near_file_max() {
+        let f = run(&evidence(
+            "",
+            "netpressure_fd_allocated_peak 970\nnetpressure_fd_limit 1000\n",
+        ));
+        let s = only(&f, "fd-system");
+        assert_eq!(s[0].severity, Severity::Critical);
+        assert_eq!(s[0].evidence, "peak 970 of fs.file-max 1000 (97%)");
+        let f = run(&evidence(
+            "",
+            "netpressure_fd_allocated_peak 100\nnetpressure_fd_limit 1000\n",
+        ));
+        assert!(only(&f, "fd-system").is_empty());
+    }
+
+    #[test]
+    fn a_hash_far_smaller_than_the_limit() {
+        let f = run(&evidence(
+            "",
+            concat!(
+                "netpressure_conntrack_entries_limit{netns=\"host\"} 1048576\n",
+                "netpressure_conntrack_buckets{netns=\"host\"} 65536\n",
+            ),
+        ));
+        let s = only(&f, "conntrack-hash");
+        assert_eq!(s[0].severity, Severity::Warning);
+        assert!(
+            s[0].evidence.ends_with("16 entries a bucket when full"),
+            "{}",
+            s[0].evidence
+        );
+        let f = run(&evidence(
+            "",
+            concat!(
+                "netpressure_conntrack_entries_limit{netns=\"host\"} 262144\n",
+                "netpressure_conntrack_buckets{netns=\"host\"} 65536\n",
+            ),
+        ));
+        assert!(only(&f, "conntrack-hash").is_empty(), "kube-proxy's max/4 is fine");
+    }
+
+    #[test]
+    fn every_check_reports_once_even_when_all_is_well() {
+        let f = run(&evidence("", "netpressure_build_info 1\n"));
+        assert_eq!(f.len(), CHECKS.len());
+        assert!(f.iter().all(|x| x.severity == Severity::Ok));
+    }
+}
