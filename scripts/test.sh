@@ -65,3 +65,6 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import kubernetes_val
   "$venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate
 fi
 "$venv/bin/python" scripts/validate-manifests.py
+
+# `doctor --format json` against its schema (jsonschema comes with kubernetes-validate).
+"$venv/bin/python" scripts/check-doctor-json.py
