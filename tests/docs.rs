@@ -48,3 +48,27 @@ fn every_metric_is_documented_and_every_documented_metric_exists() {
         .collect();
     assert!(unknown.is_empty(), "in docs/metrics.md but not declared: {unknown:?}");
 }
+
+/// The doctor's check ids the runbooks and the README point to exist, and every check
+/// is listed in the README.
+#[test]
+fn doctor_check_ids_in_the_docs_are_real() {
+    use netpressure_exporter::doctor::checks::CHECKS;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    for c in CHECKS {
+        assert!(readme.contains(&format!("`{c}`")), "README does not list the check {c}");
+    }
+    let mut cited = 0;
+    for e in std::fs::read_dir(format!("{root}/docs/runbooks")).unwrap() {
+        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        let Some(line) = text.lines().find(|l| l.contains("netpressure_exporter doctor")) else {
+            continue;
+        };
+        for id in line.split('`').skip(1).step_by(2).filter(|w| !w.contains(' ')) {
+            assert!(CHECKS.contains(&id), "a runbook cites {id}, which is no check");
+            cited += 1;
+        }
+    }
+    assert!(cited >= CHECKS.len(), "{cited} citations");
+}

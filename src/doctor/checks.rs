@@ -549,6 +549,7 @@ fn ports(out: &mut Out<'_>) {
         let reuse = ev.sysctl(&netns, "net.ipv4.tcp_tw_reuse");
         let stamps = ev.sysctl(&netns, "net.ipv4.tcp_timestamps");
         let reuse_step = match (reuse, stamps) {
+            _ if tw == 0.0 => "tcp_tw_reuse would not help: none of them is in TIME_WAIT".to_string(),
             (Some(r), Some(t)) if r == 1.0 && t > 0.0 => "tcp_tw_reuse is on already".to_string(),
             (_, Some(0.0)) => {
                 "then net.ipv4.tcp_tw_reuse=1, which needs net.ipv4.tcp_timestamps=1 (off here)".to_string()

@@ -339,9 +339,10 @@ pub fn render_text(findings: &[Finding], source: &str, colour: bool) -> String {
                 format!("{}: {}", place(f), f.subject)
             };
             let _ = writeln!(out, "  {:<width$}  {what}", f.check);
-            let _ = writeln!(out, "  {:<width$}  evidence: {}", "", f.evidence);
+            let indent = " ".repeat(width + 14);
+            let _ = writeln!(out, "  {:<width$}  evidence: {}", "", wrap(&f.evidence, 100, &indent));
             if !f.advice.is_empty() {
-                let _ = writeln!(out, "  {:<width$}  advice:   {}", "", f.advice);
+                let _ = writeln!(out, "  {:<width$}  advice:   {}", "", wrap(&f.advice, 100, &indent));
             }
         }
         out.push('\n');
@@ -354,6 +355,26 @@ pub fn render_text(findings: &[Finding], source: &str, colour: bool) -> String {
     if !ok.is_empty() {
         let (on, off) = if colour { ("\x1b[1;32m", "\x1b[0m") } else { ("", "") };
         let _ = writeln!(out, "{on}OK{off} ({}): {}", ok.len(), ok.join(", "));
+    }
+    out
+}
+
+/// `text` broken at spaces into lines of about `cols` characters, continued with
+/// `indent`.
+fn wrap(text: &str, cols: usize, indent: &str) -> String {
+    let mut out = String::new();
+    let mut line = 0;
+    for word in text.split(' ') {
+        if line > 0 && line + 1 + word.len() > cols.saturating_sub(indent.len()) {
+            out.push('\n');
+            out.push_str(indent);
+            line = 0;
+        } else if line > 0 {
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(word);
+        line += word.len();
     }
     out
 }
