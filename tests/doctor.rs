@@ -16,6 +16,16 @@ use std::time::Duration;
 
 use common::{connect_many, listen_with_backlog, ConntrackMaxGuard, Exporter, Flows, Netns, EXPORTER, PORT};
 
+/// A child killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The tests read or lower the global nf_conntrack_max: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -136,7 +146,7 @@ fn each_condition_yields_its_finding_and_its_twin_without_it_none() {
         (l, c)
     });
 
-    // A remote holding 90 of 100 local ports in TIME_WAIT, tcp_tw_reuse off; the twin
+    // A remote holding 96 of 100 local ports in TIME_WAIT, tcp_tw_reuse off; the twin
     // holds 5.
     let tw = |tag: &str, n: usize| {
         let ns = Netns::new(tag);
@@ -156,7 +166,7 @@ fn each_condition_yields_its_finding_and_its_twin_without_it_none() {
         });
         ns
     };
-    let ports = tw("docports", 90);
+    let ports = tw("docports", 96);
     let few = tw("docfew", 5);
     // TIME_WAIT at tcp_max_tw_buckets: 60 closes against 50 buckets.
     let buckets = Netns::new("doctwb");
@@ -215,6 +225,8 @@ fn each_condition_yields_its_finding_and_its_twin_without_it_none() {
         .unwrap();
     let mut ready = [0u8; 6];
     hog.stdout.as_mut().unwrap().read_exact(&mut ready).unwrap();
+    let hog = Killed(hog);
+    let hog_subject = format!("process np-fdhog (pid {})", hog.0.id());
 
     let (code, local, text) = doctor(&home, &["--duration", "2s"]);
     let of = |f: &[Found], check: &str, ns: &Netns| -> Vec<Found> {
@@ -240,11 +252,18 @@ fn each_condition_yields_its_finding_and_its_twin_without_it_none() {
     assert_eq!(p.len(), 1, "{text}");
     assert_eq!(
         (p[0].severity.as_str(), p[0].subject.as_str()),
-        ("critical", "remote 127.0.0.1:7500")
+        ("critical", "remote 127.0.0.1:7500"),
+        "{p:?}"
     );
+    // The kernel retires an odd TIME_WAIT socket early (seen: 89 of 90; the sockets
+    // test saw 284 of 300), so the count is a range, and the sockets, TIME_WAIT and
+    // share must agree.
+    let n: u32 = p[0].evidence.split(' ').next().unwrap().parse().unwrap();
+    assert!((80..=96).contains(&n), "{p:?}");
     assert!(
-        p[0].evidence
-            .contains("(90 in TIME_WAIT) hold 90% of the 100 local ports; tcp_tw_reuse=0"),
+        p[0].evidence.starts_with(&format!(
+            "{n} sockets ({n} in TIME_WAIT) hold {n}% of the 100 local ports; tcp_tw_reuse=0"
+        )),
         "{p:?}"
     );
     assert!(of(&local, "ports-remote", &few).is_empty());
@@ -282,9 +301,13 @@ fn each_condition_yields_its_finding_and_its_twin_without_it_none() {
     let t = of(&local, "timewait-buckets", &buckets);
     assert_eq!(t.len(), 1, "{text}");
     assert_eq!(t[0].severity, "warning");
+    let peak: u32 = t[0].evidence.split(' ').nth(3).unwrap().parse().unwrap();
+    assert!((40..=50).contains(&peak), "{t:?}");
     assert!(
-        t[0].evidence
-            .starts_with("TIME_WAIT peaked at 50 of tcp_max_tw_buckets 50 (100%)"),
+        t[0].evidence.starts_with(&format!(
+            "TIME_WAIT peaked at {peak} of tcp_max_tw_buckets 50 ({}%)",
+            peak * 2
+        )),
         "{t:?}"
     );
     assert!(of(&local, "timewait-buckets", &few).is_empty());
@@ -302,7 +325,7 @@ fn each_condition_yields_its_finding_and_its_twin_without_it_none() {
 
     let f: Vec<&Found> = local
         .iter()
-        .filter(|x| x.check == "fd-process" && x.subject.contains("np-fdhog"))
+        .filter(|x| x.check == "fd-process" && x.subject == hog_subject)
         .collect();
     assert_eq!(f.len(), 1, "{text}");
     assert_eq!(f[0].severity, "critical");
@@ -332,7 +355,7 @@ fn each_condition_yields_its_finding_and_its_twin_without_it_none() {
                 ]
                 .iter()
                 .any(|ns| x.netns == ino(ns))
-                    || x.subject.contains("np-fdhog")
+                    || x.subject == hog_subject
             })
             .map(|x| (x.check.clone(), x.severity.clone(), x.netns.clone(), x.subject.clone()))
             .collect();
@@ -344,8 +367,7 @@ fn each_condition_yields_its_finding_and_its_twin_without_it_none() {
     knocking.join().unwrap();
     let kp: Vec<&Found> = remote.iter().filter(|x| x.check == "conntrack-kube-proxy").collect();
     assert!(kp[0].evidence.starts_with("not checked"), "{kp:?}");
-    let _ = hog.kill();
-    let _ = hog.wait();
+    drop(hog);
 }
 
 #[test]
@@ -365,9 +387,9 @@ fn kube_proxy_on_the_node_says_what_it_will_set() {
         .unwrap();
     let mut ready = [0u8; 6];
     kp.stdout.as_mut().unwrap().read_exact(&mut ready).unwrap();
+    let kp = Killed(kp);
     let (_, found, text) = doctor(&home, &["--duration", "1s"]);
-    let _ = kp.kill();
-    let _ = kp.wait();
+    drop(kp);
     let cpus = std::thread::available_parallelism().unwrap().get() as u64;
     let will = (1000 * cpus).max(5000);
     let limit: u64 = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
