@@ -23,6 +23,8 @@ cat > "$root/etc/default/netpressure_exporter" <<'DEFAULT'
 # Flags for netpressure_exporter (netpressure_exporter --help, or
 # /usr/share/doc/netpressure-exporter/flags.txt), for example:
 #   ARGS="--web.listen-address=127.0.0.1:9861 --no-collector.netns"
+# TLS and basic auth (exporter-toolkit format; `systemctl reload` re-reads it):
+#   ARGS="--web.config.file=/etc/netpressure_exporter/web-config.yml"
 ARGS=""
 DEFAULT
 "$bin" --help > "$root/usr/share/doc/$name/flags.txt"
