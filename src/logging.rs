@@ -100,7 +100,8 @@ fn logfmt_value(out: &mut String, v: &str) {
     out.push('"');
 }
 
-fn json_string(out: &mut String, v: &str) {
+/// Appends `v` as a JSON string (quoted and escaped); the doctor's JSON uses it too.
+pub(crate) fn json_string(out: &mut String, v: &str) {
     out.push('"');
     for c in v.chars() {
         match c {

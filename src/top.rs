@@ -49,20 +49,7 @@ fn command() -> Command {
                 .value_parser(clap::value_parser!(usize))
                 .help("Sources and destinations listed"),
         )
-        .arg(
-            Arg::new("path.procfs")
-                .long("path.procfs")
-                .value_name("DIR")
-                .default_value("/proc")
-                .help("procfs mount point (namespaces and pods are found through it)"),
-        )
-        .arg(
-            Arg::new("path.pod-logs")
-                .long("path.pod-logs")
-                .value_name("DIR")
-                .default_value("/var/log/pods")
-                .help("The kubelet's pod log directory, which names the pods"),
-        )
+        .args(crate::doctor::node_paths())
         .arg(
             Arg::new("timeout")
                 .long("timeout")

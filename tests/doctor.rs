@@ -10,7 +10,7 @@
 mod common;
 
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -151,19 +151,7 @@ fn each_condition_yields_its_finding_and_its_twin_without_it_none() {
     let tw = |tag: &str, n: usize| {
         let ns = Netns::new(tag);
         ns.sh("sysctl -qw net.ipv4.ip_local_port_range='40000 40099' && sysctl -qw net.ipv4.tcp_tw_reuse=0");
-        ns.enter(move || {
-            let l = TcpListener::bind(("127.0.0.1", 7500)).unwrap();
-            let server = std::thread::spawn(move || {
-                for _ in 0..n {
-                    let (mut s, _) = l.accept().unwrap();
-                    let _ = s.read_to_end(&mut Vec::new());
-                }
-            });
-            for _ in 0..n {
-                drop(TcpStream::connect(("127.0.0.1", 7500)).unwrap());
-            }
-            server.join().unwrap();
-        });
+        ns.enter(move || common::client_closed_connections(7500, n));
         ns
     };
     let ports = tw("docports", 96);
@@ -171,19 +159,7 @@ fn each_condition_yields_its_finding_and_its_twin_without_it_none() {
     // TIME_WAIT at tcp_max_tw_buckets: 60 closes against 50 buckets.
     let buckets = Netns::new("doctwb");
     buckets.sh("sysctl -qw net.ipv4.tcp_max_tw_buckets=50");
-    buckets.enter(|| {
-        let l = TcpListener::bind(("127.0.0.1", 7501)).unwrap();
-        let server = std::thread::spawn(move || {
-            for _ in 0..60 {
-                let (mut s, _) = l.accept().unwrap();
-                let _ = s.read_to_end(&mut Vec::new());
-            }
-        });
-        for _ in 0..60 {
-            drop(TcpStream::connect(("127.0.0.1", 7501)).unwrap());
-        }
-        server.join().unwrap();
-    });
+    buckets.enter(|| common::client_closed_connections(7501, 60));
 
     // A conntrack table over 90% of a lowered limit; the twin at 5%.
     let _max = ConntrackMaxGuard::set(100);

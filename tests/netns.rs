@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -51,19 +50,7 @@ fn three_namespaces_each_with_their_own_numbers() {
 
     let c = Netns::new("nsc");
     c.sh("sysctl -qw net.ipv4.tcp_tw_reuse=0");
-    c.enter(|| {
-        let l = listen_with_backlog(7300, 128);
-        let server = std::thread::spawn(move || {
-            for _ in 0..50 {
-                let (mut s, _) = l.accept().unwrap();
-                let _ = s.read_to_end(&mut Vec::new());
-            }
-        });
-        for _ in 0..50 {
-            drop(TcpStream::connect(("127.0.0.1", 7300)).unwrap());
-        }
-        server.join().unwrap();
-    });
+    c.enter(|| common::client_closed_connections(7300, 50));
     // The kernel's own count, as the exporter reads it (sockstat's tw also counts
     // sockets still in the FIN_WAIT2 substate, which `ss state time-wait` leaves out).
     let kernel_tw = || -> f64 {

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -88,21 +87,7 @@ fn time_wait_per_remote_against_the_local_port_range() {
     // A narrow range makes the ratio meaningful; no TIME_WAIT reuse keeps the count exact.
     ns.sh("sysctl -qw net.ipv4.ip_local_port_range='40000 40999' net.ipv4.tcp_tw_reuse=0");
     let exp = Exporter::start(&ns, &["--scan.interval=1s"]);
-    ns.enter(|| {
-        let l = listen_with_backlog(PORT, 512);
-        let server = std::thread::spawn(move || {
-            for _ in 0..CONNS {
-                let (mut s, _) = l.accept().unwrap();
-                // Read to EOF, then close: the client closed first, so it holds TIME_WAIT.
-                let mut sink = Vec::new();
-                let _ = s.read_to_end(&mut sink);
-            }
-        });
-        for _ in 0..CONNS {
-            drop(TcpStream::connect(("127.0.0.1", PORT)).unwrap());
-        }
-        server.join().unwrap();
-    });
+    ns.enter(|| common::client_closed_connections(PORT, CONNS));
 
     // The kernel sometimes retires some of these TIME_WAIT sockets within the first
     // second (seen with plain Python clients and `ss` too: 298 and 284 of 300), so the

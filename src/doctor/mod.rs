@@ -67,20 +67,7 @@ fn command() -> Command {
                 .value_parser(["text", "json"])
                 .help("text (a table for a terminal) or json (for tools)"),
         )
-        .arg(
-            Arg::new("path.procfs")
-                .long("path.procfs")
-                .value_name("DIR")
-                .default_value("/proc")
-                .help("procfs mount point"),
-        )
-        .arg(
-            Arg::new("path.pod-logs")
-                .long("path.pod-logs")
-                .value_name("DIR")
-                .default_value("/var/log/pods")
-                .help("The kubelet's pod log directory, which names the pods"),
-        )
+        .args(node_paths())
         .arg(
             Arg::new("help")
                 .short('h')
@@ -88,6 +75,23 @@ fn command() -> Command {
                 .action(ArgAction::Help)
                 .help("Print help"),
         )
+}
+
+/// `--path.procfs` and `--path.pod-logs`, as the subcommands that look at the node
+/// take them (the exporter's own flags validate them further).
+pub fn node_paths() -> [Arg; 2] {
+    [
+        Arg::new("path.procfs")
+            .long("path.procfs")
+            .value_name("DIR")
+            .default_value("/proc")
+            .help("procfs mount point (namespaces, processes and pods are found through it)"),
+        Arg::new("path.pod-logs")
+            .long("path.pod-logs")
+            .value_name("DIR")
+            .default_value("/var/log/pods")
+            .help("The kubelet's pod log directory, which names the pods"),
+    ]
 }
 
 impl Args {
@@ -381,19 +385,7 @@ fn wrap(text: &str, cols: usize, indent: &str) -> String {
 
 fn json_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    crate::logging::json_string(&mut out, s);
     out
 }
 

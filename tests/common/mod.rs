@@ -426,6 +426,24 @@ pub fn scrape_until(exp: &Exporter, what: &str, mut pred: impl FnMut(&str) -> bo
     }
 }
 
+/// `n` connections to 127.0.0.1:`port`, each closed by the client first and then by
+/// the server, so that the client side holds `n` TIME_WAIT sockets (fewer when the
+/// namespace's `tcp_max_tw_buckets` is lower). Call inside [`Netns::enter`].
+pub fn client_closed_connections(port: u16, n: usize) {
+    let l = listen_with_backlog(port, 512);
+    let server = thread::spawn(move || {
+        for _ in 0..n {
+            let (mut s, _) = l.accept().unwrap();
+            // Read to EOF, then close: the client closed first, so it holds TIME_WAIT.
+            let _ = s.read_to_end(&mut Vec::new());
+        }
+    });
+    for _ in 0..n {
+        drop(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    }
+    server.join().unwrap();
+}
+
 /// A TCP listener on 127.0.0.1:`port` with an explicit `listen()` backlog (std always
 /// asks for 128). Call inside [`Netns::enter`].
 pub fn listen_with_backlog(port: u16, backlog: i32) -> TcpListener {
