@@ -555,3 +555,70 @@ fn without_tls_the_rate_limit_and_basic_auth_apply_over_plain_http() {
         "probes are not rate limited"
     );
 }
+
+#[test]
+fn doctor_reads_an_exporter_behind_tls_client_certificates_and_basic_auth() {
+    let ns = Netns::new("tlsdoctor");
+    let pki = Pki::new("doctor");
+    let config = web_config(
+        &pki,
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",
+        "s3cret",
+    );
+    let (client, key) = (pki.path("client.crt"), pki.path("client.key"));
+    let cert_args = [
+        "-u",
+        "prom:s3cret",
+        "--cert",
+        client.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    let _exp = TlsExporter::start(&ns, &pki, &config, &cert_args);
+    let doctor = |password: &str, with_ca: bool| {
+        std::fs::write(pki.path("password"), password).unwrap();
+        let mut cmd = ns.cmd(EXPORTER);
+        cmd.args([
+            "doctor",
+            "--duration",
+            "1s",
+            "--format",
+            "json",
+            "--from",
+            &url("/metrics"),
+        ]);
+        if with_ca {
+            cmd.arg("--from.ca-file").arg(pki.path("ca.crt"));
+        }
+        cmd.arg("--from.cert-file")
+            .arg(&client)
+            .arg("--from.key-file")
+            .arg(&key)
+            .args(["--from.user", "prom", "--from.password-file"])
+            .arg(pki.path("password"));
+        cmd.output().unwrap()
+    };
+    let ok = doctor("s3cret\n", true);
+    assert!(
+        matches!(ok.status.code(), Some(0 | 1)),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains(&format!("\"source\":\"read {} twice", url("/metrics"))),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let wrong = doctor("nope\n", true);
+    assert_eq!(wrong.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("HTTP status 401"),
+        "{wrong:?}"
+    );
+    let no_ca = doctor("s3cret\n", false);
+    assert_eq!(no_ca.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&no_ca.stderr).contains("https needs --from.ca-file"),
+        "{no_ca:?}"
+    );
+}

@@ -28,6 +28,13 @@ pub enum Format {
 #[derive(Debug)]
 pub struct Args {
     pub from: Option<String>,
+    /// For an `https://` `--from`: the CA to trust, a client certificate and key, and
+    /// basic-auth credentials (the password read from a file, never the command line).
+    pub from_ca_file: Option<PathBuf>,
+    pub from_cert_file: Option<PathBuf>,
+    pub from_key_file: Option<PathBuf>,
+    pub from_user: Option<String>,
+    pub from_password_file: Option<PathBuf>,
     pub duration: Duration,
     pub format: Format,
     pub procfs: PathBuf,
@@ -45,6 +52,40 @@ fn command() -> Command {
                 .long("from")
                 .value_name("URL")
                 .help("Read a running exporter's metrics (http://HOST:PORT/metrics) instead of sampling the node here"),
+        )
+        .arg(
+            Arg::new("from.ca-file")
+                .long("from.ca-file")
+                .value_name("FILE")
+                .help("With an https:// --from: the CA certificate(s) to trust (PEM)"),
+        )
+        .arg(
+            Arg::new("from.cert-file")
+                .long("from.cert-file")
+                .value_name("FILE")
+                .requires("from.key-file")
+                .help("With an https:// --from: a client certificate (PEM), for an exporter that requires one"),
+        )
+        .arg(
+            Arg::new("from.key-file")
+                .long("from.key-file")
+                .value_name("FILE")
+                .requires("from.cert-file")
+                .help("The client certificate's key (PEM)"),
+        )
+        .arg(
+            Arg::new("from.user")
+                .long("from.user")
+                .value_name("USER")
+                .requires("from.password-file")
+                .help("Basic-auth user for --from"),
+        )
+        .arg(
+            Arg::new("from.password-file")
+                .long("from.password-file")
+                .value_name("FILE")
+                .requires("from.user")
+                .help("File holding the basic-auth password for --from"),
         )
         .arg(
             Arg::new("duration")
@@ -102,8 +143,14 @@ impl Args {
     pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Self, clap::Error> {
         let m = command().try_get_matches_from(std::iter::once(OsString::from("doctor")).chain(args))?;
         let s = |k: &str| m.get_one::<String>(k).cloned().unwrap_or_default();
+        let path = |k: &str| m.get_one::<String>(k).map(PathBuf::from);
         Ok(Self {
             from: m.get_one::<String>("from").cloned(),
+            from_ca_file: path("from.ca-file"),
+            from_cert_file: path("from.cert-file"),
+            from_key_file: path("from.key-file"),
+            from_user: m.get_one::<String>("from.user").cloned(),
+            from_password_file: path("from.password-file"),
             duration: m
                 .get_one::<Duration>("duration")
                 .copied()
@@ -119,45 +166,138 @@ impl Args {
     }
 }
 
-/// One plain-HTTP GET of `url` (`http://HOST:PORT/PATH`).
-///
-/// # Errors
-/// A URL that is not plain HTTP, a connection or protocol failure, a status other than 200.
-pub fn http_get(url: &str) -> Result<String, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("--from {url}: only http:// URLs (use a local port-forward for HTTPS)"))?;
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/metrics".to_string()), |(h, p)| (h, format!("/{p}")));
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
-        .map_err(|e| format!("--from {url}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("--from {url}: no address"))?;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("--from {url}: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: text/plain\r\n\r\n"
-    )
-    .map_err(|e| format!("--from {url}: {e}"))?;
-    let mut raw = Vec::new();
-    stream
-        .take(64 << 20)
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("--from {url}: {e}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("--from {url}: not an HTTP response"))?;
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
-        return Err(format!("--from {url}: HTTP status {status}"));
+/// How `--from` is read: TLS settings for `https://`, and basic-auth credentials.
+pub struct Client {
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    authorization: Option<String>,
+}
+
+fn pem_file(path: &std::path::Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+}
+
+impl Client {
+    /// Builds the client from the `--from.*` flags.
+    ///
+    /// # Errors
+    /// A file cannot be read or holds no usable PEM.
+    pub fn new(args: &Args) -> Result<Self, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let tls = match &args.from_ca_file {
+            None => None,
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                let pem = pem_file(ca, "--from.ca-file")?;
+                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("--from.ca-file {}: {e}", ca.display()))?;
+                let (added, _) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(format!("--from.ca-file {}: no usable CA certificate", ca.display()));
+                }
+                let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots);
+                let config = match (&args.from_cert_file, &args.from_key_file) {
+                    (Some(cert), Some(key)) => {
+                        let chain = CertificateDer::pem_slice_iter(&pem_file(cert, "--from.cert-file")?)
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(|e| format!("--from.cert-file {}: {e}", cert.display()))?;
+                        let key = PrivateKeyDer::from_pem_slice(&pem_file(key, "--from.key-file")?)
+                            .map_err(|e| format!("--from.key-file {}: {e}", key.display()))?;
+                        builder
+                            .with_client_auth_cert(chain, key)
+                            .map_err(|e| format!("--from.cert-file and --from.key-file: {e}"))?
+                    }
+                    _ => builder.with_no_client_auth(),
+                };
+                Some(std::sync::Arc::new(config))
+            }
+        };
+        let authorization = match (&args.from_user, &args.from_password_file) {
+            (Some(user), Some(file)) => {
+                use base64::Engine as _;
+                let password = std::fs::read_to_string(file)
+                    .map_err(|e| format!("--from.password-file {}: {e}", file.display()))?;
+                let pair = format!("{user}:{}", password.trim_end_matches(['\r', '\n']));
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ))
+            }
+            _ => None,
+        };
+        Ok(Self { tls, authorization })
     }
-    Ok(body.to_string())
+
+    /// One GET of `url` (`http://` or `https://`, `HOST:PORT/PATH`).
+    ///
+    /// # Errors
+    /// An unsupported URL, a connection, TLS or protocol failure, a status other than 200.
+    pub fn get(&self, url: &str) -> Result<String, String> {
+        let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => return Err(format!("--from {url}: expected an http:// or https:// URL")),
+        };
+        let (host, path) = rest
+            .split_once('/')
+            .map_or((rest, "/metrics".to_string()), |(h, p)| (h, format!("/{p}")));
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
+            .map_err(|e| format!("--from {url}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("--from {url}: no address"))?;
+        let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .map_err(|e| format!("--from {url}: {e}"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        let auth = self
+            .authorization
+            .as_ref()
+            .map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: text/plain\r\n{auth}\r\n");
+        let mut raw = Vec::new();
+        let err = |e: std::io::Error| format!("--from {url}: {e}");
+        if tls {
+            let config = self.tls.clone().ok_or_else(|| {
+                format!("--from {url}: https needs --from.ca-file (the CA that signed the exporter's certificate)")
+            })?;
+            let name = host
+                .rsplit_once(':')
+                .map_or(host, |(h, _)| h)
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let name =
+                rustls::pki_types::ServerName::try_from(name.to_string()).map_err(|e| format!("--from {url}: {e}"))?;
+            let conn = rustls::ClientConnection::new(config, name).map_err(|e| format!("--from {url}: {e}"))?;
+            let mut s = rustls::StreamOwned::new(conn, stream);
+            s.write_all(request.as_bytes()).map_err(err)?;
+            match s.take(64 << 20).read_to_end(&mut raw) {
+                Ok(_) => {}
+                // A server that closes without close_notify after a whole response.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+                Err(e) => return Err(err(e)),
+            }
+        } else {
+            let mut s = stream;
+            s.write_all(request.as_bytes()).map_err(err)?;
+            s.take(64 << 20).read_to_end(&mut raw).map_err(err)?;
+        }
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| format!("--from {url}: not an HTTP response"))?;
+        let status = head.split_whitespace().nth(1).unwrap_or("");
+        if status != "200" {
+            return Err(format!("--from {url}: HTTP status {status}"));
+        }
+        Ok(body.to_string())
+    }
 }
 
 /// Samples the node here for the duration, as the exporter would (every namespace),
@@ -283,10 +423,11 @@ fn process_pods(last: &expo::Exposition, args: &Args) -> BTreeMap<String, (Strin
 pub fn gather(args: &Args) -> Result<Evidence, String> {
     let (first, last, seconds) = match &args.from {
         Some(url) => {
-            let first = http_get(url)?;
+            let client = Client::new(args)?;
+            let first = client.get(url)?;
             let t = Instant::now();
             std::thread::sleep(args.duration);
-            let last = http_get(url)?;
+            let last = client.get(url)?;
             (first, last, t.elapsed().as_secs_f64())
         }
         None => sample_here(args)?,
