@@ -314,6 +314,11 @@ fn command() -> Command {
     let mut cmd = Command::new("netpressure_exporter")
         .version(env!("CARGO_PKG_VERSION"))
         .about("Prometheus exporter for conntrack, socket and file-descriptor pressure, sampled sub-second")
+        .after_help(
+            "Subcommands (each with --help):\n  \
+             netpressure_exporter doctor         check this node's tuning against what it lives through\n  \
+             netpressure_exporter conntrack-top  who fills a conntrack table, once, in the terminal",
+        )
         .disable_version_flag(true)
         .arg(Arg::new("version").long("version").action(ArgAction::Version).help("Print the version"))
         .arg(
