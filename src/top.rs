@@ -38,8 +38,8 @@ fn command() -> Command {
         .arg(
             Arg::new("netns")
                 .long("netns")
-                .value_name("NAME|PATH|PID")
-                .help("The table of this network namespace: an `ip netns` name, a path such as /proc/PID/ns/net, or a PID (default: this process's namespace)"),
+                .value_name("INODE|host|PID|NAME|PATH")
+                .help("The table of this network namespace: its netns label (an inode, or host), a PID, an `ip netns` name, or a path such as /proc/PID/ns/net (default: this process's namespace)"),
         )
         .arg(
             Arg::new("top")
@@ -86,15 +86,40 @@ impl Args {
     }
 }
 
-/// Where `--netns` points.
-fn target_path(procfs: &Path, netns: &str) -> PathBuf {
+/// The highest PID Linux hands out (`PID_MAX_LIMIT`); namespace inodes are far above it.
+const PID_MAX_LIMIT: u64 = 4_194_304;
+
+/// Where `--netns` points: a path; `host`; a namespace inode (the exporter's `netns`
+/// label), found among the node's namespaces; a PID; or an `ip netns` name (under
+/// `/run/netns`, or PID 1's when this runs in a container).
+fn target_path(procfs: &Path, netns: &str) -> Result<PathBuf, String> {
     if netns.contains('/') {
-        PathBuf::from(netns)
-    } else if !netns.is_empty() && netns.bytes().all(|b| b.is_ascii_digit()) {
-        procfs.join(netns).join("ns/net")
-    } else {
-        Path::new("/run/netns").join(netns)
+        return Ok(PathBuf::from(netns));
     }
+    if netns == "host" {
+        // kthreadd lives in the initial namespace; PID 1 where it is not visible.
+        let kthreadd = procfs.join("2/ns/net");
+        return Ok(if kthreadd.exists() {
+            kthreadd
+        } else {
+            procfs.join("1/ns/net")
+        });
+    }
+    if let Ok(n) = netns.parse::<u64>() {
+        if n <= PID_MAX_LIMIT {
+            return Ok(procfs.join(netns).join("ns/net"));
+        }
+        let mut found = std::collections::HashMap::new();
+        netns::discover(procfs, &mut found).map_err(|e| format!("--netns {netns}: listing namespaces: {e}"))?;
+        return found
+            .into_iter()
+            .find(|(key, _)| key.1 == n)
+            .map(|(_, f)| f.path)
+            .ok_or_else(|| format!("--netns {netns}: no network namespace with this inode on the node"));
+    }
+    let here = Path::new("/run/netns").join(netns);
+    let host = procfs.join("1/root/run/netns").join(netns);
+    Ok(if here.exists() || !host.exists() { here } else { host })
 }
 
 /// What one run found.
@@ -125,7 +150,7 @@ pub fn run(args: &Args) -> Result<Report, String> {
     let (key, path) = match &args.netns {
         None => (own_key, None),
         Some(n) => {
-            let p = target_path(&args.procfs, n);
+            let p = target_path(&args.procfs, n)?;
             let key = netns::key_of(&p).map_err(|e| format!("--netns {n}: {}: {e}", p.display()))?;
             (key, Some(p))
         }

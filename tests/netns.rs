@@ -805,10 +805,16 @@ fn a_table_under_pressure_names_the_pod_and_destinations_that_fill_it() {
         None
     );
 
-    // The same, once, in a terminal: `conntrack-top`.
+    // The same, once, in a terminal: `conntrack-top`, the table named as the alert
+    // names it (its netns label, the inode).
+    let node_ino = node
+        .label("")
+        .trim_start_matches("netns=\"")
+        .trim_end_matches('"')
+        .to_string();
     let out = common::run(
         std::process::Command::new(common::EXPORTER)
-            .args(["conntrack-top", "--netns", &node.name, "--top", "5"])
+            .args(["conntrack-top", "--netns", &node_ino, "--top", "5"])
             .arg(format!("--path.pod-logs={}", logs.display())),
     );
     let text = String::from_utf8(out.stdout).unwrap();
@@ -816,11 +822,6 @@ fn a_table_under_pressure_names_the_pod_and_destinations_that_fill_it() {
         text.lines()
             .any(|l| l.split_whitespace().take(first.len()).eq(first.iter().copied()))
     };
-    let node_ino = node
-        .label("")
-        .trim_start_matches("netns=\"")
-        .trim_end_matches('"')
-        .to_string();
     assert!(
         text.starts_with(&format!("conntrack table of netns {node_ino}:")),
         "{text}"
