@@ -90,6 +90,13 @@ check "every source up" test -z "$(grep -E '^netpressure_source_up\{' "$m" | awk
 check "conntrack over ctnetlink" test "$(metric 'netpressure_source_up\{source="conntrack_netlink"\}' "$m")" = 1
 check "other namespaces sampled (the test's among them)" grep -q "netpressure_tcp_sockets_in_use{netns=\"$inode\"}" "$m"
 check "the node's namespace is host" grep -q 'netpressure_tcp_sockets_in_use{netns="host"}' "$m"
+# The subcommands as the runbooks run them in the exporter's pod.
+check "conntrack-top in the container, the test's namespace by inode" sh -c \
+  "podman exec 'np-img-$$' /netpressure_exporter conntrack-top --netns $inode --path.procfs=/host/proc \
+     --path.pod-logs=/host/var/log/pods | grep -q '^conntrack table of netns $inode:'"
+check "doctor in the container, from the exporter beside it" sh -c \
+  "podman exec 'np-img-$$' /netpressure_exporter doctor --from http://127.0.0.1:$PORT/metrics --duration 1s \
+     | grep -q '^netpressure doctor: read http'"
 podman rm -f --ignore "np-img-$$" >/dev/null
 
 run "np-img-noadmin-$$" SYS_ADMIN,SYS_PTRACE
