@@ -294,19 +294,22 @@ async fn gate(
         None => false,
         Some(c) => match auth.cached(&c) {
             Some(ok) => ok,
-            None => {
-                let _one_at_a_time = bcrypt.acquire().await.ok()?;
-                // Another request may have checked the same credentials meanwhile.
-                match auth.cached(&c) {
-                    Some(ok) => ok,
-                    None => {
-                        let active = Arc::clone(active);
-                        tokio::task::spawn_blocking(move || active.auth.as_ref().is_some_and(|a| a.verify(&c)))
-                            .await
-                            .unwrap_or(false)
+            None => match bcrypt.acquire().await {
+                // Fails closed: without the permit (never, in practice) nobody passes.
+                Err(_) => false,
+                Ok(_one_at_a_time) => {
+                    // Another request may have checked the same credentials meanwhile.
+                    match auth.cached(&c) {
+                        Some(ok) => ok,
+                        None => {
+                            let active = Arc::clone(active);
+                            tokio::task::spawn_blocking(move || active.auth.as_ref().is_some_and(|a| a.verify(&c)))
+                                .await
+                                .unwrap_or(false)
+                        }
                     }
                 }
-            }
+            },
         },
     };
     if ok {
