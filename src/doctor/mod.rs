@@ -559,6 +559,13 @@ pub fn render_json(findings: &[Finding], ev: &Evidence, source: &str) -> String 
     )
 }
 
+/// This process's effective UID, from `/proc/self/status`.
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
 /// Runs the doctor; returns what to print and whether anything is critical.
 ///
 /// # Errors
@@ -569,9 +576,14 @@ pub fn run(args: &Args, colour: bool) -> Result<(String, bool), String> {
     let source = match &args.from {
         Some(url) => format!("read {url} twice, {:.0} s apart", ev.seconds),
         None => format!(
-            "sampled this node for {:.0} s ({} network namespaces)",
+            "sampled this node for {:.0} s ({} network namespaces){}",
             ev.seconds,
-            ev.namespaces().len()
+            ev.namespaces().len(),
+            if effective_uid() == Some(0) {
+                ""
+            } else {
+                "; not root: other namespaces and processes may be missing (run as root, or use --from)"
+            }
         ),
     };
     let critical = findings.iter().any(|f| f.severity == Severity::Critical);
