@@ -131,6 +131,11 @@ impl Evidence {
     }
 }
 
+/// "1 network namespace", "3 network namespaces".
+pub fn namespaces_phrase(n: usize) -> String {
+    format!("{n} network namespace{}", if n == 1 { "" } else { "s" })
+}
+
 fn pct(x: f64) -> String {
     format!("{:.0}%", x * 100.0)
 }
@@ -200,7 +205,7 @@ pub fn run(ev: &Evidence) -> Vec<Finding> {
                     "not checked: kube-proxy is looked for on the node itself, not through --from".into()
                 }
                 "conntrack-kube-proxy" => "no kube-proxy process on this node".into(),
-                _ => format!("nothing found in {namespaces} network namespaces"),
+                _ => format!("nothing found in {}", namespaces_phrase(namespaces)),
             };
             out.findings.push(Finding {
                 check,

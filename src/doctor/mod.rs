@@ -576,9 +576,9 @@ pub fn run(args: &Args, colour: bool) -> Result<(String, bool), String> {
     let source = match &args.from {
         Some(url) => format!("read {url} twice, {:.0} s apart", ev.seconds),
         None => format!(
-            "sampled this node for {:.0} s ({} network namespaces){}",
+            "sampled this node for {:.0} s ({}){}",
             ev.seconds,
-            ev.namespaces().len(),
+            checks::namespaces_phrase(ev.namespaces().len()),
             if effective_uid() == Some(0) {
                 ""
             } else {
