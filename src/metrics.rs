@@ -590,7 +590,7 @@ pub static NETNS_ROUNDS: Desc = counter(
 );
 pub static NETNS_ENTERED: Desc = counter(
     "netpressure_netns_entered_total",
-    "Times a thread entered another network namespace (setns): to open handles there, or to read its sysctls every --netns.scan-interval. Steady-state samples enter none.",
+    "Times a thread entered another network namespace (setns): to open handles there, to read its sysctls every --netns.scan-interval, or to dump a table under pressure for its breakdown. Steady-state samples enter none.",
 );
 pub static NETNS_ENTER_ERRORS: Desc = counter(
     "netpressure_netns_enter_errors_total",
