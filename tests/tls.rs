@@ -65,6 +65,23 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// curl's arguments for the client certificate and user prom's password.
+    fn client_curl_args(&self) -> Vec<String> {
+        let path = |name: &str| self.path(name).to_str().unwrap().to_string();
+        [
+            "-u",
+            "prom:s3cret",
+            "--cert",
+            &path("client.crt"),
+            "--key",
+            &path("client.key"),
+        ]
+        .map(str::to_string)
+        .to_vec()
+    }
+}
+
 impl Drop for Pki {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -303,15 +320,8 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_a_required_client_certificate
          client_allowed_sans: [prometheus.test]\n",
         "s3cret",
     );
-    let (client, key) = (pki.path("client.crt"), pki.path("client.key"));
-    let cert_args = [
-        "-u",
-        "prom:s3cret",
-        "--cert",
-        client.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-    ];
+    let cert_args = pki.client_curl_args();
+    let cert_args: Vec<&str> = cert_args.iter().map(String::as_str).collect();
     let exp = TlsExporter::start(&ns, &pki, &config, &cert_args);
 
     let dir = pki.dir.display();
@@ -566,14 +576,8 @@ fn doctor_reads_an_exporter_behind_tls_client_certificates_and_basic_auth() {
         "s3cret",
     );
     let (client, key) = (pki.path("client.crt"), pki.path("client.key"));
-    let cert_args = [
-        "-u",
-        "prom:s3cret",
-        "--cert",
-        client.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-    ];
+    let cert_args = pki.client_curl_args();
+    let cert_args: Vec<&str> = cert_args.iter().map(String::as_str).collect();
     let _exp = TlsExporter::start(&ns, &pki, &config, &cert_args);
     let doctor = |password: &str, with_ca: bool| {
         std::fs::write(pki.path("password"), password).unwrap();
