@@ -98,14 +98,6 @@ impl Exposition {
     pub fn value(&self, name: &str, matching: &[(&str, &str)]) -> Option<f64> {
         self.find(name, matching).map(|s| s.value)
     }
-
-    /// A sample with exactly these labels.
-    pub fn exact(&self, name: &str, labels: &BTreeMap<String, String>) -> Option<f64> {
-        self.samples
-            .iter()
-            .find(|s| s.name == name && s.labels == *labels)
-            .map(|s| s.value)
-    }
 }
 
 #[cfg(test)]
