@@ -23,15 +23,11 @@ fn main() -> ExitCode {
         // print! and eprintln! panic when the stream cannot be written (`--help
         // >/dev/full`); a failed write is reported (where stderr still works) and exits 1.
         Err(CliExit::Print(text)) => {
-            let mut out = std::io::stdout().lock();
-            if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "netpressure_exporter: cannot write to standard output: {e}"
-                );
-                return ExitCode::from(1);
-            }
-            return ExitCode::SUCCESS;
+            return if print(&text) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            };
         }
         Err(CliExit::Usage(line)) => {
             let _ = writeln!(std::io::stderr(), "{line}");
@@ -48,23 +44,46 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes `text` to standard output and flushes it. print! panics when the stream
+/// cannot be written (`--help >/dev/full`); here a failed write is reported (where
+/// stderr still works) and the caller exits 1.
+fn print(text: &str) -> bool {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => true,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "netpressure_exporter: cannot write to standard output: {e}"
+            );
+            false
+        }
+    }
+}
+
+/// A subcommand's arguments parsed, or how to exit: clap's text printed, 0 for
+/// `--help`, 2 for a usage error.
+fn subcommand_args<A>(parsed: Result<A, clap::Error>) -> Result<A, ExitCode> {
+    parsed.map_err(|e| {
+        let _ = e.print();
+        ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+    })
+}
+
 /// `netpressure_exporter conntrack-top`: prints one table's breakdown and exits.
 fn conntrack_top(args: Vec<std::ffi::OsString>) -> ExitCode {
     use netpressure_exporter::top;
-    let args = match top::Args::parse(args) {
+    let args = match subcommand_args(top::Args::parse(args)) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
-        }
+        Err(code) => return code,
     };
     netpressure_exporter::logging::init(log::LevelFilter::Warn, netpressure_exporter::config::LogFormat::Logfmt);
     match top::run(&args) {
         Ok(report) => {
-            let mut out = std::io::stdout().lock();
-            match out.write_all(top::render(&report, args.top).as_bytes()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(_) => ExitCode::from(1),
+            if print(&top::render(&report, args.top)) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
             }
         }
         Err(e) => {
@@ -77,19 +96,15 @@ fn conntrack_top(args: Vec<std::ffi::OsString>) -> ExitCode {
 /// `netpressure_exporter doctor`: findings, exit 1 when one is critical.
 fn doctor(args: Vec<std::ffi::OsString>) -> ExitCode {
     use netpressure_exporter::doctor;
-    let args = match doctor::Args::parse(args) {
+    let args = match subcommand_args(doctor::Args::parse(args)) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
-        }
+        Err(code) => return code,
     };
     netpressure_exporter::logging::init(log::LevelFilter::Error, netpressure_exporter::config::LogFormat::Logfmt);
     let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
     match doctor::run(&args, colour) {
         Ok((text, critical)) => {
-            let mut out = std::io::stdout().lock();
-            if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+            if !print(&text) {
                 return ExitCode::from(1);
             }
             ExitCode::from(u8::from(critical))
