@@ -117,7 +117,12 @@ fn doctor(args: Vec<std::ffi::OsString>) -> ExitCode {
 }
 
 fn run(cfg: Config) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Blocking threads encode scrapes (server::metrics): two at most, as the machine
+    // rarely has cores to spare for more; --web.max-requests bounds those waiting.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(2)
+        .build()?;
     let http_stats = std::sync::Arc::new(netpressure_exporter::metrics::HttpStats::default());
     let web = match &cfg.web_config_file {
         None => Web::plain(std::sync::Arc::clone(&http_stats)),
@@ -175,25 +180,51 @@ fn run(cfg: Config) -> anyhow::Result<()> {
     })
 }
 
+/// The listen backlog asked for; the kernel caps it at `net.core.somaxconn` (4096 by
+/// default since Linux 5.4), as Go's servers do. tokio's own `bind` asks for 1024: a
+/// burst of connections beyond it while the HTTP thread is busy would be dropped by
+/// the kernel, Prometheus's among them.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listens on one address with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Binds `--web.listen-address`. `:PORT` means every address: IPv6 and IPv4 where the
 /// host has IPv6, IPv4 only where it does not.
 async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
     use anyhow::Context as _;
     if let Some(port) = addr.strip_prefix(':') {
         let port: u16 = port.parse().context("--web.listen-address: bad port")?;
-        match TcpListener::bind(SocketAddr::from(([0u16; 8], port))).await {
+        match listen(SocketAddr::from(([0u16; 8], port))) {
             Ok(l) => return Ok(l),
             Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) || e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
             }
             Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr} (--web.listen-address)")),
         }
-        return TcpListener::bind(SocketAddr::from(([0u8; 4], port)))
-            .await
+        return listen(SocketAddr::from(([0u8; 4], port)))
             .with_context(|| format!("cannot listen on {addr} (--web.listen-address)"));
     }
-    TcpListener::bind(addr)
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr)
         .await
-        .with_context(|| format!("cannot listen on {addr} (--web.listen-address)"))
+        .with_context(|| format!("cannot listen on {addr} (--web.listen-address)"))?
+    {
+        match listen(a) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    let e = last.unwrap_or_else(|| std::io::Error::other("the name resolves to no address"));
+    Err(e).with_context(|| format!("cannot listen on {addr} (--web.listen-address)"))
 }
 
 /// Completes on SIGTERM or SIGINT. SIGHUP (which would otherwise end the process with

@@ -503,7 +503,7 @@ pub static HTTP_CONNECTIONS: Desc = gauge(
 );
 pub static HTTP_EVICTED: Desc = counter(
     "netpressure_http_connections_evicted_total",
-    "Connections closed to make room at --web.max-connections: the quietest (idle, slow, or not reading) go first.",
+    "Connections closed to make room at --web.max-connections: idle ones and unfinished handshakes or headers, quietest first; a response whose client stopped reading for 5 s after them; never a response being read.",
 );
 pub static HTTP_REJECTED: Desc = counter(
     "netpressure_http_requests_rejected_total",
@@ -511,11 +511,23 @@ pub static HTTP_REJECTED: Desc = counter(
 );
 pub static HTTP_UNAUTHORIZED: Desc = counter(
     "netpressure_http_requests_unauthorized_total",
-    "Requests answered 401: no or wrong basic-auth credentials (basic_auth_users in --web.config.file).",
+    "Requests refused for their credentials (basic_auth_users in --web.config.file): none or wrong (401), the verifier busy (503), or the client gone before its password was checked.",
+);
+pub static HTTP_AUTH_VERIFICATIONS: Desc = counter(
+    "netpressure_http_auth_verifications_total",
+    "bcrypt verifications run for basic auth (tens of ms of CPU each, one at a time); credentials seen before are answered from memory.",
+);
+pub static HTTP_AUTH_ABANDONED: Desc = counter(
+    "netpressure_http_auth_abandoned_total",
+    "Basic-auth checks skipped unverified because the client hung up while waiting (also counted as unauthorized).",
 );
 pub static HTTP_TLS_HANDSHAKE_ERRORS: Desc = counter(
     "netpressure_http_tls_handshake_errors_total",
-    "Connections closed before or during the TLS handshake: plain HTTP to the TLS port, a refused or missing client certificate, a timeout.",
+    "TLS handshakes that failed: a refused, untrusted or missing client certificate, no common version or suite, or not finished within 10 s.",
+);
+pub static HTTP_TLS_PLAINTEXT: Desc = counter(
+    "netpressure_http_tls_plaintext_requests_total",
+    "Plain HTTP sent to the TLS port, answered 400 (a scraper configured with http:// instead of https://).",
 );
 pub static WEB_CONFIG_RELOAD_OK: Desc = gauge(
     "netpressure_web_config_last_reload_successful",
@@ -529,7 +541,10 @@ pub struct HttpStats {
     pub evicted: std::sync::atomic::AtomicU64,
     pub rejected: std::sync::atomic::AtomicU64,
     pub unauthorized: std::sync::atomic::AtomicU64,
+    pub auth_verifications: std::sync::atomic::AtomicU64,
+    pub auth_abandoned: std::sync::atomic::AtomicU64,
     pub tls_handshake_errors: std::sync::atomic::AtomicU64,
+    pub tls_plaintext: std::sync::atomic::AtomicU64,
     pub web_config_ok: std::sync::atomic::AtomicBool,
 }
 
@@ -540,7 +555,10 @@ impl Default for HttpStats {
             evicted: 0.into(),
             rejected: 0.into(),
             unauthorized: 0.into(),
+            auth_verifications: 0.into(),
+            auth_abandoned: 0.into(),
             tls_handshake_errors: 0.into(),
+            tls_plaintext: 0.into(),
             web_config_ok: true.into(),
         }
     }
@@ -554,10 +572,17 @@ impl HttpStats {
         out.push(&HTTP_REJECTED, &[], self.rejected.load(Relaxed) as f64);
         out.push(&HTTP_UNAUTHORIZED, &[], self.unauthorized.load(Relaxed) as f64);
         out.push(
+            &HTTP_AUTH_VERIFICATIONS,
+            &[],
+            self.auth_verifications.load(Relaxed) as f64,
+        );
+        out.push(&HTTP_AUTH_ABANDONED, &[], self.auth_abandoned.load(Relaxed) as f64);
+        out.push(
             &HTTP_TLS_HANDSHAKE_ERRORS,
             &[],
             self.tls_handshake_errors.load(Relaxed) as f64,
         );
+        out.push(&HTTP_TLS_PLAINTEXT, &[], self.tls_plaintext.load(Relaxed) as f64);
         out.push(
             &WEB_CONFIG_RELOAD_OK,
             &[],

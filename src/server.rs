@@ -2,17 +2,20 @@
 //! `/-/ready`, and 404 elsewhere. Handlers only read the published snapshot.
 //!
 //! The endpoint cannot be starved ([`serve`]): at most `--web.max-connections`
-//! connections are held, and when a new one comes at the cap the connection that has
-//! been quiet longest is closed for it (a client that never sent a whole request, or
-//! never reads its response, goes before one that scraped recently); request headers
-//! must arrive within [`HEADER_TIMEOUT`] and fit in [`MAX_HEADER_BYTES`]; at most
-//! `--web.max-requests` scrapes are encoded at once (503 beyond, as node_exporter);
-//! and a shutdown lets in-flight requests finish for [`SHUTDOWN_GRACE`], then closes
-//! whatever is left.
+//! connections are held. At the cap, an idle connection, or one that has not finished
+//! its TLS handshake or request headers, is closed to make room, the quietest first
+//! and strangers before clients that passed basic auth; a response whose client has
+//! read nothing for [`STALLED`] goes after those; a response being read, or a
+//! connection not yet read at all, is never cut (new connections then wait in the
+//! kernel's accept queue until one ends). Request
+//! headers must arrive within [`HEADER_TIMEOUT`] and fit in [`MAX_HEADER_BYTES`]; at
+//! most `--web.max-requests` scrapes are encoded at once, off the HTTP thread (503
+//! beyond, as node_exporter); and a shutdown lets in-flight requests finish for
+//! [`SHUTDOWN_GRACE`], then closes whatever is left.
 
 use std::io::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -51,11 +54,38 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// How long in-flight requests may take to finish after SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// A response whose client has read nothing for this long counts as stalled: it may
+/// be evicted, after every idle connection.
+pub const STALLED: Duration = Duration::from_secs(5);
 
-/// One held connection: when it was last active (accepted, or a request started), and
-/// how to close it.
+/// What the accept loop knows of a held connection.
+#[derive(Debug, Default)]
+struct Activity {
+    /// Milliseconds since the server started at the last sign of life: accepted, a
+    /// request begun, a chunk of a response taken by the client, a response done.
+    last: std::sync::atomic::AtomicU64,
+    /// Requests begun whose response bodies hyper has not yet finished with.
+    busy: std::sync::atomic::AtomicU32,
+    /// The last write found the socket full: a response is waiting for its client.
+    writing: std::sync::atomic::AtomicBool,
+    /// A request on it passed basic auth: its client proved who it is, and is the
+    /// last idle connection closed for a stranger's.
+    trusted: std::sync::atomic::AtomicBool,
+    /// Its task has begun to read from it: what the client sent by then is being
+    /// served. Until then it is never closed for another.
+    served: std::sync::atomic::AtomicBool,
+}
+
+impl Activity {
+    fn in_flight(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.busy.load(Relaxed) > 0 || self.writing.load(Relaxed)
+    }
+}
+
+/// One held connection: its activity, and how to close it.
 struct Held {
-    last_active: Arc<std::sync::atomic::AtomicU64>,
+    activity: Arc<Activity>,
     close: Arc<tokio::sync::Notify>,
 }
 
@@ -66,6 +96,37 @@ struct Connections {
     held: std::collections::BTreeMap<u64, Held>,
 }
 
+impl Connections {
+    /// The connection to close for a new one, among those whose task has begun to
+    /// serve them: the one quiet longest among those with no response in flight (idle keep-alive, a handshake or headers not yet sent),
+    /// strangers' before those that passed basic auth (Prometheus's kept-alive scrape
+    /// connection outlasts a password spray); failing that, a response whose client
+    /// has stopped reading for [`STALLED`]. Never a response that is being read.
+    fn victim(&self, now: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let quietest = |busy: bool, trusted: bool| {
+            self.held
+                .iter()
+                .filter(|(_, h)| {
+                    let a = &h.activity;
+                    a.served.load(Relaxed) && a.in_flight() == busy && a.trusted.load(Relaxed) == trusted
+                })
+                .map(|(id, h)| (h.activity.last.load(Relaxed), *id))
+                .min()
+        };
+        let stalled_ms = u64::try_from(STALLED.as_millis()).unwrap_or(u64::MAX);
+        let stalled = |(last, _): &(u64, u64)| now.saturating_sub(*last) >= stalled_ms;
+        // A connection not yet served will soon be closable: wait for it rather than
+        // close a client that proved who it is.
+        let unserved = self.held.values().any(|h| !h.activity.served.load(Relaxed));
+        quietest(false, false)
+            .or_else(|| if unserved { None } else { quietest(false, true) })
+            .or_else(|| quietest(true, false).filter(stalled))
+            .or_else(|| quietest(true, true).filter(stalled))
+            .map(|(_, id)| id)
+    }
+}
+
 fn lock(m: &std::sync::Mutex<Connections>) -> std::sync::MutexGuard<'_, Connections> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -73,6 +134,139 @@ fn lock(m: &std::sync::Mutex<Connections>) -> std::sync::MutexGuard<'_, Connecti
 /// Milliseconds since `origin`, for activity stamps.
 fn stamp(origin: std::time::Instant) -> u64 {
     u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Marks a request in flight on its connection until dropped, with the response body
+/// it travels in.
+struct InFlight {
+    activity: Arc<Activity>,
+    origin: std::time::Instant,
+}
+
+impl InFlight {
+    fn begin(activity: &Arc<Activity>, origin: std::time::Instant) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        activity.busy.fetch_add(1, Relaxed);
+        activity.last.store(stamp(origin), Relaxed);
+        Self {
+            activity: Arc::clone(activity),
+            origin,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.activity.last.store(stamp(self.origin), Relaxed);
+        self.activity.busy.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A response body that stamps its connection's activity as hyper takes it, and ends
+/// the request's [`InFlight`] when hyper is done with it.
+struct Tracked {
+    inner: Body,
+    in_flight: InFlight,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_ready() {
+            let f = &self.in_flight;
+            f.activity
+                .last
+                .store(stamp(f.origin), std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A connection's socket, noting in its [`Activity`] each write that goes through and
+/// whether the last one is waiting for the client to read. A response is in flight
+/// until hyper has written all of it, not only until its body ends.
+struct Watched<I> {
+    io: I,
+    activity: Arc<Activity>,
+    origin: std::time::Instant,
+}
+
+impl<I> Watched<I> {
+    fn note<T>(&self, polled: &std::task::Poll<std::io::Result<T>>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match polled {
+            std::task::Poll::Pending => self.activity.writing.store(true, Relaxed),
+            std::task::Poll::Ready(_) => {
+                self.activity.writing.store(false, Relaxed);
+                self.activity.last.store(stamp(self.origin), Relaxed);
+            }
+        }
+    }
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
+        self.note(&polled);
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.note(&polled);
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, with the limits of this
@@ -93,23 +287,55 @@ pub async fn serve(
     let origin = std::time::Instant::now();
     let conns = Arc::new(std::sync::Mutex::new(Connections::default()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // One bcrypt verification at a time (see webconfig::auth).
-    let bcrypt = Arc::new(tokio::sync::Semaphore::new(1));
+    // One bcrypt verification at a time, on its own thread (see webconfig::auth).
+    let verifier = Arc::new(crate::webconfig::auth::Verifier::new(Arc::clone(&stats)));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEADER_BYTES);
     tokio::pin!(shutdown);
-    let mut accept_errors_logged = false;
-    loop {
+    let mut accept_errors = crate::logging::Repeats::default();
+    let freed = Arc::new(tokio::sync::Notify::new());
+    'serve: loop {
+        // At the cap, make room before accepting: close the quietest connection that
+        // may be closed (see Connections::victim). If none may yet (every one is new,
+        // or writing a response being read), wait until one ends or has been served
+        // far enough; new connections wait in the kernel's accept queue meanwhile, so
+        // a flood of clients never costs a connection its place before its request
+        // has been read.
+        loop {
+            let room = {
+                let mut c = lock(&conns);
+                if c.held.len() < max_connections {
+                    true
+                } else if let Some(h) = c.victim(stamp(origin)).and_then(|id| c.held.remove(&id)) {
+                    h.close.notify_one();
+                    stats.evicted.fetch_add(1, Ordering::Relaxed);
+                    stats.connections.store(c.held.len() as u64, Ordering::Relaxed);
+                    true
+                } else {
+                    false
+                }
+            };
+            if room {
+                break;
+            }
+            tokio::select! {
+                () = freed.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                () = &mut shutdown => break 'serve,
+            }
+        }
         let stream = tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    if !accept_errors_logged {
-                        log::warn!("accepting a connection: {e}; retrying");
-                        accept_errors_logged = true;
+                    let msg = format!("accepting a connection: {e}; retrying");
+                    match accept_errors.allow(&msg, std::time::Instant::now()) {
+                        Some(0) => log::warn!("{msg}"),
+                        Some(n) => log::warn!("{msg} ({n} more like it since the last warning)"),
+                        None => log::debug!("{msg}"),
                     }
                     // EMFILE and the like: give the descriptors a moment to come back.
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -119,77 +345,108 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let now = stamp(origin);
-        let (id, last_active, close) = {
+        let (id, activity, close) = {
             let mut c = lock(&conns);
-            if c.held.len() >= max_connections {
-                // Make room: the connection quiet for longest goes.
-                let quietest = c
-                    .held
-                    .iter()
-                    .min_by_key(|(_, h)| h.last_active.load(Ordering::Relaxed))
-                    .map(|(id, _)| *id);
-                if let Some(h) = quietest.and_then(|id| c.held.remove(&id)) {
-                    h.close.notify_one();
-                    stats.evicted.fetch_add(1, Ordering::Relaxed);
-                }
-            }
             let id = c.next;
             c.next += 1;
             let held = Held {
-                last_active: Arc::new(std::sync::atomic::AtomicU64::new(now)),
+                activity: Arc::new(Activity {
+                    last: now.into(),
+                    busy: 0.into(),
+                    writing: false.into(),
+                    trusted: false.into(),
+                    served: false.into(),
+                }),
                 close: Arc::new(tokio::sync::Notify::new()),
             };
-            let pair = (Arc::clone(&held.last_active), Arc::clone(&held.close));
+            let pair = (Arc::clone(&held.activity), Arc::clone(&held.close));
             c.held.insert(id, held);
             stats.connections.store(c.held.len() as u64, Ordering::Relaxed);
             (id, pair.0, pair.1)
         };
-        // The certificate in force when the connection comes: a rotated one is
-        // presented from the next handshake on.
-        let tls = web.refresh().tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let (app, conns, builder, stop) = (app.clone(), Arc::clone(&conns), builder.clone(), stop_rx.clone());
-        let (stats, web, bcrypt) = (Arc::clone(&stats), Arc::clone(&web), Arc::clone(&bcrypt));
+        let (stats, web, verifier, freed) = (
+            Arc::clone(&stats),
+            Arc::clone(&web),
+            Arc::clone(&verifier),
+            Arc::clone(&freed),
+        );
         let req_stats = Arc::clone(&stats);
         tokio::spawn(async move {
+            // The certificate in force when the connection comes: a rotated one is
+            // presented from the next handshake on.
+            let tls = if web.tls() {
+                web.refresh().await.tls.clone().map(tokio_rustls::TlsAcceptor::from)
+            } else {
+                None
+            };
+            let req_web = Arc::clone(&web);
+            let conn_activity = Arc::clone(&activity);
             let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                last_active.store(stamp(origin), Ordering::Relaxed);
+                let in_flight = InFlight::begin(&activity, origin);
+                // Counted from now on, even if the client leaves before the gate.
+                let attempt = crate::webconfig::auth::Attempt::arm(
+                    req_web.current().auth.is_some() && !is_probe(req.uri().path()),
+                    &req_stats,
+                );
                 let mut app = app.clone();
-                // Per request, as the toolkit: a changed password or header applies
-                // to a kept-alive connection too.
-                let active = web.refresh();
-                let (bcrypt, stats) = (Arc::clone(&bcrypt), Arc::clone(&req_stats));
+                let (web, verifier, stats) = (Arc::clone(&req_web), Arc::clone(&verifier), Arc::clone(&req_stats));
                 async move {
-                    let mut resp = match gate(&active, &req, &bcrypt, &stats).await {
+                    // Per request, as the toolkit: a changed password or header applies
+                    // to a kept-alive connection too.
+                    let active = web.refresh().await;
+                    let mut resp = match gate(&active, &req, &verifier, &stats, attempt).await {
                         Some(refused) => refused,
-                        None => tower_service::Service::call(&mut app, req).await?,
+                        None => {
+                            if active.auth.is_some() && !is_probe(req.uri().path()) {
+                                in_flight
+                                    .activity
+                                    .trusted
+                                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            tower_service::Service::call(&mut app, req).await?
+                        }
                     };
                     for (name, value) in &active.headers {
                         resp.headers_mut().insert(name.clone(), value.clone());
                     }
-                    Ok::<_, std::convert::Infallible>(resp)
+                    Ok::<_, std::convert::Infallible>(resp.map(|inner| Body::new(Tracked { inner, in_flight })))
                 }
             });
+            let watched = |io| Watched {
+                io,
+                activity: Arc::clone(&conn_activity),
+                origin,
+            };
+            conn_activity.served.store(true, Ordering::Relaxed);
             match tls {
-                None => drive(stream, &builder, svc, &close, stop).await,
+                None => drive(watched(stream), &builder, svc, &close, stop).await,
                 Some(acceptor) => {
-                    let handshake = tokio::time::timeout(HEADER_TIMEOUT, handshake(stream, acceptor));
+                    let handshake = tokio::time::timeout(HEADER_TIMEOUT, handshake(stream, acceptor, watched));
                     let mut stop_early = stop.clone();
-                    let tls = tokio::select! {
-                        r = handshake => r.ok().flatten(),
-                        () = close.notified() => None,
-                        () = async { drop(stop_early.wait_for(|s| *s).await) } => None,
+                    let outcome = tokio::select! {
+                        r = handshake => r.unwrap_or(Handshake::Failed),
+                        // Evicted (counted there) or shut down: no handshake failure.
+                        () = close.notified() => Handshake::Closed,
+                        () = async { drop(stop_early.wait_for(|s| *s).await) } => Handshake::Closed,
                     };
-                    match tls {
-                        Some(tls) => drive(tls, &builder, svc, &close, stop).await,
-                        None => {
+                    match outcome {
+                        Handshake::Done(tls) => drive(*tls, &builder, svc, &close, stop).await,
+                        Handshake::Failed => {
                             stats.tls_handshake_errors.fetch_add(1, Ordering::Relaxed);
                         }
+                        Handshake::Plaintext => {
+                            stats.tls_plaintext.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Handshake::Closed => {}
                     }
                 }
             }
             let mut c = lock(&conns);
             c.held.remove(&id);
             stats.connections.store(c.held.len() as u64, Ordering::Relaxed);
+            drop(c);
+            freed.notify_one();
         });
     }
     // In-flight requests finish within the grace period; idle connections close now.
@@ -225,16 +482,29 @@ async fn drive<I, S>(
     }
 }
 
+/// How a TLS connection's start went.
+enum Handshake {
+    Done(Box<tokio_rustls::server::TlsStream<Watched<tokio::net::TcpStream>>>),
+    /// The handshake failed or did not finish within [`HEADER_TIMEOUT`].
+    Failed,
+    /// Plain HTTP to the TLS port (answered 400).
+    Plaintext,
+    /// Closed before a byte was sent, evicted, or the server is stopping.
+    Closed,
+}
+
 /// The TLS handshake; a client that speaks plain HTTP to the TLS port gets a 400 that
 /// says so (as from Go's servers) instead of a bare reset.
 async fn handshake(
     stream: tokio::net::TcpStream,
     acceptor: tokio_rustls::TlsAcceptor,
-) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    watched: impl FnOnce(tokio::net::TcpStream) -> Watched<tokio::net::TcpStream>,
+) -> Handshake {
     const TLS_HANDSHAKE_RECORD: u8 = 0x16;
     let mut first = [0u8; 1];
-    if stream.peek(&mut first).await.ok()? == 0 {
-        return None;
+    match stream.peek(&mut first).await {
+        Ok(0) | Err(_) => return Handshake::Closed,
+        Ok(_) => {}
     }
     if first[0] != TLS_HANDSHAKE_RECORD {
         // Drop what the client sent (closing with it unread would reset the
@@ -250,13 +520,13 @@ async fn handshake(
             b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n\
               Client sent an HTTP request to an HTTPS server.\n",
         );
-        return None;
+        return Handshake::Plaintext;
     }
-    match acceptor.accept(stream).await {
-        Ok(tls) => Some(tls),
+    match acceptor.accept(watched(stream)).await {
+        Ok(tls) => Handshake::Done(Box::new(tls)),
         Err(e) => {
             log::debug!("TLS handshake failed: {e}");
-            None
+            Handshake::Failed
         }
     }
 }
@@ -267,13 +537,34 @@ async fn handshake(
 async fn gate(
     active: &Arc<Active>,
     req: &hyper::Request<hyper::body::Incoming>,
-    bcrypt: &tokio::sync::Semaphore,
+    verifier: &crate::webconfig::auth::Verifier,
     stats: &crate::metrics::HttpStats,
+    mut attempt: crate::webconfig::auth::Attempt,
 ) -> Option<Response> {
-    let path = req.uri().path();
-    if path == "/-/healthy" || path == "/-/ready" {
+    // Every way out below counts the request's fate itself (or hands it to the
+    // verifier, which does): the attempt is disarmed, except if this future is
+    // dropped at the await, when it counts itself as abandoned.
+    if is_probe(req.uri().path()) {
+        attempt.disarm();
         return None;
     }
+    let decided = gate_inner(active, req, verifier, stats, &mut attempt).await;
+    attempt.disarm();
+    decided
+}
+
+/// `/-/healthy` and `/-/ready`: no credentials, no rate limit.
+fn is_probe(path: &str) -> bool {
+    path == "/-/healthy" || path == "/-/ready"
+}
+
+async fn gate_inner(
+    active: &Arc<Active>,
+    req: &hyper::Request<hyper::body::Incoming>,
+    verifier: &crate::webconfig::auth::Verifier,
+    stats: &crate::metrics::HttpStats,
+    attempt: &mut crate::webconfig::auth::Attempt,
+) -> Option<Response> {
     if let Some(limiter) = &active.limiter {
         if !limiter.allow() {
             return Some(
@@ -290,40 +581,50 @@ async fn gate(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|h| crate::webconfig::auth::credentials(h.as_bytes()));
-    let ok = match given {
-        None => false,
-        Some(c) => match auth.cached(&c) {
-            Some(ok) => ok,
-            None => match bcrypt.acquire().await {
-                // Fails closed: without the permit (never, in practice) nobody passes.
-                Err(_) => false,
-                Ok(_one_at_a_time) => {
-                    // Another request may have checked the same credentials meanwhile.
-                    match auth.cached(&c) {
-                        Some(ok) => ok,
-                        None => {
-                            let active = Arc::clone(active);
-                            tokio::task::spawn_blocking(move || active.auth.as_ref().is_some_and(|a| a.verify(&c)))
-                                .await
-                                .unwrap_or(false)
-                        }
-                    }
-                }
-            },
-        },
+    // Refusals answered from memory are counted here; the verifier counts its own
+    // (also those of clients that left before the answer).
+    let refused = |stats: &crate::metrics::HttpStats| {
+        stats.unauthorized.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        unauthorized()
     };
-    if ok {
-        return None;
+    let Some(c) = given else {
+        return Some(refused(stats));
+    };
+    match auth.cached(&c) {
+        Some(true) => None,
+        Some(false) => Some(refused(stats)),
+        None => match verifier.submit(Arc::clone(auth), c) {
+            Ok(answer) => {
+                // The verifier counts a refusal, or the job of a client gone by then.
+                attempt.disarm();
+                match answer.await {
+                    Ok(true) => None,
+                    _ => Some(unauthorized()),
+                }
+            }
+            Err(busy) => {
+                stats.unauthorized.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                log::debug!("basic auth: no verification ({busy:?})");
+                Some(
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [(header::RETRY_AFTER, "1")],
+                        "too many new credentials being checked; try again\n",
+                    )
+                        .into_response(),
+                )
+            }
+        },
     }
-    stats.unauthorized.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Some(
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Basic")],
-            "Unauthorized\n",
-        )
-            .into_response(),
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic")],
+        "Unauthorized\n",
     )
+        .into_response()
 }
 
 impl AppState {
@@ -378,7 +679,7 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Ok(_permit) = state.requests.clone().try_acquire_owned() else {
+    let Ok(permit) = state.requests.clone().try_acquire_owned() else {
         state.stats.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -389,27 +690,42 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     let Some(snap) = state.latest() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "no sample taken yet\n").into_response();
     };
-    let mut text = String::with_capacity(snap.encoded_len_hint());
-    snap.encode(&mut text);
-    drop(snap);
-    let mut resp = if accepts_gzip(&headers) {
-        let mut enc = GzEncoder::new(Vec::with_capacity(text.len() / 4), Compression::fast());
-        let body = match enc.write_all(text.as_bytes()).and_then(|()| enc.finish()) {
-            Ok(b) => b,
-            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("gzip: {e}\n")).into_response(),
-        };
-        let mut r = Response::new(Body::from(body));
-        r.headers_mut()
-            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        r
-    } else {
-        Response::new(Body::from(text))
+    let gzip = accepts_gzip(&headers);
+    // Encoding and compressing take milliseconds: off the HTTP thread, so probes and
+    // accepts never wait behind them. The permit goes with the work, so a client that
+    // hangs up does not free its place while its encode still runs.
+    let encoded = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        encode(&snap, gzip)
+    })
+    .await;
+    let body = match encoded {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("gzip: {e}\n")).into_response(),
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding failed: {e}\n")).into_response(),
     };
+    let mut resp = Response::new(Body::from(body));
+    if gzip {
+        resp.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     resp.headers_mut()
         .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     resp
+}
+
+/// The exposition of `snap`, gzipped if asked.
+fn encode(snap: &Snapshot, gzip: bool) -> std::io::Result<bytes::Bytes> {
+    let mut text = String::with_capacity(snap.encoded_len_hint());
+    snap.encode(&mut text);
+    if !gzip {
+        return Ok(text.into_bytes().into());
+    }
+    let mut enc = GzEncoder::new(Vec::with_capacity(text.len() / 4), Compression::fast());
+    enc.write_all(text.as_bytes())?;
+    Ok(enc.finish()?.into())
 }
 
 async fn landing(State(state): State<AppState>) -> Html<String> {
@@ -446,11 +762,9 @@ async fn healthy(State(state): State<AppState>) -> (StatusCode, &'static str) {
         }
         return (StatusCode::OK, "Healthy (starting)\n");
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    if now - snap.taken_at > state.stale_after.as_secs_f64() {
+    // Monotonic: a wall clock stepped by NTP must neither fail nor pass the check.
+    let age = snap.taken.map_or(Duration::MAX, |t| t.elapsed());
+    if age > state.stale_after {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "Unhealthy: the sampler has stopped publishing\n",

@@ -24,6 +24,8 @@ pub struct Snapshot {
     labels: String,
     /// Wall-clock time of the sample, seconds since the Unix epoch.
     pub taken_at: f64,
+    /// When the sample was taken, on the monotonic clock (for `/-/healthy`).
+    pub taken: Option<std::time::Instant>,
 }
 
 impl Snapshot {
@@ -35,6 +37,7 @@ impl Snapshot {
         self.samples.clear();
         self.labels.clear();
         self.taken_at = 0.0;
+        self.taken = None;
     }
 
     pub fn len(&self) -> usize {

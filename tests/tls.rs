@@ -626,3 +626,80 @@ fn doctor_reads_an_exporter_behind_tls_client_certificates_and_basic_auth() {
         "{no_ca:?}"
     );
 }
+
+#[test]
+fn client_allowed_sans_fails_closed_at_start_at_reload_and_without_a_certificate() {
+    let ns = Netns::new("sans");
+    let pki = Pki::new("sans");
+    let sans = |policy: &str| {
+        format!("  client_auth_type: {policy}\n  client_ca_file: ca.crt\n  client_allowed_sans: [prometheus.test]\n")
+    };
+    const REFUSAL: &str =
+        "client_allowed_sans requires client_auth_type to be one of RequireAnyClientCert or RequireAndVerifyClientCert";
+    // At start: the two policies that let a client in without a certificate.
+    for policy in ["RequestClientCert", "VerifyClientCertIfGiven"] {
+        let config = web_config(&pki, &sans(policy), "s3cret");
+        let out = Command::new(EXPORTER)
+            .args(["--web.listen-address=127.0.0.1:0", "--no-collector.netns"])
+            .arg(format!("--web.config.file={}", config.display()))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{policy}: {err}");
+        assert!(err.contains(REFUSAL), "{policy}: {err}");
+    }
+    let cert_args = pki.client_curl_args();
+    let cert_args: Vec<&str> = cert_args.iter().map(String::as_str).collect();
+    let metrics = url("/metrics");
+    let code = |args: &[&str]| {
+        let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+        all.extend_from_slice(args);
+        all.push(&metrics);
+        status(&curl(&ns, &pki, &all))
+    };
+    let stranger = [
+        "-u",
+        "prom:s3cret",
+        "--cert",
+        pki.path("stranger.crt").to_str().unwrap(),
+        "--key",
+        pki.path("stranger.key").to_str().unwrap(),
+    ]
+    .map(str::to_string);
+    let stranger: Vec<&str> = stranger.iter().map(String::as_str).collect();
+    for policy in ["RequireAnyClientCert", "RequireAndVerifyClientCert"] {
+        let config = web_config(&pki, &sans(policy), "s3cret");
+        let exp = TlsExporter::start(&ns, &pki, &config, &cert_args);
+        assert_eq!(code(&cert_args), "200", "{policy}: an allowed SAN");
+        // No certificate: no handshake (curl reports 000), whatever the password.
+        assert_eq!(code(&["-u", "prom:s3cret"]), "000", "{policy}: no certificate");
+        assert_eq!(code(&stranger), "000", "{policy}: a SAN not allowed");
+        if policy == "RequireAndVerifyClientCert" {
+            // The self-metrics tell these apart: two failed handshakes (no certificate,
+            // a SAN not allowed); plain HTTP to the TLS port counted on its own; a
+            // connection closed before a byte counted nowhere.
+            let plain = ns
+                .cmd("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"])
+                .arg(format!("http://127.0.0.1:{PORT}/metrics"))
+                .output()
+                .unwrap();
+            assert_eq!(status(&plain), "400");
+            ns.enter(|| drop(std::net::TcpStream::connect(("127.0.0.1", PORT)).unwrap()));
+            let mut args = cert_args.clone();
+            args.insert(0, "-sS");
+            scrape_until(&ns, &pki, &args, "the handshake failures counted", |b| {
+                metric(b, "netpressure_http_tls_handshake_errors_total", "") == Some(2.0)
+                    && metric(b, "netpressure_http_tls_plaintext_requests_total", "") == Some(1.0)
+            });
+            // At reload: the same refusal, and the last good configuration stays.
+            let text = std::fs::read_to_string(&config)
+                .unwrap()
+                .replace(policy, "VerifyClientCertIfGiven");
+            std::fs::write(&config, text).unwrap();
+            assert_eq!(code(&["-u", "prom:s3cret"]), "000", "after the refused reload");
+            exp.wait_log(REFUSAL);
+            assert_eq!(code(&cert_args), "200");
+        }
+    }
+}

@@ -357,6 +357,7 @@ impl Sampler {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
+        snap.taken = Some(std::time::Instant::now());
         self.fast.run(start);
         self.fast.append(snap);
         let slow = Arc::clone(&lock(&self.slow_out));

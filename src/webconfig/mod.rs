@@ -135,13 +135,25 @@ impl WebConfig {
     }
 }
 
+/// Reads a file the web configuration names, or the configuration itself: opened
+/// without blocking and refused unless it is a regular file (a FIFO, `/dev/zero` or a
+/// device is an error, not a read that hangs or fills memory), and read to at most
+/// [`crate::procfs::MAX_FILE_BYTES`].
+///
+/// # Errors
+/// The open or read fails, the file is not regular, or it is larger than the bound.
+pub fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    crate::procfs::read(path)
+}
+
 /// Reads and parses `path`.
 ///
 /// # Errors
 /// The file cannot be read, is not YAML, or a key is unknown or has a value outside
 /// what is accepted; the message names the key.
 pub fn load(path: &Path) -> Result<WebConfig, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let text = read_file(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let text = String::from_utf8(text).map_err(|_| "cannot read it: not UTF-8 text".to_string())?;
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     parse(&text, dir)
 }
@@ -351,12 +363,16 @@ fn tls_settings(value: &Yaml, dir: &Path, warnings: &mut Vec<String>) -> Result<
     {
         curve_preferences.push(tls::curve(&name).map_err(|e| format!("{}: {e}", at("curve_preferences")))?);
     }
+    // An empty list checks nothing, as in the toolkit.
     let client_allowed_sans = s
         .get("client_allowed_sans")
-        .map_or(Ok(None), |v| strings(v, &at("client_allowed_sans")))?;
-    if client_allowed_sans.is_some() && client_auth == ClientAuth::NoClientCert {
+        .map_or(Ok(None), |v| strings(v, &at("client_allowed_sans")))?
+        .filter(|sans| !sans.is_empty());
+    // Fail closed: with a policy that lets a client in without a certificate, the SAN
+    // check would never run for such a client. The toolkit's own words.
+    if client_allowed_sans.is_some() && !client_auth.mandatory() {
         return Err(format!(
-            "{}: set, but client_auth_type is NoClientCert, so no client certificate is asked for",
+            "{}: client_allowed_sans requires client_auth_type to be one of RequireAnyClientCert or RequireAndVerifyClientCert (it is {client_auth:?})",
             at("client_allowed_sans")
         ));
     }
@@ -541,6 +557,31 @@ rate_limit:
                 burst: 5
             })
         );
+    }
+
+    #[test]
+    fn client_allowed_sans_needs_a_policy_that_requires_a_certificate() {
+        let with = |policy: &str, sans: &str| {
+            parse_here(&format!(
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_ca_file: c\n  client_auth_type: {policy}\n  client_allowed_sans: {sans}\n"
+            ))
+        };
+        for policy in ["RequestClientCert", "VerifyClientCertIfGiven"] {
+            let e = with(policy, "[prometheus.example]")
+                .err()
+                .unwrap_or_else(|| panic!("{policy} accepted"));
+            assert!(
+                e.contains("client_allowed_sans requires client_auth_type to be one of RequireAnyClientCert or RequireAndVerifyClientCert"),
+                "{policy}: {e}"
+            );
+            // An empty list checks nothing, so it is no error (the toolkit's rule).
+            let t = with(policy, "[]").unwrap().tls.unwrap();
+            assert_eq!(t.client_allowed_sans, None);
+        }
+        for policy in ["RequireAnyClientCert", "RequireAndVerifyClientCert"] {
+            let t = with(policy, "[prometheus.example]").unwrap().tls.unwrap();
+            assert_eq!(t.client_allowed_sans.unwrap(), ["prometheus.example"]);
+        }
     }
 
     #[test]

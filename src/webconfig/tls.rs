@@ -65,7 +65,7 @@ pub fn curve(name: &str) -> Result<&'static dyn SupportedKxGroup, String> {
 
 fn read(m: &Material, what: &str) -> Result<Vec<u8>, String> {
     match m {
-        Material::File(p) => std::fs::read(p).map_err(|e| format!("{what} {}: cannot read it: {e}", p.display())),
+        Material::File(p) => super::read_file(p).map_err(|e| format!("{what} {}: cannot read it: {e}", p.display())),
         Material::Inline(text) => Ok(text.clone().into_bytes()),
     }
 }
@@ -293,87 +293,29 @@ impl ClientCertVerifier for AllowedSans {
     }
 }
 
-/// One DER element: tag, contents, and what follows it. Only the low tag numbers
-/// X.509 uses; lengths up to 4 bytes.
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    if tag & 0x1f == 0x1f {
-        return None;
-    }
-    let (&first, mut rest) = rest.split_first()?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let (bytes, after) = rest.split_at_checked(n)?;
-        rest = after;
-        bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
-    };
-    let (content, rest) = rest.split_at_checked(len)?;
-    Some((tag, content, rest))
-}
-
 /// The DNS, e-mail, URI and IP subject alternative names of a DER certificate, as Go
-/// renders them; `None` when the certificate is not well-formed DER.
+/// renders them (`DNSNames`, `EmailAddresses`, `URIs`, `IPAddresses`); `None` when the
+/// certificate does not parse or its extension is malformed.
 pub fn subject_alt_names(cert: &[u8]) -> Option<Vec<String>> {
-    const SEQUENCE: u8 = 0x30;
-    const SUBJECT_ALT_NAME: [u8; 3] = [0x55, 0x1d, 0x11]; // 2.5.29.17
-    let (SEQUENCE, cert, _) = tlv(cert)? else { return None };
-    let (SEQUENCE, mut tbs, _) = tlv(cert)? else {
-        return None;
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let Some(san) = cert.subject_alternative_name().ok()? else {
+        return Some(Vec::new());
     };
-    let mut names = Vec::new();
-    while !tbs.is_empty() {
-        let (tag, content, rest) = tlv(tbs)?;
-        tbs = rest;
-        if tag != 0xa3 {
-            continue; // extensions are [3] EXPLICIT
-        }
-        let (SEQUENCE, mut extensions, _) = tlv(content)? else {
-            return None;
-        };
-        while !extensions.is_empty() {
-            let (SEQUENCE, extension, rest) = tlv(extensions)? else {
-                return None;
-            };
-            extensions = rest;
-            let (0x06, oid, after_oid) = tlv(extension)? else {
-                return None;
-            };
-            if oid != SUBJECT_ALT_NAME {
-                continue;
-            }
-            let (mut tag, mut value, after) = tlv(after_oid)?;
-            if tag == 0x01 {
-                (tag, value, _) = tlv(after)?; // the critical flag
-            }
-            if tag != 0x04 {
-                return None;
-            }
-            let (SEQUENCE, mut general_names, _) = tlv(value)? else {
-                return None;
-            };
-            while !general_names.is_empty() {
-                let (tag, v, rest) = tlv(general_names)?;
-                general_names = rest;
-                match tag {
-                    // rfc822Name, dNSName, uniformResourceIdentifier: IA5 strings.
-                    0x81 | 0x82 | 0x86 => names.push(String::from_utf8_lossy(v).into_owned()),
-                    0x87 => {
-                        if let Ok(b) = <[u8; 4]>::try_from(v) {
-                            names.push(Ipv4Addr::from(b).to_string());
-                        } else if let Ok(b) = <[u8; 16]>::try_from(v) {
-                            names.push(Ipv6Addr::from(b).to_string());
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
+    let names = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(s) | GeneralName::RFC822Name(s) | GeneralName::URI(s) => Some((*s).to_string()),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => <[u8; 4]>::try_from(*b).ok().map(|b| Ipv4Addr::from(b).to_string()),
+                16 => <[u8; 16]>::try_from(*b).ok().map(|b| Ipv6Addr::from(b).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
     Some(names)
 }
 
@@ -382,7 +324,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn der_walking_stops_at_truncation_instead_of_panicking() {
+    fn all_four_kinds_of_alternative_name_are_read_as_go_renders_them() {
+        // Made by openssl; see tests/data/README.md.
+        let der = include_bytes!("../../tests/data/x509-san-all-kinds.der");
+        let names = subject_alt_names(der).unwrap();
+        assert_eq!(
+            names,
+            [
+                "prometheus.test",
+                "10.0.0.1",
+                "fd00::1",
+                "prom@example.test",
+                "spiffe://cluster.local/ns/monitoring/sa/prometheus"
+            ]
+        );
+        // Every truncation of it is refused or read, never a panic.
+        for cut in 0..der.len() {
+            let _ = subject_alt_names(&der[..cut]);
+        }
+    }
+
+    #[test]
+    fn bad_der_is_no_name_and_no_panic() {
         // A SEQUENCE claiming 0x10 bytes with 2 present, long forms, a high tag number.
         for bad in [
             &[0x30, 0x10, 0x01, 0x02][..],
