@@ -231,8 +231,8 @@ pub fn run(args: &Args) -> Result<Report, String> {
                 key,
             )
             .map_err(|e| format!("{}: {e}", p.display()))?;
-            home.visit(&file, key, dump)
-                .ok_or_else(|| format!("cannot enter {} (CAP_SYS_ADMIN is needed)", p.display()))??
+            home.try_visit(&file, key, dump)
+                .map_err(|e| format!("cannot enter {}: {e}", p.display()))??
         }
     };
     Ok(Report {

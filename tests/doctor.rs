@@ -5,7 +5,7 @@
 //! finding with its severity, evidence and namespace; twin namespaces without the
 //! condition yield none; `--from` a running exporter gives the same findings.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, unsafe_code)]
 
 mod common;
 
@@ -397,4 +397,68 @@ fn usage_errors_exit_2_and_an_unreachable_exporter_3() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Runs doctor in `home` and returns its exit status, its output and its peak RSS in
+/// bytes (from wait4's rusage of that child alone).
+fn doctor_with_rss(home: &Netns, args: &[&str]) -> (i32, String, u64) {
+    let mut child = home
+        .cmd(EXPORTER)
+        .args(["doctor", "--format", "json"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 on our own child's pid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    assert!(libc::WIFEXITED(status), "doctor did not exit: {err}");
+    (libc::WEXITSTATUS(status), out, usage.ru_maxrss as u64 * 1024)
+}
+
+#[test]
+fn a_fake_kube_proxy_with_an_endless_or_blocking_config_cannot_hang_or_bloat_doctor() {
+    let _s = serial();
+    let home = Netns::new("dockpbad");
+    let fifo = std::env::temp_dir().join(format!("netpressure-kp-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    common::run(Command::new("mkfifo").arg(&fifo));
+    for config in ["/dev/zero".to_string(), fifo.display().to_string()] {
+        // Any local user can start a process named kube-proxy with such a --config.
+        let mut kp = Command::new("python3")
+            .args([
+                "-c",
+                "import ctypes, time\nctypes.CDLL(None).prctl(15, b'kube-proxy', 0, 0, 0)\nprint('ready', flush=True)\ntime.sleep(60)",
+                &format!("--config={config}"),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = [0u8; 6];
+        kp.stdout.as_mut().unwrap().read_exact(&mut ready).unwrap();
+        let kp = Killed(kp);
+        let started = std::time::Instant::now();
+        let (code, out, rss) = doctor_with_rss(&home, &["--duration", "1s"]);
+        let took = started.elapsed();
+        drop(kp);
+        eprintln!("kube-proxy --config={config}: doctor exited {code} after {took:?}, peak RSS {rss}");
+        assert!(code == 0 || code == 1, "{out}");
+        // Its defaults stand in for the unreadable file.
+        let k: Vec<Found> = findings(&out)
+            .into_iter()
+            .filter(|x| x.check == "conntrack-kube-proxy")
+            .collect();
+        assert_eq!(k.len(), 1, "{out}");
+        assert!(k[0].evidence.contains("32768 per core"), "{k:?}");
+        assert!(rss < 128 << 20, "doctor's RSS reached {rss} bytes reading {config}");
+        assert!(took < Duration::from_secs(30), "{took:?}");
+    }
+    let _ = std::fs::remove_file(&fifo);
 }

@@ -243,3 +243,16 @@ fn a_port_in_use_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn conntrack_top_on_a_file_that_is_not_a_namespace_says_so() {
+    // A regular file: setns fails with EINVAL, which is not a missing capability.
+    let out = Command::new(EXPORTER)
+        .args(["conntrack-top", "--netns", "/etc/hostname"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("not a network namespace"), "{err}");
+    assert!(!err.contains("CAP_SYS_ADMIN"), "{err}");
+}

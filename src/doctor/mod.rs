@@ -357,11 +357,13 @@ pub fn find_kube_proxy(procfs: &std::path::Path) -> Option<KubeProxy> {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        if comm.trim() != "kube-proxy" {
+        // Any local user can run a process called kube-proxy: its files are read with
+        // the procfs layer's bound, never blocking (a FIFO) or without end (/dev/zero).
+        let comm = crate::procfs::read(&e.path().join("comm")).unwrap_or_default();
+        if comm.trim_ascii() != b"kube-proxy" {
             continue;
         }
-        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmdline = crate::procfs::read(&e.path().join("cmdline")).unwrap_or_default();
         let argv: Vec<String> = cmdline
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
@@ -381,7 +383,8 @@ pub fn find_kube_proxy(procfs: &std::path::Path) -> Option<KubeProxy> {
                 .join(pid.to_string())
                 .join("root")
                 .join(config.trim_start_matches('/'));
-            if let Ok(text) = std::fs::read_to_string(path) {
+            let text = crate::procfs::read(&path).ok().and_then(|b| String::from_utf8(b).ok());
+            if let Some(text) = text {
                 if let Ok(docs) = yaml_rust2::YamlLoader::load_from_str(&text) {
                     if let Some(ct) = docs.first().map(|d| &d["conntrack"]) {
                         per_core = per_core.or(ct["maxPerCore"].as_i64().and_then(|v| u64::try_from(v).ok()));
@@ -409,7 +412,8 @@ fn process_pods(last: &expo::Exposition, args: &Args) -> BTreeMap<String, (Strin
     last.family("netpressure_process_open_fds")
         .filter_map(|s| {
             let pid = s.label("pid");
-            let cgroup = std::fs::read_to_string(args.procfs.join(pid).join("cgroup")).ok()?;
+            let cgroup = crate::procfs::read(&args.procfs.join(pid).join("cgroup")).ok()?;
+            let cgroup = String::from_utf8_lossy(&cgroup);
             let pod = index.get(&crate::pods::pod_uid(&cgroup)?)?;
             Some((pid.to_string(), (pod.namespace.clone(), pod.name.clone())))
         })

@@ -79,8 +79,18 @@ impl Home {
     /// the return fails (it was done in the right namespace), and the lane is then
     /// displaced.
     pub fn visit<R>(&mut self, ns: &File, key: NsKey, f: impl FnOnce() -> R) -> Option<R> {
+        self.try_visit(ns, key, f).ok()
+    }
+
+    /// As [`Home::visit`], with why the visit did not happen. If `f` panics, the thread
+    /// goes home before the panic goes on, so the lane that catches it is not left in
+    /// another namespace.
+    ///
+    /// # Errors
+    /// [`Refused::Displaced`], or [`Refused::Enter`] with `setns`'s error.
+    pub fn try_visit<R>(&mut self, ns: &File, key: NsKey, f: impl FnOnce() -> R) -> Result<R, Refused> {
         if !self.at_home() {
-            return None;
+            return Err(Refused::Displaced);
         }
         if let Err(e) = (self.switch)(ns) {
             self.entries.failed.fetch_add(1, Ordering::Relaxed);
@@ -93,11 +103,38 @@ impl Home {
             } else {
                 log::debug!("namespace {}: setns: {e}", key.1);
             }
-            return None;
+            return Err(Refused::Enter(e));
         }
         self.entries.done.fetch_add(1, Ordering::Relaxed);
-        let r = f();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
         self.go_home();
-        Some(r)
+        match r {
+            Ok(r) => Ok(r),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+/// Why [`Home::try_visit`] did not run its work.
+#[derive(Debug)]
+pub enum Refused {
+    /// The thread is not in its own namespace and could not return.
+    Displaced,
+    /// `setns` into the namespace failed.
+    Enter(io::Error),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Displaced => f.write_str("this thread could not return to its own network namespace"),
+            Self::Enter(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                write!(f, "{e}: CAP_SYS_ADMIN is needed to enter another network namespace")
+            }
+            Self::Enter(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                write!(f, "{e}: not a network namespace")
+            }
+            Self::Enter(e) => write!(f, "{e}"),
+        }
     }
 }
