@@ -402,6 +402,7 @@ fn usage_errors_exit_2_and_an_unreachable_exporter_3() {
 /// Runs doctor in `home` and returns its exit status, its output and its peak RSS in
 /// bytes (from wait4's rusage of that child alone).
 fn doctor_with_rss(home: &Netns, args: &[&str]) -> (i32, String, u64) {
+    #[allow(clippy::zombie_processes)] // reaped by wait4 below, for its rusage
     let mut child = home
         .cmd(EXPORTER)
         .args(["doctor", "--format", "json"])
