@@ -211,3 +211,39 @@ fn a_table_dump_sees_every_entry_or_says_it_was_cut() {
     assert_eq!(cut.0, DumpEnd::Cut);
     assert!(cut.1 < complete.1, "{} of {} seen before the cut", cut.1, complete.1);
 }
+
+#[test]
+fn protocols_without_a_name_are_told_apart_by_their_number() {
+    // IPIP, ESP and IPv6-in-IPv4 to one peer: three destinations, which a label of
+    // "other" for each would have served as three series with one label set.
+    let ns = Netns::with_conntrack("ctproto");
+    ns.sh("for p in 4 50 41; do conntrack -I -s 10.9.0.1 -d 10.9.0.2 -p $p -t 300 >/dev/null 2>&1; done");
+    assert_eq!(ns.conntrack_count(), 3);
+    let exp = Exporter::start(
+        &ns,
+        &[
+            "--no-collector.netns",
+            "--collector.conntrack.breakdown-threshold=0",
+            "--collector.conntrack.breakdown-interval=1s",
+        ],
+    );
+    let series = |b: &str| -> Vec<String> {
+        b.lines()
+            .filter(|l| {
+                l.starts_with("netpressure_conntrack_top_destination_entries{")
+                    && l.contains(r#"destination_address="10.9.0.2""#)
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    // Every scrape passes the strict exposition check (unique series among others).
+    let body = scrape_until(&exp, "the three destinations", |b| series(b).len() >= 3);
+    let found = series(&body);
+    for p in ["4", "50", "41"] {
+        assert!(
+            found.iter().any(|l| l.contains(&format!(r#"protocol="{p}""#))),
+            "{p}: {found:?}"
+        );
+    }
+    assert_eq!(found.len(), 3, "{found:?}");
+}

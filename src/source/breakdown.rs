@@ -25,8 +25,11 @@ use crate::source::{top_k, AddrPortLabels, NsContext, Source, SourceError};
 /// The most distinct sources, and destinations, counted one by one in a breakdown.
 pub const MAP_CAP: usize = 4096;
 
-/// The protocol label of an IP protocol number (bounded: the rest is "other").
+/// The protocol label of an IP protocol number: its name for the common ones, else
+/// the number itself (`4` for IPIP, `50` for ESP): bounded at 256 values, and never
+/// two protocols under one label, which would make two series of one label set.
 pub fn protocol_label(p: u8) -> &'static str {
+    static NUMBERS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     match p {
         1 => "icmp",
         6 => "tcp",
@@ -36,7 +39,7 @@ pub fn protocol_label(p: u8) -> &'static str {
         58 => "icmpv6",
         132 => "sctp",
         136 => "udplite",
-        _ => "other",
+        _ => NUMBERS.get_or_init(|| (0..=255u8).map(|n| n.to_string()).collect())[usize::from(p)].as_str(),
     }
 }
 
