@@ -153,6 +153,7 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             snapshots,
             telemetry_path: cfg.telemetry_path.clone(),
             stale_after,
+            slow_stale_after: netpressure_exporter::sampler::slow_round_deadline(&cfg),
             sources: cfg.sources.clone(),
             started: std::time::Instant::now(),
             first_sample_deadline: stale_after,

@@ -495,6 +495,11 @@ pub static PROCESSES_UNREADABLE: Desc = gauge(
     "Processes the last scan could not read (permissions: CAP_SYS_PTRACE, hidepid); not in the top-K.",
 );
 
+pub static SOURCE_PANICS: Desc = counter(
+    "netpressure_source_panics_total",
+    "Panics caught in the sampler, by source or slow-lane step (discovery, address_owners, slow_lane): a bug; the sampler goes on and the source reports itself down.",
+);
+
 // --- the HTTP endpoint ---------------------------------------------------------------
 
 pub static HTTP_CONNECTIONS: Desc = gauge(

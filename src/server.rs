@@ -38,6 +38,9 @@ pub struct AppState {
     pub telemetry_path: String,
     /// A snapshot older than this means the sampler is stuck: `/-/healthy` fails.
     pub stale_after: Duration,
+    /// A slow lane that has not finished a round for this long has stopped (its series
+    /// are frozen): `/-/healthy` fails.
+    pub slow_stale_after: Duration,
     pub sources: Vec<&'static str>,
     /// When the server started, and how long the first sample may take before
     /// `/-/healthy` fails (a sampler stuck before its first sample is not healthy).
@@ -764,6 +767,12 @@ async fn healthy(State(state): State<AppState>) -> (StatusCode, &'static str) {
     };
     // Monotonic: a wall clock stepped by NTP must neither fail nor pass the check.
     let age = snap.taken.map_or(Duration::MAX, |t| t.elapsed());
+    if snap.slow_round.is_some_and(|r| r.elapsed() > state.slow_stale_after) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unhealthy: the slow lane (namespaces, scans, settings) has stopped finishing rounds\n",
+        );
+    }
     if age > state.stale_after {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -811,6 +820,7 @@ mod tests {
             snapshots: rx,
             telemetry_path: "/metrics".into(),
             stale_after: Duration::from_secs(10),
+            slow_stale_after: Duration::from_secs(8),
             sources: vec![],
             started: std::time::Instant::now(),
             first_sample_deadline: Duration::from_secs(10),
@@ -827,6 +837,22 @@ mod tests {
         state.started -= Duration::from_secs(11);
         assert_eq!(healthy(State(state.clone())).await.0, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(ready(State(state)).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn healthy_fails_when_the_slow_lane_stops_finishing_rounds() {
+        let mut snap = Snapshot::new();
+        snap.taken = Some(std::time::Instant::now());
+        snap.slow_round = Some(std::time::Instant::now());
+        let (_tx, fresh) = state(Some(Arc::new(snap)));
+        assert_eq!(healthy(State(fresh)).await.0, StatusCode::OK);
+        let mut snap = Snapshot::new();
+        snap.taken = Some(std::time::Instant::now());
+        snap.slow_round = std::time::Instant::now().checked_sub(Duration::from_secs(9));
+        let (_tx, stale) = state(Some(Arc::new(snap)));
+        let (code, why) = healthy(State(stale)).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(why.contains("slow lane"), "{why}");
     }
 
     #[tokio::test]

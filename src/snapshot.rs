@@ -26,6 +26,10 @@ pub struct Snapshot {
     pub taken_at: f64,
     /// When the sample was taken, on the monotonic clock (for `/-/healthy`).
     pub taken: Option<std::time::Instant>,
+    /// When the slow lane last finished a round (or started, before its first), for
+    /// `/-/healthy`: a slow lane that has died freezes its series while the fast lane
+    /// goes on publishing.
+    pub slow_round: Option<std::time::Instant>,
 }
 
 impl Snapshot {
@@ -38,6 +42,7 @@ impl Snapshot {
         self.labels.clear();
         self.taken_at = 0.0;
         self.taken = None;
+        self.slow_round = None;
     }
 
     pub fn len(&self) -> usize {

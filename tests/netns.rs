@@ -841,3 +841,75 @@ fn connect_to(addr: &str, port: u16, n: usize) -> Vec<TcpStream> {
         .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok())
         .collect()
 }
+
+#[test]
+fn a_pod_that_appears_just_before_a_breakdown_is_named_in_it() {
+    let _s = serial();
+    // Discovery at its default (every 10 s), a breakdown every second: the pod below
+    // appears after the exporter's first discovery, and the breakdown that first
+    // shows its addresses comes long before the next regular discovery.
+    let node = Netns::with_conntrack("ctnewnode");
+    let exp = Exporter::start(
+        &node,
+        &[
+            "--collector.conntrack.breakdown-threshold=0",
+            "--collector.conntrack.breakdown-interval=1s",
+        ],
+    );
+    scrape_until(&exp, "a first breakdown of the node's table", |b| {
+        metric(b, "netpressure_conntrack_breakdowns_total", &node.label("")).unwrap_or(0.0) >= 1.0
+    });
+    // The pod: a namespace on a veth pair with an IPv4 and an IPv6 address (CNI adds
+    // them after the namespace exists), 20 connections to the node over each.
+    let pod = Netns::new("ctnewpod");
+    common::run(std::process::Command::new("ip").args([
+        "link", "add", "npnewa", "netns", &pod.name, "type", "veth", "peer", "name", "npnewb", "netns", &node.name,
+    ]));
+    pod.sh(
+        "ip addr add 10.78.1.2/24 dev npnewa && ip addr add fd00:78::2/64 dev npnewa nodad && ip link set npnewa up",
+    );
+    node.sh(
+        "ip addr add 10.78.1.1/24 dev npnewb && ip addr add fd00:78::1/64 dev npnewb nodad && ip link set npnewb up",
+    );
+    let listener = node.enter(|| std::net::TcpListener::bind(("::", 8095)).unwrap());
+    let accepted = std::sync::Arc::new(Mutex::new(Vec::new()));
+    {
+        let held = std::sync::Arc::clone(&accepted);
+        std::thread::spawn(move || {
+            for _ in 0..40 {
+                let Ok((s, _)) = listener.accept() else { break };
+                held.lock().unwrap().push(s);
+            }
+        });
+    }
+    let _v4 = pod.enter(|| connect_to("10.78.1.1", 8095, 20));
+    let _v6 = pod.enter(|| connect_to("[fd00:78::1]", 8095, 20));
+    let pod_label = pod.label("");
+    let pod_ino = pod_label.trim_start_matches("netns=");
+    // Every breakdown served that lists a pod address names the pod's namespace.
+    let mut unnamed = Vec::new();
+    let body = scrape_until(&exp, "both pod addresses in a breakdown", |b| {
+        let lines: Vec<&str> = b
+            .lines()
+            .filter(|l| {
+                l.starts_with("netpressure_conntrack_top_source_entries{")
+                    && (l.contains(r#"source_address="10.78.1.2""#) || l.contains(r#"source_address="fd00:78::2""#))
+            })
+            .collect();
+        unnamed.extend(
+            lines
+                .iter()
+                .filter(|l| !l.contains(&format!("source_netns={pod_ino}")))
+                .map(|l| l.to_string()),
+        );
+        lines.len() == 2
+    });
+    assert!(unnamed.is_empty(), "served without their pod: {unnamed:?}");
+    for addr in ["10.78.1.2", "fd00:78::2"] {
+        let labels = format!(r#"source_address="{addr}",source_netns={pod_ino}"#);
+        assert!(
+            body.lines().any(|l| l.contains(&labels) && l.ends_with(" 20")),
+            "{addr}: {body}"
+        );
+    }
+}

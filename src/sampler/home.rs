@@ -138,3 +138,31 @@ impl std::fmt::Display for Refused {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::MetadataExt as _;
+
+    #[test]
+    fn a_panic_inside_a_visit_goes_home_before_it_goes_on() {
+        // Two files stand for the namespaces; the switch records where it was sent.
+        let own = File::open("/dev/null").unwrap();
+        let other = File::open("/proc/self/stat").unwrap();
+        let (own_ino, other_ino) = (own.metadata().unwrap().ino(), other.metadata().unwrap().ino());
+        let went = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut home = Home::new(own, Arc::default());
+        let log = Arc::clone(&went);
+        home.switch = Box::new(move |f: &File| {
+            log.lock().unwrap().push(f.metadata()?.ino());
+            Ok(())
+        });
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            home.try_visit(&other, (0, 0), || panic!("a bug in the visit"))
+        }));
+        assert!(r.is_err(), "the panic goes on to the lane that catches it");
+        assert_eq!(*went.lock().unwrap(), [other_ino, own_ino]);
+        assert!(home.at_home());
+    }
+}

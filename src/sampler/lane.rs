@@ -53,7 +53,7 @@ impl Group {
 
     /// Opens the rtnetlink socket if the group wants one (the thread is in the
     /// namespace).
-    fn open_addresses(&mut self) {
+    pub(super) fn open_addresses(&mut self) {
         if self.owner.is_some() && self.addresses.is_none() {
             match Addresses::open() {
                 Ok(a) => self.addresses = Some(a),
@@ -64,6 +64,7 @@ impl Group {
 
     /// Reads the sysctls into the context (the thread is in the namespace).
     fn read_settings(&mut self) {
+        super::fault::point("settings");
         let Some((reader, _)) = self.settings.as_mut() else {
             return;
         };
@@ -224,10 +225,12 @@ fn run_other(key: NsKey, g: &mut Group, home: &mut Home, ticks: u64, now: Instan
         need
     };
     if need != 0 || settings_due {
-        // Taken out for the visit, so that the closure may borrow the group.
-        let entered = match g.ns.take() {
+        // A handle of its own for the visit, so that the closure may borrow the group
+        // (and a panic in the visit leaves the group its namespace).
+        let entered = match g.ns.clone() {
             Some(ns) => {
                 let r = home.visit(ns.as_ref(), key, || {
+                    super::fault::point("visit");
                     if settings_due {
                         g.read_settings();
                         g.open_addresses();
@@ -238,7 +241,6 @@ fn run_other(key: NsKey, g: &mut Group, home: &mut Home, ticks: u64, now: Instan
                         }
                     }
                 });
-                g.ns = Some(ns);
                 r
             }
             None => None,

@@ -25,6 +25,7 @@ pub mod slot;
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -48,6 +49,61 @@ use slot::{ticks_for, Slot};
 /// The slow lane's tick: its cadences (`--scan.interval`, `--netns.interval`,
 /// `--netns.scan-interval`) are whole seconds.
 const SLOW_TICK: Duration = Duration::from_secs(1);
+
+/// How long the slow lane may go without finishing a round before `/-/healthy`
+/// fails: three of its periods beyond the longest a round may take on purpose (a
+/// conntrack breakdown's dump, cut at `--collector.conntrack.breakdown-timeout`).
+pub fn slow_round_deadline(cfg: &Config) -> Duration {
+    3 * SLOW_TICK + cfg.breakdown_timeout
+}
+
+/// Panics caught in the sampler, by source (or slow-lane step), for
+/// `netpressure_source_panics_total`. Process-wide: both lanes count here.
+static PANICS: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());
+
+/// Counts a caught panic of `what` and logs it (at most once per ten minutes per
+/// `what`, through the repeat limiter).
+pub fn record_panic(what: &'static str) {
+    static REPEATS: Mutex<BTreeMap<&'static str, crate::logging::Repeats>> = Mutex::new(BTreeMap::new());
+    *lock(&PANICS).entry(what).or_default() += 1;
+    let msg = format!("{what} panicked; this is a bug, please report it (the sampler goes on)");
+    match lock(&REPEATS).entry(what).or_default().allow(&msg, Instant::now()) {
+        Some(0) => log::error!("{msg}"),
+        Some(n) => log::error!("{msg}; {n} more since the last report"),
+        None => log::debug!("{msg}"),
+    }
+}
+
+fn emit_panics(snap: &mut Snapshot) {
+    for (what, n) in lock(&PANICS).iter() {
+        snap.push(&metrics::SOURCE_PANICS, &[("source", what)], *n as f64);
+    }
+}
+
+/// A fault injected by a test at a named point of the slow lane (`cfg(test)` only;
+/// a no-op in the binary).
+#[cfg(test)]
+pub(crate) mod fault {
+    use std::cell::Cell;
+    thread_local! {
+        pub static AT: Cell<Option<&'static str>> = const { Cell::new(None) };
+    }
+
+    pub fn point(name: &'static str) {
+        if AT.with(Cell::get) == Some(name) {
+            panic!("fault injected at {name}");
+        }
+    }
+}
+
+#[cfg(not(test))]
+pub(crate) mod fault {
+    #[inline(always)]
+    pub fn point(_: &'static str) {}
+}
+/// How often a breakdown's unknown source may bring discovery and the owners'
+/// refresh forward.
+const OWNERS_ASKED: Duration = Duration::from_secs(2);
 
 /// How long the first published snapshot waits for the slow lane's first round.
 const FIRST_ROUND_WAIT: Duration = Duration::from_secs(5);
@@ -174,6 +230,8 @@ pub struct Sampler {
     fast: Lane,
     /// Until [`Sampler::run`] moves it to its thread (tests and benches step it here).
     slow: Option<SlowLane>,
+    /// There is a slow lane (its rounds are watched by `/-/healthy`).
+    has_slow: bool,
     slow_out: Arc<Mutex<Arc<Snapshot>>>,
     changes: Receiver<Change>,
     builder: Builder,
@@ -199,6 +257,8 @@ pub struct SlowLane {
     failing: bool,
     /// The node's address owners, refreshed after each discovery when `breakdown`.
     owners: Arc<crate::source::breakdown::Owners>,
+    /// When a breakdown last brought the owners' refresh forward.
+    owners_asked: Option<Instant>,
     breakdown: bool,
 }
 
@@ -276,7 +336,10 @@ impl Sampler {
             )
         });
         let (changes_tx, changes_rx) = mpsc::channel();
-        let slow_out = Arc::new(Mutex::new(Arc::new(Snapshot::new())));
+        // Before the slow lane's first round, its start stands for its last round.
+        let mut before_first = Snapshot::new();
+        before_first.taken = Some(Instant::now());
+        let slow_out = Arc::new(Mutex::new(Arc::new(before_first)));
         let slow = SlowLane {
             lane: slow_lane,
             discovery,
@@ -286,11 +349,13 @@ impl Sampler {
             builder: builder.clone(),
             failing: false,
             owners,
+            owners_asked: None,
             breakdown,
         };
         let sampler = Self {
             fast,
             slow: Some(slow),
+            has_slow: true,
             slow_out,
             changes: changes_rx,
             builder,
@@ -358,11 +423,17 @@ impl Sampler {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         snap.taken = Some(std::time::Instant::now());
-        self.fast.run(start);
+        // A source's panic is caught in its slot; this catches the rest (a visit to a
+        // namespace), so that the sampler thread never dies with its series frozen.
+        if catch_unwind(AssertUnwindSafe(|| self.fast.run(start))).is_err() {
+            record_panic("fast_lane");
+        }
         self.fast.append(snap);
         let slow = Arc::clone(&lock(&self.slow_out));
         snap.extend_from(&slow);
+        snap.slow_round = if self.has_slow { slow.taken } else { None };
         drop(slow);
+        emit_panics(snap);
         self.peaks.apply(snap, start);
         self.fast.emit_status(snap);
         snap.push(&metrics::SAMPLER_OVERRUNS, &[], self.overruns as f64);
@@ -471,11 +542,23 @@ impl SlowLane {
     /// One round: discovery when due, every due scan, and the lane's output published
     /// for the fast lane to merge.
     pub fn step(&mut self, now: Instant) {
-        if self.lane.ticks % self.discovery_every == 0 {
-            self.discover();
-            self.refresh_owners();
+        // A breakdown that found a source without an owner asks for the namespaces
+        // and addresses now, not at the next discovery (at most every OWNERS_ASKED).
+        let asked = self.owners.take_wanted()
+            && self
+                .owners_asked
+                .is_none_or(|at| now.saturating_duration_since(at) >= OWNERS_ASKED);
+        if self.lane.ticks % self.discovery_every == 0 || asked {
+            self.guarded("discovery", Self::discover);
+            if asked {
+                self.owners_asked = Some(now);
+                self.guarded("address_owners", Self::open_missing_addresses);
+            }
+            self.guarded("address_owners", Self::refresh_owners);
         }
-        self.lane.run(now);
+        // Each source's panic is caught in its slot; this catches the rest of a round
+        // (a namespace's settings), after which the next round goes on.
+        self.guarded("slow_lane", |s| s.lane.run(now));
         let mut out = Snapshot::new();
         self.lane.append(&mut out);
         self.lane.emit_status(&mut out);
@@ -484,13 +567,23 @@ impl SlowLane {
             out.push(&metrics::NETNS_OMITTED, &[], d.omitted as f64);
             out.push(&metrics::NETNS_DISCOVERY_DURATION, &[], d.duration.as_secs_f64());
         }
+        out.taken = Some(Instant::now());
         *lock(&self.out) = Arc::new(out);
+    }
+
+    /// Runs one step of a round, catching a panic: counted, logged, and the lane goes
+    /// on with its next step (a visit that panics has already brought the thread home).
+    fn guarded(&mut self, what: &'static str, f: impl FnOnce(&mut Self)) {
+        if catch_unwind(AssertUnwindSafe(|| f(self))).is_err() {
+            record_panic(what);
+        }
     }
 
     /// Brings the tracked namespaces in line with discovery, on this lane and the fast
     /// one: new ones get their sources (opened lazily, inside the namespace), gone or
     /// no longer chosen ones are dropped with their files and sockets.
     fn discover(&mut self) {
+        fault::point("discovery");
         let Some(d) = self.discovery.as_mut() else { return };
         if !self.lane.home.as_mut().is_some_and(Home::at_home) {
             return;
@@ -544,6 +637,24 @@ impl SlowLane {
                 }
                 Some(_) => {}
                 None => self.add_namespace(t),
+            }
+        }
+    }
+
+    /// Opens the address socket of every namespace that has none yet (a namespace
+    /// just discovered opens it at its first settings read otherwise).
+    fn open_missing_addresses(&mut self) {
+        if !self.breakdown {
+            return;
+        }
+        self.lane.own.open_addresses();
+        let Some(home) = self.lane.home.as_mut() else { return };
+        for (key, g) in &mut self.lane.others {
+            if g.owner.is_none() || g.addresses.is_some() {
+                continue;
+            }
+            if let Some(ns) = g.ns.clone() {
+                let _ = home.visit(&ns, *key, || g.open_addresses());
             }
         }
     }
@@ -758,5 +869,37 @@ mod tests {
         s.step_all();
         s.step_all();
         assert!(serves(&rx, &a.ino().to_string()) && serves(&rx, &b.ino().to_string()));
+    }
+
+    #[test]
+    fn a_panic_in_either_lane_is_counted_the_thread_goes_home_and_sampling_goes_on() {
+        let a = TestNs::new("panic-a");
+        let own_key = netns::key_of(std::path::Path::new("/proc/thread-self/ns/net")).unwrap();
+        let mode = Arc::new(AtomicU64::new(REAL));
+        let (mut s, rx) = sampler(&mode);
+        // step_all runs both lanes on this thread, where the fault is set: the first
+        // step finds the namespace and each lane's visit to it panics.
+        fault::AT.with(|f| f.set(Some("visit")));
+        s.step_all();
+        assert_eq!(
+            netns::key_of(std::path::Path::new("/proc/thread-self/ns/net"))
+                .unwrap()
+                .1,
+            own_key.1,
+            "the panic left the thread in another namespace"
+        );
+        fault::AT.with(|f| f.set(Some("discovery")));
+        s.step_all();
+        fault::AT.with(|f| f.set(None));
+        s.step_all();
+        s.step_all();
+        let snap = rx.borrow().clone().unwrap();
+        for what in ["slow_lane", "fast_lane", "discovery"] {
+            let n = snap.value("netpressure_source_panics_total", &format!("source=\"{what}\""));
+            assert!(n >= Some(1.0), "{what}: {n:?}");
+        }
+        // Both lanes went on: the namespace is sampled, the slow lane's rounds are fresh.
+        assert!(serves(&rx, &a.ino().to_string()) && serves(&rx, &own_label()));
+        assert!(snap.slow_round.unwrap().elapsed() < Duration::from_secs(2));
     }
 }

@@ -70,6 +70,7 @@ impl Slot {
         let t = Instant::now();
         let (cache, source) = (&mut self.cache, &mut self.source);
         let result = catch_unwind(AssertUnwindSafe(|| source.sample(cache))).unwrap_or_else(|_| {
+            super::record_panic(source.name());
             Err(SourceError::Other(
                 "the source panicked; this is a bug, please report it".into(),
             ))

@@ -166,11 +166,31 @@ pub struct Owner {
 /// Which namespace on the node owns which address: filled by the slow lane from each
 /// sampled namespace's address dump, read by every namespace's breakdown.
 #[derive(Debug, Default)]
-pub struct Owners(RwLock<HashMap<IpAddr, Arc<Owner>>>);
+pub struct Owners {
+    map: RwLock<HashMap<IpAddr, Arc<Owner>>>,
+    /// A breakdown found a source that names no owner: the slow lane looks for new
+    /// namespaces and reads every namespace's addresses before its next round.
+    wanted: std::sync::atomic::AtomicBool,
+}
 
 impl Owners {
     pub fn get(&self, a: &IpAddr) -> Option<Arc<Owner>> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).get(a).cloned()
+        self.map.read().unwrap_or_else(PoisonError::into_inner).get(a).cloned()
+    }
+
+    /// Whether `a` could name an owner on this node but names none yet.
+    pub fn unknown(&self, a: &IpAddr) -> bool {
+        names_one_namespace(a) && self.get(a).is_none()
+    }
+
+    /// Asks the slow lane for a refresh (see [`Owners::take_wanted`]).
+    pub fn want_refresh(&self) {
+        self.wanted.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a refresh was asked for since the last call.
+    pub fn take_wanted(&self) -> bool {
+        self.wanted.swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Replaces the map. Loopback and link-local addresses exist in every namespace
@@ -191,11 +211,11 @@ impl Owners {
         for a in ambiguous {
             map.remove(&a);
         }
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = map;
+        *self.map.write().unwrap_or_else(PoisonError::into_inner) = map;
     }
 
     pub fn len(&self) -> usize {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).len()
+        self.map.read().unwrap_or_else(PoisonError::into_inner).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -228,6 +248,10 @@ pub struct Breakdown {
     top: usize,
     tally: Tally,
     last: Option<Taken>,
+    /// The last breakdown names a source no namespace owns yet: it is served from the
+    /// next round on, after the slow lane has refreshed the owners (a new pod's
+    /// address is named in the first breakdown that shows it).
+    held: bool,
     dumps: u64,
     cut: u64,
     labels: AddrPortLabels,
@@ -243,6 +267,7 @@ impl Breakdown {
             top: cfg.breakdown_top,
             tally: Tally::default(),
             last: None,
+            held: false,
             dumps: 0,
             cut: 0,
             labels: AddrPortLabels::default(),
@@ -359,8 +384,17 @@ impl Source for Breakdown {
                 .last
                 .as_ref()
                 .is_none_or(|t| now.duration_since(t.at) >= self.interval);
+        let was_held = std::mem::take(&mut self.held);
         if due {
             self.take(now)?;
+            if let Some(t) = &self.last {
+                if t.ranked.sources.iter().any(|(a, _)| self.ctx.owners.unknown(a)) {
+                    self.ctx.owners.want_refresh();
+                    // Once: a source no namespace on the node owns (a client outside
+                    // the node) must not hold every breakdown back.
+                    self.held = !was_held;
+                }
+            }
         }
         if self.dumps > 0 {
             out.push(&metrics::CT_BREAKDOWNS, &[], self.dumps as f64);
@@ -372,7 +406,7 @@ impl Source for Breakdown {
             .last
             .as_ref()
             .is_some_and(|t| now.duration_since(t.at) < self.interval * 2);
-        if pressure || recent {
+        if (pressure || recent) && !self.held {
             self.serve(out);
         }
         Ok(())

@@ -38,6 +38,8 @@ use crate::source::{top_k, Source, SourceError};
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     pid: u32,
+    /// The inode of `/proc/PID` when it was scanned: a reused PID has another.
+    ino: u64,
     open: u64,
     limit: u64,
 }
@@ -184,7 +186,7 @@ impl Processes {
                     continue;
                 }
             };
-            self.entries.push(Entry { pid, open, limit });
+            self.entries.push(Entry { pid, ino, open, limit });
         }
         let scan = self.scans;
         self.refused.retain(|_, (_, seen)| *seen == scan);
@@ -206,13 +208,28 @@ impl Source for Processes {
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
         self.scan()?;
+        self.emit(out);
+        Ok(())
+    }
+}
+
+impl Processes {
+    /// Serves the last scan's top processes, each with its command name. The name is
+    /// read after the scan, so the process may have exited and its PID gone to
+    /// another: `/proc/PID` must still be the directory scanned (same inode) after the
+    /// name is read, or the process is left out rather than named after a stranger.
+    pub fn emit(&mut self, out: &mut Snapshot) {
+        use std::os::unix::fs::MetadataExt as _;
         for i in 0..self.entries.len() {
             let e = self.entries[i];
-            // The command name is read for the few served processes only.
             let comm = match self.read_file(e.pid, "comm") {
                 Read::Ok(()) => String::from_utf8_lossy(self.buf.trim_ascii_end()).into_owned(),
                 Read::Gone | Read::Denied => continue,
             };
+            self.path.pop();
+            if fs::metadata(&self.path).map(|m| m.ino()).ok() != Some(e.ino) {
+                continue;
+            }
             self.pid_buf.clear();
             let _ = write!(self.pid_buf, "{}", e.pid);
             let labels = [("pid", self.pid_buf.as_str()), ("comm", comm.as_str())];
@@ -221,6 +238,59 @@ impl Source for Processes {
         }
         out.push(&metrics::PROCESSES_SCANNED, &[], self.scanned as f64);
         out.push(&metrics::PROCESSES_UNREADABLE, &[], self.unreadable as f64);
-        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A procfs root with one process, `pid`, named `comm`, with 3 descriptors open
+    /// of a soft limit of 4 (as /proc/PID/limits prints it).
+    fn fake_process(root: &std::path::Path, pid: u32, comm: &str) {
+        let dir = root.join(pid.to_string());
+        fs::create_dir_all(dir.join("fd")).unwrap();
+        for fd in 0..3 {
+            fs::write(dir.join("fd").join(fd.to_string()), "").unwrap();
+        }
+        fs::write(
+            dir.join("limits"),
+            "Limit                     Soft Limit           Hard Limit           Units     \n\
+             Max open files            4                    4096                 files     \n",
+        )
+        .unwrap();
+        fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
+    }
+
+    #[test]
+    fn a_pid_reused_between_the_scan_and_the_name_is_left_out() {
+        let root = std::env::temp_dir().join(format!("np-procs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fake_process(&root, 4242, "database");
+        let mut cfg = Config::default();
+        cfg.roots.procfs = root.clone();
+        let mut p = Processes::new(&cfg);
+        p.scan().unwrap();
+        assert_eq!(p.entries.len(), 1);
+        // The scanned process is still there: served under its name.
+        let mut out = Snapshot::new();
+        p.emit(&mut out);
+        let mut text = String::new();
+        out.encode(&mut text);
+        assert!(
+            text.contains(r#"netpressure_process_open_fds{pid="4242",comm="database"} 3"#),
+            "{text}"
+        );
+        // It exits and its PID goes to another process before the name is read.
+        // (Made beside it first, so that it cannot get the inode just freed.)
+        fake_process(&root, 4343, "impostor");
+        fs::remove_dir_all(root.join("4242")).unwrap();
+        fs::rename(root.join("4343"), root.join("4242")).unwrap();
+        let mut out = Snapshot::new();
+        p.emit(&mut out);
+        let mut text = String::new();
+        out.encode(&mut text);
+        assert!(!text.contains("netpressure_process_open_fds{"), "{text}");
+        let _ = fs::remove_dir_all(&root);
     }
 }
