@@ -9,6 +9,7 @@ pub mod collectors;
 pub mod config;
 pub mod cputotals;
 pub mod doctor;
+pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -410,3 +410,29 @@ fn a_table_dump_cut_anywhere_decodes_or_errs_without_panicking() {
         });
     }
 }
+
+#[test]
+fn a_captured_address_dump_lists_every_address_of_the_namespace() {
+    use netpressure_exporter::netlink::route::decode;
+    let bytes = data("linux-6.18.44-rtaddr/getaddr.bin");
+    let mut addrs = Vec::new();
+    let done = decode(&bytes, seq("linux-6.18.44-rtaddr/getaddr.seq"), &mut addrs).unwrap();
+    assert!(done, "the dump ends with NLMSG_DONE");
+    let mut got: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "10.77.5.1",
+            "127.0.0.1",
+            "::1",
+            "fd00:77::1",
+            "fe80::5cb8:c3ff:fe69:7607",
+            "fe80::e8f7:d9ff:fe18:27fe"
+        ]
+    );
+    // Cut anywhere: decoded or refused, never a panic.
+    for cut in 0..bytes.len() {
+        let _ = decode(&bytes[..cut], 4242, &mut Vec::new());
+    }
+}
