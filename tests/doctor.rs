@@ -463,3 +463,88 @@ fn a_fake_kube_proxy_with_an_endless_or_blocking_config_cannot_hang_or_bloat_doc
     }
     let _ = std::fs::remove_file(&fifo);
 }
+
+/// A CA and a certificate for 127.0.0.1 it signed, made by openssl in `dir`.
+fn server_certificate(dir: &std::path::Path) {
+    let sh = |script: &str| common::run(Command::new("sh").current_dir(dir).args(["-c", script]));
+    sh(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.crt \
+        -days 2 -subj /CN=test-ca 2>&1",
+    );
+    sh(
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr \
+        -subj /CN=server 2>&1 && printf 'subjectAltName=IP:127.0.0.1\\n' > server.ext && \
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -set_serial 7 -days 2 \
+        -extfile server.ext -out server.crt 2>&1",
+    );
+}
+
+#[test]
+fn doctor_from_a_hostile_server_fails_clearly_within_its_deadline_and_memory() {
+    let dir = std::env::temp_dir().join(format!("netpressure-hostile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    server_certificate(&dir);
+    // A real exposition, so that a cut one would parse (and could read as "ok").
+    let body = format!("{}/fuzz/corpus/exposition/scrape-no-netns", env!("CARGO_MANIFEST_DIR"));
+    let script = format!("{}/tests/support/hostile_http.py", env!("CARGO_MANIFEST_DIR"));
+    for (mode, says) in [
+        ("silent", "no answer within 3 s"),
+        ("drip", "the whole answer did not come within 3 s (--from.timeout)"),
+        ("short", "the body was cut short"),
+        ("chunked-cut", "the body was cut short"),
+        ("tls-no-close-notify", "the body was cut short"),
+        ("endless", "not an exporter's exposition"),
+        (
+            "redirect",
+            "HTTP status 302 redirecting to http://127.0.0.1:1/metrics: not followed",
+        ),
+    ] {
+        let mut server = Command::new("python3");
+        server.args([&script, mode, &body]);
+        if mode.starts_with("tls") {
+            server.args([dir.join("server.crt"), dir.join("server.key")]);
+        }
+        let mut server = server.stdout(Stdio::piped()).spawn().unwrap();
+        let mut port = String::new();
+        let mut out = server.stdout.take().unwrap();
+        let mut byte = [0u8; 1];
+        while out.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+            port.push(byte[0] as char);
+        }
+        let _server = Killed(server);
+        let scheme = if mode.starts_with("tls") { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{port}/metrics");
+        let ca = dir.join("ca.crt");
+        let started = std::time::Instant::now();
+        #[allow(clippy::zombie_processes)] // reaped by wait4 below, for its rusage
+        let mut child = Command::new(EXPORTER)
+            .args(["doctor", "--duration", "1s", "--from.timeout", "3s", "--from", &url])
+            .arg(format!("--from.ca-file={}", ca.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is valid; wait4 on our own child's pid.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        assert_eq!(
+            unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) },
+            child.id() as i32
+        );
+        let took = started.elapsed();
+        let rss = usage.ru_maxrss as u64 * 1024;
+        eprintln!(
+            "{mode}: exit {} after {took:?}, peak RSS {rss}: {}",
+            libc::WEXITSTATUS(status),
+            err.trim()
+        );
+        assert_eq!(libc::WEXITSTATUS(status), 3, "{mode}: {err}");
+        assert!(err.contains(says), "{mode}: wanted {says:?} in {err}");
+        assert!(took < Duration::from_secs(6), "{mode}: {took:?}");
+        assert!(rss < 160 << 20, "{mode}: peak RSS {rss}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

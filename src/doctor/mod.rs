@@ -6,12 +6,12 @@
 //! ([`checks`]) turn it into findings with the setting to change.
 
 pub mod checks;
+pub mod client;
 pub mod expo;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,8 @@ pub struct Args {
     pub from_key_file: Option<PathBuf>,
     pub from_user: Option<String>,
     pub from_password_file: Option<PathBuf>,
+    /// The most one read of `--from` may take, connection to last byte.
+    pub from_timeout: Duration,
     pub duration: Duration,
     pub format: Format,
     pub procfs: PathBuf,
@@ -86,6 +88,19 @@ fn command() -> Command {
                 .value_name("FILE")
                 .requires("from.user")
                 .help("File holding the basic-auth password for --from"),
+        )
+        .arg(
+            Arg::new("from.timeout")
+                .long("from.timeout")
+                .value_name("DURATION")
+                .default_value("30s")
+                .value_parser(|s: &str| {
+                    crate::config::parse_duration(s)
+                        .ok()
+                        .filter(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(600))
+                        .ok_or_else(|| "expected a duration from 1s to 10m, such as 30s".to_string())
+                })
+                .help("The most one read of --from may take, from connecting to the last byte (the answer must start within 10 s of it)"),
         )
         .arg(
             Arg::new("duration")
@@ -151,6 +166,10 @@ impl Args {
             from_key_file: path("from.key-file"),
             from_user: m.get_one::<String>("from.user").cloned(),
             from_password_file: path("from.password-file"),
+            from_timeout: m
+                .get_one::<Duration>("from.timeout")
+                .copied()
+                .unwrap_or(Duration::from_secs(30)),
             duration: m
                 .get_one::<Duration>("duration")
                 .copied()
@@ -166,139 +185,7 @@ impl Args {
     }
 }
 
-/// How `--from` is read: TLS settings for `https://`, and basic-auth credentials.
-pub struct Client {
-    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
-    authorization: Option<String>,
-}
-
-fn pem_file(path: &std::path::Path, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
-}
-
-impl Client {
-    /// Builds the client from the `--from.*` flags.
-    ///
-    /// # Errors
-    /// A file cannot be read or holds no usable PEM.
-    pub fn new(args: &Args) -> Result<Self, String> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let tls = match &args.from_ca_file {
-            None => None,
-            Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                let pem = pem_file(ca, "--from.ca-file")?;
-                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| format!("--from.ca-file {}: {e}", ca.display()))?;
-                let (added, _) = roots.add_parsable_certificates(certs);
-                if added == 0 {
-                    return Err(format!("--from.ca-file {}: no usable CA certificate", ca.display()));
-                }
-                let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .with_root_certificates(roots);
-                let config = match (&args.from_cert_file, &args.from_key_file) {
-                    (Some(cert), Some(key)) => {
-                        let chain = CertificateDer::pem_slice_iter(&pem_file(cert, "--from.cert-file")?)
-                            .collect::<Result<Vec<_>, _>>()
-                            .map_err(|e| format!("--from.cert-file {}: {e}", cert.display()))?;
-                        let key = PrivateKeyDer::from_pem_slice(&pem_file(key, "--from.key-file")?)
-                            .map_err(|e| format!("--from.key-file {}: {e}", key.display()))?;
-                        builder
-                            .with_client_auth_cert(chain, key)
-                            .map_err(|e| format!("--from.cert-file and --from.key-file: {e}"))?
-                    }
-                    _ => builder.with_no_client_auth(),
-                };
-                Some(std::sync::Arc::new(config))
-            }
-        };
-        let authorization = match (&args.from_user, &args.from_password_file) {
-            (Some(user), Some(file)) => {
-                use base64::Engine as _;
-                let password = std::fs::read_to_string(file)
-                    .map_err(|e| format!("--from.password-file {}: {e}", file.display()))?;
-                let pair = format!("{user}:{}", password.trim_end_matches(['\r', '\n']));
-                Some(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(pair)
-                ))
-            }
-            _ => None,
-        };
-        Ok(Self { tls, authorization })
-    }
-
-    /// One GET of `url` (`http://` or `https://`, `HOST:PORT/PATH`).
-    ///
-    /// # Errors
-    /// An unsupported URL, a connection, TLS or protocol failure, a status other than 200.
-    pub fn get(&self, url: &str) -> Result<String, String> {
-        let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
-            (Some(rest), _) => (false, rest),
-            (_, Some(rest)) => (true, rest),
-            _ => return Err(format!("--from {url}: expected an http:// or https:// URL")),
-        };
-        let (host, path) = rest
-            .split_once('/')
-            .map_or((rest, "/metrics".to_string()), |(h, p)| (h, format!("/{p}")));
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
-            .map_err(|e| format!("--from {url}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("--from {url}: no address"))?;
-        let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-            .map_err(|e| format!("--from {url}: {e}"))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?;
-        let auth = self
-            .authorization
-            .as_ref()
-            .map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: text/plain\r\n{auth}\r\n");
-        let mut raw = Vec::new();
-        let err = |e: std::io::Error| format!("--from {url}: {e}");
-        if tls {
-            let config = self.tls.clone().ok_or_else(|| {
-                format!("--from {url}: https needs --from.ca-file (the CA that signed the exporter's certificate)")
-            })?;
-            let name = host
-                .rsplit_once(':')
-                .map_or(host, |(h, _)| h)
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            let name =
-                rustls::pki_types::ServerName::try_from(name.to_string()).map_err(|e| format!("--from {url}: {e}"))?;
-            let conn = rustls::ClientConnection::new(config, name).map_err(|e| format!("--from {url}: {e}"))?;
-            let mut s = rustls::StreamOwned::new(conn, stream);
-            s.write_all(request.as_bytes()).map_err(err)?;
-            match s.take(64 << 20).read_to_end(&mut raw) {
-                Ok(_) => {}
-                // A server that closes without close_notify after a whole response.
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
-                Err(e) => return Err(err(e)),
-            }
-        } else {
-            let mut s = stream;
-            s.write_all(request.as_bytes()).map_err(err)?;
-            s.take(64 << 20).read_to_end(&mut raw).map_err(err)?;
-        }
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| format!("--from {url}: not an HTTP response"))?;
-        let status = head.split_whitespace().nth(1).unwrap_or("");
-        if status != "200" {
-            return Err(format!("--from {url}: HTTP status {status}"));
-        }
-        Ok(body.to_string())
-    }
-}
+pub use client::Client;
 
 /// Samples the node here for the duration, as the exporter would (every namespace),
 /// and returns the first and last expositions and the seconds between them.
