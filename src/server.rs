@@ -307,7 +307,16 @@ pub async fn serve(
         // far enough; new connections wait in the kernel's accept queue meanwhile, so
         // a flood of clients never costs a connection its place before its request
         // has been read.
+        let mut yielded = false;
         loop {
+            // At the cap, first let the connection tasks run once: those whose clients
+            // have closed leave the table (a burst of connect-and-close below the cap
+            // must cost nobody their place).
+            if !yielded && lock(&conns).held.len() >= max_connections {
+                yielded = true;
+                tokio::task::yield_now().await;
+                continue;
+            }
             let room = {
                 let mut c = lock(&conns);
                 if c.held.len() < max_connections {
