@@ -159,6 +159,7 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             first_sample_deadline: stale_after,
             requests: std::sync::Arc::new(tokio::sync::Semaphore::new(cfg.max_requests)),
             stats: std::sync::Arc::clone(&http_stats),
+            bodies: std::sync::Arc::default(),
         };
         log::info!(
             "listening on {local} ({}), metrics at {}; sampling {} every {:?}, peaks over {:?}",

@@ -49,6 +49,74 @@ pub struct AppState {
     /// Scrapes being encoded at once (`--web.max-requests`).
     pub requests: Arc<tokio::sync::Semaphore>,
     pub stats: Arc<crate::metrics::HttpStats>,
+    /// The bodies encoded for the latest snapshot.
+    pub bodies: Arc<Bodies>,
+}
+
+/// The exposition of one snapshot, plain and gzipped, encoded once: every scrape of
+/// the same sample (HA Prometheus pairs, `doctor --from`, repeats) shares it. Keyed by
+/// the sample's monotonic time; the gzip body is made when first asked for.
+#[derive(Debug, Default)]
+pub struct Bodies(std::sync::Mutex<Option<Encoded>>);
+
+#[derive(Debug)]
+struct Encoded {
+    taken: std::time::Instant,
+    plain: bytes::Bytes,
+    gzip: Option<bytes::Bytes>,
+}
+
+impl Bodies {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Encoded>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The body for the sample taken at `taken`, if encoded already.
+    fn get(&self, taken: Option<std::time::Instant>, gzip: bool) -> Option<bytes::Bytes> {
+        let e = self.lock();
+        let e = e.as_ref().filter(|e| Some(e.taken) == taken)?;
+        if gzip {
+            e.gzip.clone()
+        } else {
+            Some(e.plain.clone())
+        }
+    }
+
+    /// The body of `snap`, encoding (and gzipping) what is not there yet. Slow: call
+    /// it off the HTTP thread.
+    fn encode(&self, snap: &Snapshot, gzip: bool) -> std::io::Result<bytes::Bytes> {
+        let taken = snap.taken;
+        let plain = match self.get(taken, false) {
+            Some(p) => p,
+            None => {
+                let mut text = String::with_capacity(snap.encoded_len_hint());
+                snap.encode(&mut text);
+                bytes::Bytes::from(text.into_bytes())
+            }
+        };
+        let body = if gzip {
+            let mut enc = GzEncoder::new(Vec::with_capacity(plain.len() / 4), Compression::fast());
+            enc.write_all(&plain)?;
+            bytes::Bytes::from(enc.finish()?)
+        } else {
+            plain.clone()
+        };
+        if let Some(taken) = taken {
+            let mut e = self.lock();
+            match e.as_mut().filter(|e| e.taken == taken) {
+                Some(e) if gzip => e.gzip = Some(body.clone()),
+                Some(_) => {}
+                None => {
+                    *e = Some(Encoded {
+                        taken,
+                        plain,
+                        gzip: gzip.then(|| body.clone()),
+                    });
+                }
+            }
+        }
+        Ok(body)
+    }
 }
 
 /// How long a client has to send a request's headers.
@@ -703,18 +771,26 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         return (StatusCode::SERVICE_UNAVAILABLE, "no sample taken yet\n").into_response();
     };
     let gzip = accepts_gzip(&headers);
-    // Encoding and compressing take milliseconds: off the HTTP thread, so probes and
-    // accepts never wait behind them. The permit goes with the work, so a client that
-    // hangs up does not free its place while its encode still runs.
-    let encoded = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        encode(&snap, gzip)
-    })
-    .await;
-    let body = match encoded {
-        Ok(Ok(body)) => body,
-        Ok(Err(e)) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("gzip: {e}\n")).into_response(),
-        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding failed: {e}\n")).into_response(),
+    let body = match state.bodies.get(snap.taken, gzip) {
+        Some(body) => body,
+        None => {
+            // Encoding and compressing take milliseconds: off the HTTP thread, so probes
+            // and accepts never wait behind them. The permit goes with the work, so a
+            // client that hangs up does not free its place while its encode still runs.
+            let bodies = Arc::clone(&state.bodies);
+            let encoded = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                bodies.encode(&snap, gzip)
+            })
+            .await;
+            match encoded {
+                Ok(Ok(body)) => body,
+                Ok(Err(e)) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("gzip: {e}\n")).into_response(),
+                Err(e) => {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding failed: {e}\n")).into_response()
+                }
+            }
+        }
     };
     let mut resp = Response::new(Body::from(body));
     if gzip {
@@ -726,18 +802,6 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     resp.headers_mut()
         .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     resp
-}
-
-/// The exposition of `snap`, gzipped if asked.
-fn encode(snap: &Snapshot, gzip: bool) -> std::io::Result<bytes::Bytes> {
-    let mut text = String::with_capacity(snap.encoded_len_hint());
-    snap.encode(&mut text);
-    if !gzip {
-        return Ok(text.into_bytes().into());
-    }
-    let mut enc = GzEncoder::new(Vec::with_capacity(text.len() / 4), Compression::fast());
-    enc.write_all(text.as_bytes())?;
-    Ok(enc.finish()?.into())
 }
 
 async fn landing(State(state): State<AppState>) -> Html<String> {
@@ -835,6 +899,7 @@ mod tests {
             first_sample_deadline: Duration::from_secs(10),
             requests: Arc::new(tokio::sync::Semaphore::new(1)),
             stats: Arc::default(),
+            bodies: Arc::default(),
         };
         (tx, state)
     }
@@ -846,6 +911,38 @@ mod tests {
         state.started -= Duration::from_secs(11);
         assert_eq!(healthy(State(state.clone())).await.0, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(ready(State(state)).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn a_sample_is_encoded_once_and_gzipped_once_whoever_scrapes_it() {
+        let mut snap = Snapshot::new();
+        snap.taken = Some(std::time::Instant::now());
+        snap.push(&crate::metrics::SAMPLER_OVERRUNS, &[], 3.0);
+        snap.finish();
+        let (tx, state) = state(Some(Arc::new(snap)));
+        let body = |r: Response| async move { axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap() };
+        let first = body(metrics(State(state.clone()), HeaderMap::new()).await).await;
+        let cached = state.bodies.lock().as_ref().map(|e| e.plain.clone()).unwrap();
+        assert_eq!(first, cached);
+        // The same bytes again, from the same buffer (no second encode).
+        let again = body(metrics(State(state.clone()), HeaderMap::new()).await).await;
+        assert_eq!(again.as_ptr(), cached.as_ptr());
+        // gzip is made once, on first demand, beside the plain body.
+        let gz = body(metrics(State(state.clone()), h("gzip")).await).await;
+        let stored = state.bodies.lock().as_ref().and_then(|e| e.gzip.clone()).unwrap();
+        assert_eq!(gz, stored);
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text).unwrap();
+        assert_eq!(text.as_bytes(), &first[..]);
+        // A new sample is encoded afresh.
+        let mut next = Snapshot::new();
+        next.taken = Some(std::time::Instant::now());
+        next.push(&crate::metrics::SAMPLER_OVERRUNS, &[], 4.0);
+        next.finish();
+        tx.send_replace(Some(Arc::new(next)));
+        let fresh = body(metrics(State(state.clone()), HeaderMap::new()).await).await;
+        assert!(String::from_utf8_lossy(&fresh).contains("netpressure_sampler_overruns_total 4"));
+        assert!(state.bodies.lock().as_ref().unwrap().gzip.is_none());
     }
 
     #[tokio::test]

@@ -173,6 +173,13 @@ impl ProcFile {
     }
 }
 
+/// Room kept free past the end of what a read asks for. A proc file is produced whole
+/// (`single_open`) or a record at a time, each record far smaller than this; a sysctl,
+/// a sysfs attribute and a regular file come whole. So a read that leaves this much of
+/// its buffer unfilled has reached the end of the file, and the read that would return
+/// 0 to say so is skipped: one system call a file instead of two.
+const EOF_SPARE: usize = 4096;
+
 /// Reads from offset 0 until end of file into `buf`, growing it only when a file is
 /// larger than any read before, and never past [`MAX_FILE_BYTES`]. seq_file and sysctl
 /// files both restart at offset 0.
@@ -187,11 +194,12 @@ fn read_all_at(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
                 format!("larger than {MAX_FILE_BYTES} bytes"),
             ));
         }
-        if buf.capacity() == len {
-            buf.reserve(len.max(256).min(MAX_FILE_BYTES - len));
+        if buf.capacity() - len < EOF_SPARE {
+            buf.reserve((len.max(256) + EOF_SPARE).min(MAX_FILE_BYTES - len));
         }
-        let cap = buf.capacity();
+        let cap = buf.capacity().min(MAX_FILE_BYTES);
         buf.resize(cap, 0);
+        let asked = cap - len;
         let n = loop {
             match file.read_at(&mut buf[len..], len as u64) {
                 Ok(n) => break n,
@@ -203,7 +211,7 @@ fn read_all_at(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
             }
         };
         len += n;
-        if n == 0 {
+        if n == 0 || asked - n >= EOF_SPARE {
             buf.truncate(len);
             return Ok(());
         }
@@ -277,5 +285,40 @@ mod tests {
         std::fs::write(&big, b"262144\n").unwrap();
         assert_eq!(ProcFile::new(&big).read_u64().unwrap(), 262_144);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_read_that_stops_short_of_its_spare_room_is_the_whole_file() {
+        // Files produced whole (netstat, snmp), a record at a time (softnet_stat, the
+        // conntrack stat rows, mountinfo: many records, over a page), and regular: each
+        // read as std reads it, twice (the second time into the grown buffer).
+        for path in [
+            "/proc/net/netstat",
+            "/proc/net/snmp",
+            "/proc/net/softnet_stat",
+            "/proc/net/stat/nf_conntrack",
+            "/proc/self/mountinfo",
+            "/proc/self/limits",
+            "/proc/sys/net/ipv4/ip_local_port_range",
+            "/etc/services",
+        ] {
+            let Ok(want) = std::fs::read(path) else { continue };
+            let mut f = ProcFile::new(path);
+            for _ in 0..2 {
+                let got = f.read().unwrap().to_vec();
+                // Counters move between two reads; the shape does not.
+                assert_eq!(
+                    got.split(|b| *b == b'\n').count(),
+                    want.split(|b| *b == b'\n').count(),
+                    "{path}"
+                );
+                assert!(
+                    got.len().abs_diff(want.len()) < 256,
+                    "{path}: {} against {}",
+                    got.len(),
+                    want.len()
+                );
+            }
+        }
     }
 }
