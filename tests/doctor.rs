@@ -399,18 +399,11 @@ fn usage_errors_exit_2_and_an_unreachable_exporter_3() {
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Runs doctor in `home` and returns its exit status, its output and its peak RSS in
-/// bytes (from wait4's rusage of that child alone).
-fn doctor_with_rss(home: &Netns, args: &[&str]) -> (i32, String, u64) {
+/// Runs `cmd` to its end: its exit status, standard output and error, and its peak RSS
+/// in bytes (from wait4's rusage of that child alone).
+fn run_with_rss(cmd: &mut Command) -> (i32, String, String, u64) {
     #[allow(clippy::zombie_processes)] // reaped by wait4 below, for its rusage
-    let mut child = home
-        .cmd(EXPORTER)
-        .args(["doctor", "--format", "json"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut out = String::new();
     child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     let mut err = String::new();
@@ -420,8 +413,14 @@ fn doctor_with_rss(home: &Netns, args: &[&str]) -> (i32, String, u64) {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     assert_eq!(pid, child.id() as i32);
-    assert!(libc::WIFEXITED(status), "doctor did not exit: {err}");
-    (libc::WEXITSTATUS(status), out, usage.ru_maxrss as u64 * 1024)
+    assert!(libc::WIFEXITED(status), "it did not exit: {err}");
+    (libc::WEXITSTATUS(status), out, err, usage.ru_maxrss as u64 * 1024)
+}
+
+/// Runs doctor in `home`: its exit status, its JSON output and its peak RSS.
+fn doctor_with_rss(home: &Netns, args: &[&str]) -> (i32, String, u64) {
+    let (code, out, _, rss) = run_with_rss(home.cmd(EXPORTER).args(["doctor", "--format", "json"]).args(args));
+    (code, out, rss)
 }
 
 #[test]
@@ -517,31 +516,14 @@ fn doctor_from_a_hostile_server_fails_clearly_within_its_deadline_and_memory() {
         let url = format!("{scheme}://127.0.0.1:{port}/metrics");
         let ca = dir.join("ca.crt");
         let started = std::time::Instant::now();
-        #[allow(clippy::zombie_processes)] // reaped by wait4 below, for its rusage
-        let mut child = Command::new(EXPORTER)
-            .args(["doctor", "--duration", "1s", "--from.timeout", "3s", "--from", &url])
-            .arg(format!("--from.ca-file={}", ca.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is valid; wait4 on our own child's pid.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        assert_eq!(
-            unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) },
-            child.id() as i32
+        let (code, _, err, rss) = run_with_rss(
+            Command::new(EXPORTER)
+                .args(["doctor", "--duration", "1s", "--from.timeout", "3s", "--from", &url])
+                .arg(format!("--from.ca-file={}", ca.display())),
         );
         let took = started.elapsed();
-        let rss = usage.ru_maxrss as u64 * 1024;
-        eprintln!(
-            "{mode}: exit {} after {took:?}, peak RSS {rss}: {}",
-            libc::WEXITSTATUS(status),
-            err.trim()
-        );
-        assert_eq!(libc::WEXITSTATUS(status), 3, "{mode}: {err}");
+        eprintln!("{mode}: exit {code} after {took:?}, peak RSS {rss}: {}", err.trim());
+        assert_eq!(code, 3, "{mode}: {err}");
         assert!(err.contains(says), "{mode}: wanted {says:?} in {err}");
         assert!(took < Duration::from_secs(6), "{mode}: {took:?}");
         assert!(rss < 160 << 20, "{mode}: peak RSS {rss}");

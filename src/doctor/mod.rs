@@ -94,12 +94,7 @@ fn command() -> Command {
                 .long("from.timeout")
                 .value_name("DURATION")
                 .default_value("30s")
-                .value_parser(|s: &str| {
-                    crate::config::parse_duration(s)
-                        .ok()
-                        .filter(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(600))
-                        .ok_or_else(|| "expected a duration from 1s to 10m, such as 30s".to_string())
-                })
+                .value_parser(|s: &str| one_second_to_ten_minutes(s, "30s"))
                 .help("The most one read of --from may take, from connecting to the last byte (the answer must start within 10 s of it)"),
         )
         .arg(
@@ -107,12 +102,7 @@ fn command() -> Command {
                 .long("duration")
                 .value_name("DURATION")
                 .default_value("5s")
-                .value_parser(|s: &str| {
-                    crate::config::parse_duration(s)
-                        .ok()
-                        .filter(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(600))
-                        .ok_or_else(|| "expected a duration from 1s to 10m, such as 5s".to_string())
-                })
+                .value_parser(|s: &str| one_second_to_ten_minutes(s, "5s"))
                 .help("How long to watch: counters are compared across it, peaks taken over it"),
         )
         .arg(
@@ -131,6 +121,14 @@ fn command() -> Command {
                 .action(ArgAction::Help)
                 .help("Print help"),
         )
+}
+
+/// A duration flag's value, from 1 s to 10 min; the error shows `example`.
+fn one_second_to_ten_minutes(s: &str, example: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(s)
+        .ok()
+        .filter(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(600))
+        .ok_or_else(|| format!("expected a duration from 1s to 10m, such as {example}"))
 }
 
 /// `--path.procfs` and `--path.pod-logs`, as the subcommands that look at the node
