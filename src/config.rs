@@ -98,7 +98,7 @@ impl Default for Config {
             netns_sample_interval: Duration::from_secs(1),
             netns_interval: Duration::from_secs(10),
             netns_scan_interval: Duration::from_secs(300),
-            netns_max: 200,
+            netns_max: 512,
             netns_families: Some(
                 crate::metrics::default_netns_families()
                     .into_iter()
@@ -530,7 +530,7 @@ fn command() -> Command {
             Arg::new("netns.max")
                 .long("netns.max")
                 .value_name("N")
-                .default_value("200")
+                .default_value("512")
                 .value_parser(parse_count)
                 .help("Most namespaces sampled besides the exporter's own; the rest are counted in netpressure_netns_omitted"),
         )
