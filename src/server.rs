@@ -369,12 +369,29 @@ pub async fn serve(
     let mut accept_errors = crate::logging::Repeats::default();
     let freed = Arc::new(tokio::sync::Notify::new());
     'serve: loop {
-        // At the cap, make room before accepting: close the quietest connection that
-        // may be closed (see Connections::victim). If none may yet (every one is new,
-        // or writing a response being read), wait until one ends or has been served
-        // far enough; new connections wait in the kernel's accept queue meanwhile, so
-        // a flood of clients never costs a connection its place before its request
-        // has been read.
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    let msg = format!("accepting a connection: {e}; retrying");
+                    match accept_errors.allow(&msg, std::time::Instant::now()) {
+                        Some(0) => log::warn!("{msg}"),
+                        Some(n) => log::warn!("{msg} ({n} more like it since the last warning)"),
+                        None => log::debug!("{msg}"),
+                    }
+                    // EMFILE and the like: give the descriptors a moment to come back.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // At the cap, make room for it: close the quietest connection that may be
+        // closed (see Connections::victim). If none may yet (every one is new, or
+        // writing a response being read), wait until one ends or has been served far
+        // enough; it waits in hand, and the connections after it in the kernel's accept
+        // queue, so a flood of clients never costs a connection its place before its
+        // request has been read.
         let mut yielded = false;
         loop {
             // At the cap, first let the connection tasks run once: those whose clients
@@ -407,23 +424,6 @@ pub async fn serve(
                 () = &mut shutdown => break 'serve,
             }
         }
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    let msg = format!("accepting a connection: {e}; retrying");
-                    match accept_errors.allow(&msg, std::time::Instant::now()) {
-                        Some(0) => log::warn!("{msg}"),
-                        Some(n) => log::warn!("{msg} ({n} more like it since the last warning)"),
-                        None => log::debug!("{msg}"),
-                    }
-                    // EMFILE and the like: give the descriptors a moment to come back.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
         let now = stamp(origin);
         let (id, activity, close) = {
             let mut c = lock(&conns);
