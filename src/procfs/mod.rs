@@ -155,9 +155,8 @@ impl ProcFile {
     /// # Errors
     /// As [`ProcFile::read`], or [`ProcError::Parse`] when the content is not a number.
     pub fn read_u64(&mut self) -> Result<u64, ProcError> {
-        let path_for_err = self.path.clone();
-        let bytes = self.read()?;
-        parse::single_u64(bytes).ok_or_else(|| ProcError::parse(&path_for_err, "not an unsigned integer"))
+        let parsed = parse::single_u64(self.read()?);
+        parsed.ok_or_else(|| ProcError::parse(&self.path, "not an unsigned integer"))
     }
 
     /// Like [`ProcFile::read_u64`], but a missing file is `Ok(None)`.

@@ -252,6 +252,9 @@ pub struct SlowLane {
     discovery_every: u64,
     changes: Sender<Change>,
     out: Arc<Mutex<Arc<Snapshot>>>,
+    /// The snapshot the next round fills: the one published two rounds ago, once the
+    /// fast lane has let go of it (no allocation a round in the steady state).
+    spare: Arc<Snapshot>,
     builder: Builder,
     /// Discovery could not list procfs, or ran out of descriptors (logged once).
     failing: bool,
@@ -346,6 +349,7 @@ impl Sampler {
             discovery_every: ticks_for(cfg.netns_interval, SLOW_TICK),
             changes: changes_tx,
             out: Arc::clone(&slow_out),
+            spare: Arc::new(Snapshot::new()),
             builder: builder.clone(),
             failing: false,
             owners,
@@ -559,16 +563,23 @@ impl SlowLane {
         // Each source's panic is caught in its slot; this catches the rest of a round
         // (a namespace's settings), after which the next round goes on.
         self.guarded("slow_lane", |s| s.lane.run(now));
-        let mut out = Snapshot::new();
-        self.lane.append(&mut out);
-        self.lane.emit_status(&mut out);
-        if let Some(d) = &self.discovery {
-            out.push(&metrics::NETNS_SAMPLED, &[], self.lane.others.len() as f64);
-            out.push(&metrics::NETNS_OMITTED, &[], d.omitted as f64);
-            out.push(&metrics::NETNS_DISCOVERY_DURATION, &[], d.duration.as_secs_f64());
+        if Arc::get_mut(&mut self.spare).is_none() {
+            // The fast lane still reads it: let it keep it.
+            self.spare = Arc::new(Snapshot::new());
         }
-        out.taken = Some(Instant::now());
-        *lock(&self.out) = Arc::new(out);
+        if let Some(out) = Arc::get_mut(&mut self.spare) {
+            out.clear();
+            self.lane.append(out);
+            self.lane.emit_status(out);
+            if let Some(d) = &self.discovery {
+                out.push(&metrics::NETNS_SAMPLED, &[], self.lane.others.len() as f64);
+                out.push(&metrics::NETNS_OMITTED, &[], d.omitted as f64);
+                out.push(&metrics::NETNS_DISCOVERY_DURATION, &[], d.duration.as_secs_f64());
+            }
+            out.taken = Some(Instant::now());
+        }
+        // Published; what was published before becomes the spare.
+        std::mem::swap(&mut self.spare, &mut *lock(&self.out));
     }
 
     /// Runs one step of a round, catching a panic: counted, logged, and the lane goes

@@ -37,9 +37,9 @@ impl Source for FileFd {
     }
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
-        let path = self.file_nr.path().to_path_buf();
-        let (allocated, max) = parse_file_nr(self.file_nr.read()?)
-            .ok_or_else(|| ProcError::parse(&path, "expected \"allocated free max\""))?;
+        let parsed = parse_file_nr(self.file_nr.read()?);
+        let (allocated, max) =
+            parsed.ok_or_else(|| ProcError::parse(self.file_nr.path(), "expected \"allocated free max\""))?;
         out.push(&metrics::FD_ALLOCATED, &[], allocated as f64);
         out.push(&metrics::FD_LIMIT, &[], max as f64);
         if let Some(v) = self.nr_open.read_u64_opt()? {

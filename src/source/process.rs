@@ -45,8 +45,8 @@ impl Source for Process {
     }
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
-        let path = self.stat.path().to_path_buf();
-        let st = parse_stat(self.stat.read()?).ok_or_else(|| ProcError::parse(&path, "unexpected format"))?;
+        let parsed = parse_stat(self.stat.read()?);
+        let st = parsed.ok_or_else(|| ProcError::parse(self.stat.path(), "unexpected format"))?;
         out.push(&metrics::PROCESS_CPU, &[], (st.utime + st.stime) as f64 / self.ticks);
         out.push(&metrics::PROCESS_RSS, &[], st.rss_pages as f64 * self.page_size);
         out.push(&metrics::PROCESS_VSIZE, &[], st.vsize as f64);

@@ -39,8 +39,8 @@ impl Source for Softnet {
     }
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
-        let path = self.stat.path().to_path_buf();
-        parse_softnet(self.stat.read()?, &mut self.rows).map_err(|e| ProcError::parse(&path, e))?;
+        let parsed = parse_softnet(self.stat.read()?, &mut self.rows);
+        parsed.map_err(|e| ProcError::parse(self.stat.path(), e))?;
         for row in &self.rows {
             self.totals
                 .observe(row.cpu as usize, &[Some(row.dropped), Some(row.time_squeeze)]);
