@@ -408,6 +408,11 @@ impl Source for Breakdown {
             .is_some_and(|t| now.duration_since(t.at) < self.interval * 2);
         if (pressure || recent) && !self.held {
             self.serve(out);
+        } else if !pressure && !recent && self.last.is_some() {
+            // Over: give back the maps' memory (up to MAP_CAP keys each); the next
+            // breakdown, if ever, grows them again.
+            self.last = None;
+            self.tally = Tally::default();
         }
         Ok(())
     }
