@@ -126,6 +126,9 @@ fn a_steady_state_second_with_20_other_namespaces() {
         })
         .collect();
     let n = seconds.iter().copied().min().unwrap();
-    eprintln!("allocations in five seconds with {} other namespaces: {seconds:?}", names.len());
+    eprintln!(
+        "allocations in five seconds with {} other namespaces: {seconds:?}",
+        names.len()
+    );
     assert_eq!(n, 0, "a steady-state second allocated (NP_ALLOC_TRACE=1 shows where)");
 }
