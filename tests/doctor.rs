@@ -346,24 +346,29 @@ fn each_condition_yields_its_finding_and_its_twin_without_it_none() {
     drop(hog);
 }
 
-#[test]
-fn kube_proxy_on_the_node_says_what_it_will_set() {
-    let _s = serial();
-    let home = Netns::new("dockp");
-    // A process named kube-proxy with its conntrack flags on its command line.
+/// A process named kube-proxy (prctl PR_SET_NAME) with `args` on its command line,
+/// running until the returned guard is dropped; returns once it is ready.
+fn fake_kube_proxy(args: &[&str]) -> Killed {
     let mut kp = Command::new("python3")
         .args([
             "-c",
             "import ctypes, time\nctypes.CDLL(None).prctl(15, b'kube-proxy', 0, 0, 0)\nprint('ready', flush=True)\ntime.sleep(60)",
-            "--conntrack-max-per-core=1000",
-            "--conntrack-min=5000",
         ])
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut ready = [0u8; 6];
     kp.stdout.as_mut().unwrap().read_exact(&mut ready).unwrap();
-    let kp = Killed(kp);
+    Killed(kp)
+}
+
+#[test]
+fn kube_proxy_on_the_node_says_what_it_will_set() {
+    let _s = serial();
+    let home = Netns::new("dockp");
+    // A process named kube-proxy with its conntrack flags on its command line.
+    let kp = fake_kube_proxy(&["--conntrack-max-per-core=1000", "--conntrack-min=5000"]);
     let (_, found, text) = doctor(&home, &["--duration", "1s"]);
     drop(kp);
     let cpus = std::thread::available_parallelism().unwrap().get() as u64;
@@ -432,18 +437,7 @@ fn a_fake_kube_proxy_with_an_endless_or_blocking_config_cannot_hang_or_bloat_doc
     common::run(Command::new("mkfifo").arg(&fifo));
     for config in ["/dev/zero".to_string(), fifo.display().to_string()] {
         // Any local user can start a process named kube-proxy with such a --config.
-        let mut kp = Command::new("python3")
-            .args([
-                "-c",
-                "import ctypes, time\nctypes.CDLL(None).prctl(15, b'kube-proxy', 0, 0, 0)\nprint('ready', flush=True)\ntime.sleep(60)",
-                &format!("--config={config}"),
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut ready = [0u8; 6];
-        kp.stdout.as_mut().unwrap().read_exact(&mut ready).unwrap();
-        let kp = Killed(kp);
+        let kp = fake_kube_proxy(&[&format!("--config={config}")]);
         let started = std::time::Instant::now();
         let (code, out, rss) = doctor_with_rss(&home, &["--duration", "1s"]);
         let took = started.elapsed();
