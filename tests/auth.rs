@@ -482,13 +482,8 @@ fn web_config_files_that_block_or_never_end_cannot_stall_or_bloat_the_endpoint()
     // At start, a FIFO is an error at once, not an open that waits for a writer.
     mkfifo(&config);
     let t = Instant::now();
-    let out = Command::new(common::EXPORTER)
-        .args(["--web.listen-address=127.0.0.1:0", "--no-collector.netns"])
-        .arg(format!("--web.config.file={}", config.display()))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, err) = common::start_refused(&config);
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("not a regular file"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(5));
     std::fs::remove_file(&config).unwrap();

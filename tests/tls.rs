@@ -524,13 +524,8 @@ fn a_bad_web_config_stops_the_start_naming_the_key() {
     ] {
         let path = pki.path("bad.yml");
         std::fs::write(&path, text).unwrap();
-        let out = Command::new(EXPORTER)
-            .args(["--web.listen-address=127.0.0.1:0", "--no-collector.netns"])
-            .arg(format!("--web.config.file={}", path.display()))
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{text}: {err}");
+        let (code, err) = common::start_refused(&path);
+        assert_eq!(code, Some(1), "{text}: {err}");
         assert!(
             err.contains("--web.config.file") && err.contains(says),
             "{text}: wanted {says:?} in {err}"
@@ -639,13 +634,8 @@ fn client_allowed_sans_fails_closed_at_start_at_reload_and_without_a_certificate
     // At start: the two policies that let a client in without a certificate.
     for policy in ["RequestClientCert", "VerifyClientCertIfGiven"] {
         let config = web_config(&pki, &sans(policy), "s3cret");
-        let out = Command::new(EXPORTER)
-            .args(["--web.listen-address=127.0.0.1:0", "--no-collector.netns"])
-            .arg(format!("--web.config.file={}", config.display()))
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{policy}: {err}");
+        let (code, err) = common::start_refused(&config);
+        assert_eq!(code, Some(1), "{policy}: {err}");
         assert!(err.contains(REFUSAL), "{policy}: {err}");
     }
     let cert_args = pki.client_curl_args();

@@ -243,10 +243,12 @@ impl Verifier {
         Ok(wait)
     }
 
-    /// [`Verifier::submit`], then the answer.
+    /// [`Verifier::submit`], then the answer (the gate awaits the answer itself, to
+    /// hand the attempt's counting over between the two).
     ///
     /// # Errors
     /// As [`Verifier::submit`].
+    #[cfg(test)]
     pub async fn verify(&self, auth: Arc<BasicAuth>, credentials: Credentials) -> Result<bool, Busy> {
         let wait = self.submit(auth, credentials)?;
         // A dropped sender means the verifier skipped or lost the job: not verified.

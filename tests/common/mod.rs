@@ -669,3 +669,14 @@ fn check_labels(labels: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Runs the exporter with `--web.config.file=PATH` (on a port the kernel picks), as a
+/// start that must fail: its exit status and standard error.
+pub fn start_refused(web_config: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(EXPORTER)
+        .args(["--web.listen-address=127.0.0.1:0", "--no-collector.netns"])
+        .arg(format!("--web.config.file={}", web_config.display()))
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
