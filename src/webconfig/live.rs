@@ -289,9 +289,17 @@ impl Web {
         // re-read at every connection; a change to any of them is tried again.
         let seen_now = match &parsed {
             Ok(cfg) => seen(path, stamp, cfg),
-            Err(_) => std::iter::once((path.to_path_buf(), stamp))
-                .chain(self.inner().seen.iter().skip(1).map(|(p, _)| (p.clone(), Stamp::of(p))))
-                .collect(),
+            Err(_) => {
+                // The files named by the last good configuration, stat'ed outside the
+                // lock (requests take it for the configuration in force).
+                let named: Vec<PathBuf> = self.inner().seen.iter().skip(1).map(|(p, _)| p.clone()).collect();
+                std::iter::once((path.to_path_buf(), stamp))
+                    .chain(named.into_iter().map(|p| {
+                        let s = Stamp::of(&p);
+                        (p, s)
+                    }))
+                    .collect()
+            }
         };
         let loaded = parsed.and_then(|cfg| {
             if cfg.tls.is_some() != self.tls {
