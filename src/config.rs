@@ -61,9 +61,9 @@ pub struct Config {
     pub pod_logs: PathBuf,
     pub log_level: log::LevelFilter,
     pub log_format: LogFormat,
-    /// Not a flag: how often counters are read where a source reads them apart from
-    /// its gauges (conntrack's per-CPU counters). 1 s in the exporter's own namespace,
-    /// `--netns.interval` in the others.
+    /// `--sample.counter-interval`: how often the sources that serve counters are read
+    /// (netstat, softnet, the own process, conntrack's per-CPU counters) in the
+    /// exporter's own namespace; `--netns.interval` in the others.
     pub counter_interval: Duration,
 }
 
@@ -109,7 +109,7 @@ impl Default for Config {
             pod_logs: PathBuf::from("/var/log/pods"),
             log_level: log::LevelFilter::Info,
             log_format: LogFormat::Logfmt,
-            counter_interval: Duration::from_secs(1),
+            counter_interval: Duration::from_secs(5),
         }
     }
 }
@@ -390,6 +390,14 @@ fn command() -> Command {
                 .help("How often every enabled source is sampled (10ms to 1m)"),
         )
         .arg(
+            Arg::new("sample.counter-interval")
+                .long("sample.counter-interval")
+                .value_name("DURATION")
+                .default_value("5s")
+                .value_parser(|s: &str| bounded(s, secs(1), secs(60), "expected a duration from 1s to 1m, such as 5s"))
+                .help("How often the counters (netstat, softnet, the exporter's own process, conntrack's per-CPU counters) are read; a rate over minutes does not change with it, gauges and peaks follow --sample.interval (1s to 1m)"),
+        )
+        .arg(
             Arg::new("sample.peak-window")
                 .long("sample.peak-window")
                 .value_name("DURATION")
@@ -661,7 +669,7 @@ impl Config {
             pod_logs: get(&m, "path.pod-logs").unwrap_or(d.pod_logs),
             log_level: get(&m, "log.level").unwrap_or(d.log_level),
             log_format: get(&m, "log.format").unwrap_or(d.log_format),
-            counter_interval: d.counter_interval,
+            counter_interval: get(&m, "sample.counter-interval").unwrap_or(d.counter_interval),
         })
         .and_then(Config::validate)
     }

@@ -141,7 +141,7 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         }
         let (sampler, snapshots) = Sampler::from_config(&cfg);
         let sampler = sampler.with_http_stats(std::sync::Arc::clone(&http_stats));
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let (stop_tx, stop_rx) = netpressure_exporter::sampler::stop_pair();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new().name("sampler".into()).spawn(move || {
             sampler.run(stop_rx);

@@ -434,6 +434,10 @@ pub static REMOTES_OMITTED: Desc = gauge(
     "netpressure_tcp_remotes_omitted",
     "Remote endpoints left out of netpressure_tcp_remote_sockets by --collector.remotes.top.",
 );
+pub static REMOTES_SKIPPED: Desc = gauge(
+    "netpressure_tcp_remotes_scan_skipped",
+    "1 when the last remotes scan was skipped: the namespace held fewer TCP sockets (in use plus TIME_WAIT) than 1/8 of its local port range, so no remote could hold more, and netpressure_tcp_remote_sockets is absent; 0 after a scan.",
+);
 
 // --- softnet -------------------------------------------------------------------------
 
@@ -659,7 +663,7 @@ pub fn default_netns_families() -> Vec<&'static str> {
         &LISTENERS_OMITTED,
         &REMOTE_SOCKETS,
         &PORT_RANGE_SIZE,
-        &REMOTES_OMITTED,
+        &REMOTES_SKIPPED,
         &SYSCTL,
         // The breakdown: no series until a table is under pressure.
         &CT_BREAKDOWN_STATE,
@@ -697,6 +701,7 @@ pub fn namespaced_families() -> Vec<&'static str> {
             &TCP_ESTAB_RESETS,
             &TCP_ORPHAN,
             &REMOTES,
+            &REMOTES_OMITTED,
         ]
         .iter()
         .map(|d| d.name),
@@ -724,7 +729,7 @@ mod tests {
         assert_eq!(sorted.len(), all.len(), "a family listed twice");
         assert!(default_netns_families().iter().all(|f| all.contains(f)));
         // Every family of the namespaced sources: 10 conntrack counters, 13 netstat
-        // counters, 9 of the conntrack breakdown, and 20 others.
-        assert_eq!(all.len(), 52);
+        // counters, 9 of the conntrack breakdown, and 21 others.
+        assert_eq!(all.len(), 53);
     }
 }

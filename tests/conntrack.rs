@@ -35,8 +35,10 @@ fn table_full_shows_entries_at_limit_and_drops() {
         metric(&body, "netpressure_conntrack_entries_limit", &ns.label("")),
         Some(MAX as f64)
     );
-    let drops = metric(&body, "netpressure_conntrack_drop_total", &ns.label("")).unwrap();
-    assert!(drops > 0.0, "drop_total should count the dropped SYNs, got {drops}");
+    // Counters are read every --sample.counter-interval (5 s), not every sample.
+    let body = scrape_until(&exp, "the dropped SYNs counted", |b| {
+        metric(b, "netpressure_conntrack_drop_total", &ns.label("")).is_some_and(|n| n > 0.0)
+    });
     assert_eq!(
         metric(&body, "netpressure_source_up", r#"source="conntrack""#),
         Some(1.0)
@@ -75,18 +77,19 @@ fn per_cpu_counters_carry_a_cpu_label_and_sum_to_the_total() {
     let exp = Exporter::start(&ns, &["--collector.conntrack.per-cpu"]);
     let _flows = fill(&ns);
     let per_cpu_prefix = format!("netpressure_conntrack_drop_total{{{},cpu=", ns.label(""));
-    let body = scrape_until(&exp, "per-CPU drops", |b| b.contains(&per_cpu_prefix));
+    let per_cpu = |b: &str| -> f64 {
+        b.lines()
+            .filter(|l| l.starts_with(&per_cpu_prefix))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+            .sum()
+    };
+    // Counters are read every --sample.counter-interval (5 s), not every sample.
+    let body = scrape_until(&exp, "per-CPU drops", |b| per_cpu(b) > 0.0);
     assert_eq!(
         metric(&body, "netpressure_conntrack_drop_total", &ns.label("")),
         None,
         "no summed series beside per-CPU ones"
     );
-    let per_cpu: f64 = body
-        .lines()
-        .filter(|l| l.starts_with(&per_cpu_prefix))
-        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
-        .sum();
-    assert!(per_cpu > 0.0);
 }
 
 #[test]

@@ -33,7 +33,10 @@ fn accept_queue_overflow_and_its_peak() {
         metric(&body, "netpressure_tcp_listen_queue_limit", &listener(&ns, PORT)),
         Some(4.0)
     );
-    assert!(metric(&body, "netpressure_tcp_listen_overflows_total", &ns.label("")).unwrap() > 0.0);
+    // Counters are read every --sample.counter-interval (5 s), not every sample.
+    let body = scrape_until(&exp, "the overflow counted", |b| {
+        metric(b, "netpressure_tcp_listen_overflows_total", &ns.label("")).is_some_and(|n| n > 0.0)
+    });
     assert!(metric(&body, "netpressure_tcp_listen_drops_total", &ns.label("")).unwrap() > 0.0);
 
     listener_sock.set_nonblocking(true).unwrap();
@@ -123,6 +126,42 @@ fn time_wait_per_remote_against_the_local_port_range() {
             &ns.label(r#"name="net.ipv4.ip_local_port_range.start""#)
         ),
         Some(40000.0)
+    );
+}
+
+/// The remotes scan walks the node's whole established hash, so it is skipped while the
+/// namespace holds too few sockets for any remote to matter (under 1/8 of the port
+/// range); when a storm brings them there, the fast lane wakes the slow lane and the scan
+/// runs then, not at its next mark ten minutes later.
+#[test]
+fn a_time_wait_storm_is_scanned_when_it_starts_not_at_the_next_scan_mark() {
+    const PORT: u16 = 7007;
+    const CONNS: usize = 300;
+    let ns = Netns::new("twstorm");
+    ns.sh("sysctl -qw net.ipv4.ip_local_port_range='40000 40999' net.ipv4.tcp_tw_reuse=0");
+    let exp = Exporter::start(&ns, &["--scan.interval=10m"]);
+    let skipped = ns.label("");
+    let body = scrape_until(&exp, "the remotes scan skipped in an idle namespace", |b| {
+        metric(b, "netpressure_tcp_remotes_scan_skipped", &skipped) == Some(1.0)
+    });
+    assert!(!body.contains("netpressure_tcp_remote_sockets{"), "{body}");
+    assert_eq!(
+        metric(&body, "netpressure_local_port_range_size", &skipped),
+        Some(1000.0)
+    );
+
+    ns.enter(|| common::client_closed_connections(PORT, CONNS));
+    let remote = ns.label(&format!(
+        r#"remote_address="127.0.0.1",remote_port="{PORT}",state="time_wait""#
+    ));
+    // Within scrape_until's deadline (seconds), where the next scan mark is 10 minutes
+    // away: the sockets themselves brought the scan forward.
+    let body = scrape_until(&exp, "the storm's remote served", |b| {
+        metric(b, "netpressure_tcp_remote_sockets", &remote).is_some_and(|n| n >= 125.0)
+    });
+    assert_eq!(
+        metric(&body, "netpressure_tcp_remotes_scan_skipped", &skipped),
+        Some(0.0)
     );
 }
 

@@ -204,7 +204,7 @@ fn sample_here(args: &Args) -> Result<(String, String, f64), String> {
     // Every namespace's scans in every round: a few seconds of watching.
     cfg.netns_scan_interval = Duration::from_secs(1);
     let (sampler, mut rx) = crate::sampler::Sampler::from_config(&cfg);
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (stop_tx, stop_rx) = crate::sampler::stop_pair();
     let handle = std::thread::Builder::new()
         .name("sampler".into())
         .spawn(move || sampler.run(stop_rx))

@@ -153,6 +153,13 @@ impl Lane {
         }
     }
 
+    /// Whether anything runs at tick `t`: a namespace's settings or a source due.
+    pub fn due_at(&self, t: u64) -> bool {
+        std::iter::once(&self.own)
+            .chain(self.others.values())
+            .any(|g| g.settings_due(t) || g.slots.iter().any(|s| s.due(t, g.phase)))
+    }
+
     /// Appends every group's last output.
     pub fn append(&self, snap: &mut Snapshot) {
         self.own.append(snap);

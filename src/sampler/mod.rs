@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -50,9 +50,14 @@ use slot::{ticks_for, Slot};
 /// `--netns.scan-interval`) are whole seconds.
 const SLOW_TICK: Duration = Duration::from_secs(1);
 
-/// How long the slow lane may go without finishing a round before `/-/healthy`
-/// fails: three of its periods beyond the longest a round may take on purpose (a
-/// conntrack breakdown's dump, cut at `--collector.conntrack.breakdown-timeout`).
+/// The most ticks the slow lane sleeps through when nothing is due (it wakes earlier
+/// when due work or evidence asks).
+const SLOW_MAX_SLEEP: u64 = 10;
+
+/// How far past its next due round the slow lane may be before `/-/healthy` fails:
+/// three ticks beyond the longest a round may take on purpose (a conntrack breakdown's
+/// dump, cut at `--collector.conntrack.breakdown-timeout`). The slow lane publishes when
+/// its next round is due, so a lane that sleeps because nothing is due is not late.
 pub fn slow_round_deadline(cfg: &Config) -> Duration {
     3 * SLOW_TICK + cfg.breakdown_timeout
 }
@@ -107,6 +112,58 @@ const OWNERS_ASKED: Duration = Duration::from_secs(2);
 
 /// How long the first published snapshot waits for the slow lane's first round.
 const FIRST_ROUND_WAIT: Duration = Duration::from_secs(5);
+
+/// Ends [`Sampler::run`] when dropped: the sampler stops at once (it is unparked), not
+/// at its next tick.
+pub struct StopSender(Arc<StopState>);
+
+/// The sampler's side of [`stop_pair`].
+pub struct StopReceiver(Arc<StopState>);
+
+#[derive(Default)]
+struct StopState {
+    stopped: AtomicBool,
+    /// The thread to unpark, once it runs.
+    thread: Mutex<Option<std::thread::Thread>>,
+}
+
+/// A stop signal for [`Sampler::run`]. The sampler sleeps with `park_timeout`, which costs
+/// one futex wait a tick; a channel's `recv_timeout` spun and registered wakers every
+/// tick, which showed in the idle profile.
+pub fn stop_pair() -> (StopSender, StopReceiver) {
+    let state = Arc::new(StopState::default());
+    (StopSender(Arc::clone(&state)), StopReceiver(state))
+}
+
+impl Drop for StopSender {
+    fn drop(&mut self) {
+        self.0.stopped.store(true, Ordering::SeqCst);
+        if let Some(t) = lock(&self.0.thread).as_ref() {
+            t.unpark();
+        }
+    }
+}
+
+impl StopReceiver {
+    fn stopped(&self) -> bool {
+        self.0.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps until `deadline` or the stop, whichever comes first; whether stopped.
+    fn sleep_until(&self, deadline: Instant) -> bool {
+        loop {
+            if self.stopped() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            // Spurious wake-ups are allowed: the loop checks both again.
+            std::thread::park_timeout(deadline - now);
+        }
+    }
+}
 
 /// What scrapes read: `None` until the first sample.
 pub type Published = watch::Receiver<Option<Arc<Snapshot>>>;
@@ -163,9 +220,9 @@ impl Builder {
                 let (cadence, build) = s.fast?;
                 let every = match (cadence, own) {
                     (Cadence::Sample, true) => 1,
-                    (Cadence::Second, true) => ticks_for(Duration::from_secs(1), tick),
+                    (Cadence::Counter, true) => ticks_for(cfg.counter_interval, tick),
                     (Cadence::Sample, false) => ticks_for(cfg.netns_sample_interval, tick),
-                    (Cadence::Second, false) => ticks_for(cfg.netns_interval, tick),
+                    (Cadence::Counter, false) => ticks_for(cfg.netns_interval, tick),
                 };
                 Some(Slot::new(build(cfg, ctx), every, s.namespaced, !own))
             })
@@ -183,7 +240,7 @@ impl Builder {
                 let (cadence, build) = s.slow?;
                 let every = match cadence {
                     SlowCadence::Scan => scan,
-                    SlowCadence::Tick => 1,
+                    SlowCadence::Evidence => u64::MAX,
                 };
                 Some(Slot::new(build(cfg, ctx), every, s.namespaced, !own))
             })
@@ -263,6 +320,9 @@ pub struct SlowLane {
     /// When a breakdown last brought the owners' refresh forward.
     owners_asked: Option<Instant>,
     breakdown: bool,
+    /// Woken by the fast lane's sources when evidence turns.
+    wake: Arc<crate::source::Wake>,
+    cfg: Config,
 }
 
 impl Sampler {
@@ -298,7 +358,8 @@ impl Sampler {
             }
             _ => None,
         };
-        let ctx = Arc::new(NsContext::with_owners(&owners));
+        let wake = Arc::new(crate::source::Wake::default());
+        let ctx = Arc::new(NsContext::shared(&owners, &wake, cfg));
         let own_group = |slots, settings, owner: Option<Arc<Owner>>| Group {
             labels: own_label.clone(),
             phase: 0,
@@ -355,6 +416,8 @@ impl Sampler {
             owners,
             owners_asked: None,
             breakdown,
+            wake,
+            cfg: cfg.clone(),
         };
         let sampler = Self {
             fast,
@@ -486,9 +549,17 @@ impl Sampler {
     /// Samples on the clock until `stop` receives a message or its sender is dropped,
     /// with the slow lane on a thread of its own. A tick that overruns the interval
     /// skips the ticks it missed (counted) instead of bunching them up.
-    pub fn run(mut self, stop: Receiver<()>) {
+    pub fn run(mut self, stop: StopReceiver) {
+        *lock(&stop.0.thread) = Some(std::thread::current());
         let stopping = Arc::new(AtomicBool::new(false));
         let (first_tx, first_rx) = mpsc::channel();
+        // One sample of the fast lane's sources before the slow lane's first round, so
+        // that the evidence its scans go by (sockets, the table's fill) is there: without
+        // it the first round would walk the hash for nothing, and the series that say
+        // so would change a second after start.
+        if catch_unwind(AssertUnwindSafe(|| self.fast.run(Instant::now()))).is_err() {
+            record_panic("fast_lane");
+        }
         let scanner = self.slow.take().and_then(|slow| {
             let stopping = Arc::clone(&stopping);
             std::thread::Builder::new()
@@ -513,9 +584,8 @@ impl Sampler {
                 self.overruns += u64::from(behind);
                 next += self.interval * behind;
             }
-            match stop.recv_timeout(next.saturating_duration_since(Instant::now())) {
-                Err(RecvTimeoutError::Timeout) => {}
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+            if stop.sleep_until(next) {
+                break;
             }
         }
         stopping.store(true, Ordering::Relaxed);
@@ -526,7 +596,12 @@ impl Sampler {
 }
 
 impl SlowLane {
+    /// Runs a round whenever something is due: the next scan, discovery or settings
+    /// read on the lane's clock, or a source's evidence (the fast lane wakes this
+    /// thread). In between it sleeps, up to [`SLOW_MAX_SLEEP`] ticks: an idle exporter
+    /// pays mostly for wake-ups.
     fn run(mut self, stopping: &AtomicBool, first: Sender<()>) {
+        self.wake.register();
         let mut next = Instant::now();
         let mut first = Some(first);
         while !stopping.load(Ordering::Relaxed) {
@@ -534,13 +609,43 @@ impl SlowLane {
             if let Some(tx) = first.take() {
                 let _ = tx.send(());
             }
-            next += SLOW_TICK;
+            // The round advanced the clock by one tick; the ticks with nothing due are
+            // skipped (the clock jumps over them).
+            let idle = self.idle_ticks();
+            self.lane.ticks = self.lane.ticks.wrapping_add(idle);
+            next += SLOW_TICK * u32::try_from(idle + 1).unwrap_or(1);
             let now = Instant::now();
             if next < now {
                 next = now;
             }
-            std::thread::sleep(next.saturating_duration_since(now));
+            if self.wake.sleep_until(next, stopping) {
+                // Woken early: the clock goes back to where the time is, and the due
+                // round it slept towards is still ahead.
+                let early = next.saturating_duration_since(Instant::now()).as_secs();
+                self.lane.ticks = self.lane.ticks.wrapping_sub(early.min(idle));
+                next = Instant::now();
+            }
         }
+    }
+
+    /// How many ticks from the lane's next one have nothing due (at most
+    /// [`SLOW_MAX_SLEEP`] - 1).
+    fn idle_ticks(&self) -> u64 {
+        if self.owners.wanted() {
+            return 0;
+        }
+        let base = self.lane.ticks;
+        (0..SLOW_MAX_SLEEP - 1)
+            .find(|k| {
+                let t = base.wrapping_add(*k);
+                t % self.discovery_every == 0 || self.lane.due_at(t)
+            })
+            .unwrap_or(SLOW_MAX_SLEEP - 1)
+    }
+
+    /// When the round after this one is due, as the lane's clock stands.
+    fn next_due(&self, now: Instant) -> Instant {
+        now + SLOW_TICK * u32::try_from(self.idle_ticks() + 1).unwrap_or(1)
     }
 
     /// One round: discovery when due, every due scan, and the lane's output published
@@ -567,6 +672,7 @@ impl SlowLane {
             // The fast lane still reads it: let it keep it.
             self.spare = Arc::new(Snapshot::new());
         }
+        let next_due = self.next_due(Instant::now());
         if let Some(out) = Arc::get_mut(&mut self.spare) {
             out.clear();
             self.lane.append(out);
@@ -576,7 +682,8 @@ impl SlowLane {
                 out.push(&metrics::NETNS_OMITTED, &[], d.omitted as f64);
                 out.push(&metrics::NETNS_DISCOVERY_DURATION, &[], d.duration.as_secs_f64());
             }
-            out.taken = Some(Instant::now());
+            // `/-/healthy` holds the lane to its next due round.
+            out.taken = Some(next_due);
         }
         // Published; what was published before becomes the spare.
         std::mem::swap(&mut self.spare, &mut *lock(&self.out));
@@ -705,7 +812,7 @@ impl SlowLane {
                 return;
             }
         };
-        let ctx = Arc::new(NsContext::with_owners(&self.owners));
+        let ctx = Arc::new(NsContext::shared(&self.owners, &self.wake, &self.cfg));
         let group = Group {
             labels: t.labels.clone(),
             phase: t.key.1,

@@ -5,7 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use crate::snapshot::Snapshot;
-use crate::source::{Source, SourceError, SourceStatus};
+use crate::source::{Source, SourceError, SourceStatus, Want};
 
 /// How long a source the kernel lacks is left alone before it is tried again (a module
 /// such as nf_conntrack may be loaded later).
@@ -57,7 +57,14 @@ impl Slot {
     /// Due on its cadence (offset by its group's `phase`), and at once when it has never
     /// run, so that a newly found namespace is served in full from its first round.
     pub fn due(&self, ticks: u64, phase: u64) -> bool {
-        ticks.wrapping_add(phase) % self.every_ticks == 0 || self.status.samples == 0
+        if self.status.samples == 0 {
+            return true;
+        }
+        match self.source.want() {
+            Want::Now => true,
+            Want::Not => false,
+            Want::Cadence => ticks.wrapping_add(phase) % self.every_ticks == 0,
+        }
     }
 
     /// Runs the source into its cache. A failed run leaves the cache empty: nothing

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::metrics;
 use crate::netlink::ctnetlink::{CtDump, CtEntry, DumpEnd};
 use crate::snapshot::Snapshot;
-use crate::source::{top_k, AddrPortLabels, NsContext, Source, SourceError};
+use crate::source::{top_k, AddrPortLabels, NsContext, Source, SourceError, Want};
 
 /// The most distinct sources, and destinations, counted one by one in a breakdown.
 pub const MAP_CAP: usize = 4096;
@@ -188,6 +188,11 @@ impl Owners {
         self.wanted.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Whether a refresh is asked for (without taking the ask).
+    pub fn wanted(&self) -> bool {
+        self.wanted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether a refresh was asked for since the last call.
     pub fn take_wanted(&self) -> bool {
         self.wanted.swap(false, std::sync::atomic::Ordering::Relaxed)
@@ -242,7 +247,6 @@ struct Taken {
 
 pub struct Breakdown {
     ctx: Arc<NsContext>,
-    threshold: f64,
     interval: Duration,
     timeout: Duration,
     top: usize,
@@ -261,7 +265,6 @@ impl Breakdown {
     pub fn new(cfg: &Config, ctx: &Arc<NsContext>) -> Self {
         Self {
             ctx: Arc::clone(ctx),
-            threshold: cfg.breakdown_threshold,
             interval: cfg.breakdown_interval,
             timeout: cfg.breakdown_timeout,
             top: cfg.breakdown_top,
@@ -276,16 +279,7 @@ impl Breakdown {
 
     /// Whether the table is at or above the threshold (0: always; 1: never).
     fn under_pressure(&self) -> bool {
-        if self.threshold >= 1.0 {
-            return false;
-        }
-        if self.threshold <= 0.0 {
-            return true;
-        }
-        match self.ctx.conntrack_fill() {
-            Some((entries, limit)) if limit > 0 => entries as f64 >= self.threshold * limit as f64,
-            _ => false,
-        }
+        self.ctx.breakdown_pressure(self.ctx.conntrack_fill())
     }
 
     /// Dumps and counts the table now.
@@ -374,6 +368,17 @@ impl Breakdown {
 impl Source for Breakdown {
     fn name(&self) -> &'static str {
         "conntrack_breakdown"
+    }
+
+    /// Every round of the slow lane while the table is under pressure or a breakdown is
+    /// still served; not at all otherwise (the fast lane wakes the slow lane when the
+    /// fill reaches the threshold).
+    fn want(&self) -> Want {
+        if self.under_pressure() || self.last.is_some() || self.held {
+            Want::Now
+        } else {
+            Want::Not
+        }
     }
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {

@@ -1,8 +1,8 @@
 //! Conntrack table pressure of one network namespace.
 //!
 //! Primary path: ctnetlink GET_STATS (this namespace's entries, global max) every
-//! sample, and GET_STATS_CPU (per-CPU counters) every second (other namespaces: every
-//! `--netns.interval`). Fallback when ctnetlink is refused (no CAP_NET_ADMIN) or
+//! sample, and GET_STATS_CPU (per-CPU counters) every `--sample.counter-interval` (other
+//! namespaces: every `--netns.interval`). Fallback when ctnetlink is refused (no CAP_NET_ADMIN) or
 //! missing: `nf_conntrack_count`, `nf_conntrack_max` and, where the kernel still builds
 //! it, `/proc/net/stat/nf_conntrack`. The hash size and the TCP timeouts are the
 //! namespace's settings (`settings.rs`), read every scan.

@@ -14,6 +14,7 @@ pub mod sockstat;
 pub mod softnet;
 pub mod sysctl;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -74,7 +75,70 @@ pub trait Source: Send {
     /// Reports the status of paths inside the source (e.g. ctnetlink beside its procfs
     /// fallback) as extra `source` label values.
     fn visit_status(&self, _f: &mut dyn FnMut(&'static str, &SourceStatus)) {}
+
+    /// Whether the source wants its next run, from the evidence it watches (a slow-lane
+    /// source whose work is worth its cost only under pressure).
+    fn want(&self) -> Want {
+        Want::Cadence
+    }
 }
+
+/// What a source's evidence says about its next run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// On its cadence, as any source.
+    Cadence,
+    /// Now, whatever the cadence: the evidence turned.
+    Now,
+    /// Not even on its cadence: the evidence shows nothing its run could find, and its
+    /// last output already says so.
+    Not,
+}
+
+/// Wakes the slow lane's thread before its next due round, when a fast-lane source sees
+/// the evidence for a slow-lane source turn (a conntrack table crossing the breakdown's
+/// threshold, a namespace's sockets reaching the share of its port range where a remote
+/// could matter). The slow lane sleeps until its next due work otherwise: a wake-up is
+/// what an idle exporter mostly pays for (about 55 µs each on the benchmark machine).
+#[derive(Debug, Default)]
+pub struct Wake {
+    thread: Mutex<Option<std::thread::Thread>>,
+    asked: AtomicBool,
+}
+
+impl Wake {
+    /// The calling thread is the one to wake.
+    pub fn register(&self) {
+        *self.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(std::thread::current());
+    }
+
+    pub fn ask(&self) {
+        self.asked.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+            t.unpark();
+        }
+    }
+
+    /// Sleeps until `deadline`, an ask, or `stop`; whether asked (the ask is taken).
+    pub fn sleep_until(&self, deadline: Instant, stop: &AtomicBool) -> bool {
+        loop {
+            if self.asked.swap(false, Ordering::SeqCst) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::park_timeout(deadline - now);
+        }
+    }
+}
+
+/// The share of a namespace's local port range its TCP sockets (in use plus TIME_WAIT)
+/// must reach before the remotes scan walks the established hash: with fewer, no remote
+/// can hold more than this share of the range, far below the 80 % alert. The walk costs
+/// the same whatever the namespace holds (the hash is the node's).
+pub const REMOTES_EVIDENCE_SHARE: u64 = 8;
 
 /// How often the fast lane runs a source's fast part. Between runs it serves the
 /// source's last output, so a scrape always sees every source.
@@ -83,9 +147,12 @@ pub enum Cadence {
     /// Every `--sample.interval` (other namespaces: `--netns.sample-interval`): sources
     /// with pressure gauges and their peaks.
     Sample,
-    /// Every second (other namespaces: `--netns.interval`): sources that serve only
-    /// counters and slow-moving values, whose rate a sub-second sample would not change.
-    Second,
+    /// Every `--sample.counter-interval` (other namespaces: `--netns.interval`): sources
+    /// that serve only counters and slow-moving values. A counter loses nothing between
+    /// reads (it is cumulative) and Prometheus takes its rate over minutes, so reading it
+    /// every 250 ms would only cost: `/proc/net/netstat` and `snmp` alone are about
+    /// 60 µs a read, formatted by the kernel field by field.
+    Counter,
 }
 
 /// Builds a source for one namespace, with what it shares with that namespace's other
@@ -112,15 +179,14 @@ pub struct SourceInfo {
 pub enum SlowCadence {
     /// Every `--scan.interval` (other namespaces: `--netns.scan-interval`).
     Scan,
-    /// Every tick of the slow lane (1 s): a source that decides for itself when to do
-    /// its work (the conntrack breakdown, which watches the table's fill).
-    Tick,
+    /// When the source's evidence asks for it ([`Source::want`]), checked every round of
+    /// the slow lane: the conntrack breakdown, which watches the table's fill.
+    Evidence,
 }
 
 /// What the sources of one namespace share, across both lanes: the sysctls (read once,
 /// on the slow lane), the SYN_RECV counts the slow lane's scan leaves for the fast
 /// lane's listeners, and the slow lane's sock_diag socket.
-#[derive(Default)]
 pub struct NsContext {
     pub settings: Mutex<settings::Settings>,
     pub settings_error: Mutex<Option<String>>,
@@ -132,6 +198,29 @@ pub struct NsContext {
     /// Which namespace on the node owns which address (one map for the node, shared
     /// by every namespace's context).
     pub owners: Arc<breakdown::Owners>,
+    /// TCP sockets in use plus TIME_WAIT, as sockstat last read them (`u64::MAX` before
+    /// the first read, or without the sockstat source): the remotes scan's evidence.
+    tcp_sockets: AtomicU64,
+    /// The slow lane's thread, woken when evidence turns (one for the node).
+    pub wake: Arc<Wake>,
+    /// `--collector.conntrack.breakdown-threshold`.
+    breakdown_threshold: f64,
+}
+
+impl Default for NsContext {
+    fn default() -> Self {
+        Self {
+            settings: Mutex::default(),
+            settings_error: Mutex::default(),
+            syn: Mutex::default(),
+            slow_diag: Mutex::default(),
+            conntrack_fill: Mutex::default(),
+            owners: Arc::default(),
+            tcp_sockets: AtomicU64::new(u64::MAX),
+            wake: Arc::default(),
+            breakdown_threshold: 1.0,
+        }
+    }
 }
 
 impl std::fmt::Debug for NsContext {
@@ -147,15 +236,20 @@ impl NsContext {
     /// # Errors
     /// The settings cannot be read.
     pub fn read_here(cfg: &Config) -> Result<Arc<Self>, crate::procfs::ProcError> {
-        let ctx = Self::default();
+        let ctx = Self {
+            breakdown_threshold: cfg.breakdown_threshold,
+            ..Self::default()
+        };
         *ctx.settings.lock().unwrap_or_else(PoisonError::into_inner) = settings::SettingsReader::new(cfg).read()?;
         Ok(Arc::new(ctx))
     }
 
-    /// A context sharing the node's address owners.
-    pub fn with_owners(owners: &Arc<breakdown::Owners>) -> Self {
+    /// A context sharing the node's address owners and the slow lane's wake.
+    pub fn shared(owners: &Arc<breakdown::Owners>, wake: &Arc<Wake>, cfg: &Config) -> Self {
         Self {
             owners: Arc::clone(owners),
+            wake: Arc::clone(wake),
+            breakdown_threshold: cfg.breakdown_threshold,
             ..Self::default()
         }
     }
@@ -164,8 +258,60 @@ impl NsContext {
         *self.conntrack_fill.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether `fill` is at or above the breakdown's threshold.
+    pub fn breakdown_pressure(&self, fill: Option<(u64, u64)>) -> bool {
+        let t = self.breakdown_threshold;
+        if t >= 1.0 {
+            return false;
+        }
+        if t <= 0.0 {
+            return true;
+        }
+        match fill {
+            Some((entries, limit)) if limit > 0 => entries as f64 >= t * limit as f64,
+            _ => false,
+        }
+    }
+
+    /// Records the table's fill; wakes the slow lane when it reaches the breakdown's
+    /// threshold.
     pub fn set_conntrack_fill(&self, fill: Option<(u64, u64)>) {
-        *self.conntrack_fill.lock().unwrap_or_else(PoisonError::into_inner) = fill;
+        let before = std::mem::replace(
+            &mut *self.conntrack_fill.lock().unwrap_or_else(PoisonError::into_inner),
+            fill,
+        );
+        if self.breakdown_pressure(fill) && !self.breakdown_pressure(before) {
+            self.wake.ask();
+        }
+    }
+
+    /// TCP sockets in use plus TIME_WAIT, if sockstat has read them.
+    pub fn tcp_sockets(&self) -> Option<u64> {
+        Some(self.tcp_sockets.load(Ordering::Relaxed)).filter(|n| *n != u64::MAX)
+    }
+
+    /// Records sockstat's count; wakes the slow lane when it reaches the remotes scan's
+    /// evidence share of the port range.
+    pub fn set_tcp_sockets(&self, n: u64) {
+        let before = self.tcp_sockets.swap(n, Ordering::Relaxed);
+        // The first count decides the scan's state either way; later, only a rise to
+        // the share is urgent (a fall is served at the next round).
+        if let Some(min) = self.remotes_evidence() {
+            if before == u64::MAX || (n >= min && before < min) {
+                self.wake.ask();
+            }
+        }
+    }
+
+    /// The fewest TCP sockets that make the remotes scan worth its walk, once the port
+    /// range is known.
+    pub fn remotes_evidence(&self) -> Option<u64> {
+        let (lo, hi) = self
+            .settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .port_range?;
+        Some((u64::from(hi.saturating_sub(lo)) + 1).div_ceil(REMOTES_EVIDENCE_SHARE))
     }
 
     /// The last sysctl values read in this namespace.
@@ -186,14 +332,14 @@ pub static SOURCES: &[SourceInfo] = &[
         fast: Some((Cadence::Sample, |cfg, ctx| {
             Box::new(conntrack::Conntrack::new(cfg, ctx))
         })),
-        slow: Some((SlowCadence::Tick, |cfg, ctx| {
+        slow: Some((SlowCadence::Evidence, |cfg, ctx| {
             Box::new(breakdown::Breakdown::new(cfg, ctx))
         })),
     },
     SourceInfo {
         name: "netstat",
         namespaced: true,
-        fast: Some((Cadence::Second, |cfg, _| Box::new(netstat::Netstat::new(cfg)))),
+        fast: Some((Cadence::Counter, |cfg, _| Box::new(netstat::Netstat::new(cfg)))),
         slow: None,
     },
     SourceInfo {
@@ -219,7 +365,7 @@ pub static SOURCES: &[SourceInfo] = &[
     SourceInfo {
         name: "softnet",
         namespaced: false,
-        fast: Some((Cadence::Second, |cfg, _| Box::new(softnet::Softnet::new(cfg)))),
+        fast: Some((Cadence::Counter, |cfg, _| Box::new(softnet::Softnet::new(cfg)))),
         slow: None,
     },
     SourceInfo {
@@ -243,7 +389,7 @@ pub static SOURCES: &[SourceInfo] = &[
     SourceInfo {
         name: "process",
         namespaced: false,
-        fast: Some((Cadence::Second, |_, _| Box::new(process::Process::new()))),
+        fast: Some((Cadence::Counter, |_, _| Box::new(process::Process::new()))),
         slow: None,
     },
 ];

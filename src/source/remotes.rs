@@ -7,6 +7,13 @@
 //! `connect()` fail with EADDRNOTAVAIL.
 //!
 //! Only the top `--collector.remotes.top` remotes by socket count are served.
+//!
+//! The walk costs the same whatever the namespace holds (the hash is the node's), so it
+//! runs only when it could find something: while the namespace's TCP sockets (sockstat's
+//! in use plus TIME_WAIT, read every sample by the fast lane) are at least 1/8 of the
+//! port range. Below that no remote can hold more than 1/8 of the range, and the scan is
+//! skipped (`netpressure_tcp_remotes_scan_skipped`). When the sockets reach it, the fast
+//! lane wakes the slow lane and the scan runs at once, not at the next scan mark.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,7 +24,7 @@ use crate::metrics;
 use crate::netlink::sock_diag::{state, Filter, TcpDump, TcpSock};
 use crate::snapshot::Snapshot;
 use crate::source::listeners::with_slow_diag;
-use crate::source::{top_k, AddrPortLabels, NsContext, Source, SourceError};
+use crate::source::{top_k, AddrPortLabels, NsContext, Source, SourceError, Want};
 
 const DUMP: &str = "sock_diag ephemeral-port sockets";
 
@@ -66,6 +73,8 @@ pub struct Remotes {
     ranked: Vec<((IpAddr, u16), Counts)>,
     total: usize,
     labels: AddrPortLabels,
+    /// The last run skipped the walk (too few sockets).
+    skipped: bool,
 }
 
 impl Remotes {
@@ -79,7 +88,14 @@ impl Remotes {
             ranked: Vec::new(),
             total: 0,
             labels: AddrPortLabels::default(),
+            skipped: false,
         }
+    }
+
+    /// Whether the namespace holds too few sockets for any remote to matter; `None`
+    /// while the evidence is unknown (sockstat off or not read yet, no port range).
+    fn too_few(&self) -> Option<bool> {
+        Some(self.ctx.tcp_sockets()? < self.ctx.remotes_evidence()?)
     }
 
     /// Takes the port range from the namespace's settings, dumps and ranks: what every
@@ -129,7 +145,32 @@ impl Source for Remotes {
         "remotes"
     }
 
+    /// At once when the sockets reach the evidence share after a skipped scan (or fall
+    /// below it after a real one, to stop serving its remotes); never while they stay
+    /// below.
+    fn want(&self) -> Want {
+        match self.too_few() {
+            Some(true) if self.skipped => Want::Not,
+            Some(true) => Want::Now,
+            Some(false) if self.skipped => Want::Now,
+            _ => Want::Cadence,
+        }
+    }
+
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
+        if self.too_few() == Some(true) {
+            self.skipped = true;
+            if let Some(range) = self.ctx.settings().port_range {
+                out.push(
+                    &metrics::PORT_RANGE_SIZE,
+                    &[],
+                    f64::from(range.1.saturating_sub(range.0)) + 1.0,
+                );
+            }
+            out.push(&metrics::REMOTES_SKIPPED, &[], 1.0);
+            return Ok(());
+        }
+        self.skipped = false;
         self.scan()?;
         for ((addr, port), counts) in &self.ranked {
             let (addr, port) = self.labels.format(*addr, *port);
@@ -142,8 +183,9 @@ impl Source for Remotes {
             }
         }
         if let Some((lo, hi)) = self.range {
-            out.push(&metrics::PORT_RANGE_SIZE, &[], f64::from(hi - lo) + 1.0);
+            out.push(&metrics::PORT_RANGE_SIZE, &[], f64::from(hi.saturating_sub(lo)) + 1.0);
         }
+        out.push(&metrics::REMOTES_SKIPPED, &[], 0.0);
         out.push(&metrics::REMOTES, &[], self.total as f64);
         out.push(&metrics::REMOTES_OMITTED, &[], (self.total - self.ranked.len()) as f64);
         Ok(())

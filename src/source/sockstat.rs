@@ -41,6 +41,9 @@ impl Source for Sockstat {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
+        if let (Some(v4), Some(tw)) = (st.tcp_inuse, st.tcp_tw) {
+            self.ctx.set_tcp_sockets(v4 + st.tcp6_inuse.unwrap_or(0) + tw);
+        }
         if let Some(tw) = st.tcp_tw {
             out.push(&metrics::TCP_TW_SOCKETS, &[], tw as f64);
         }
