@@ -9,7 +9,9 @@
 # Then what users compare DaemonSets by: total CPU (utime+stime) of each over WINDOW
 # seconds (120) while Prometheus-like scrapes come every EVERY seconds (15), plain and then
 # gzip, both exporters in the same window; the sampling our exporter does between scrapes
-# is in that total.
+# is in that total. In the same window runs examples/wake_floor: a thread that only wakes
+# on the sampler's clock (every 250 ms) and sleeps again, the floor under any sampler at
+# that interval on this machine.
 #
 # Usage: scripts/bench-vs-node-exporter.sh [SCRAPES]   (as root; builds --release)
 #        WINDOW=120 EVERY=15 IDLE_SECONDS=30 are the defaults; WINDOW=0 skips the windows.
@@ -22,6 +24,7 @@ NODE_PORT=19100
 
 command -v prometheus-node-exporter >/dev/null || { echo "apt-get install prometheus-node-exporter" >&2; exit 1; }
 cargo build --release --quiet
+cargo build --release --quiet --example wake_floor
 BIN=target/release/netpressure_exporter
 
 "$BIN" --web.listen-address "127.0.0.1:$OURS_PORT" --log.level=warn &
@@ -30,11 +33,14 @@ prometheus-node-exporter --web.listen-address="127.0.0.1:$NODE_PORT" --log.level
   --collector.disable-defaults --collector.conntrack --collector.netstat --collector.sockstat \
   --collector.filefd --collector.softnet --collector.tcpstat &
 NODE=$!
-trap 'kill $OURS $NODE 2>/dev/null || true' EXIT
+target/release/examples/wake_floor 250 &
+FLOOR=$!
+trap 'kill $OURS $NODE $FLOOR 2>/dev/null || true' EXIT
 sleep 2
 
-python3 - "$N" "$IDLE_SECONDS" "$OURS" "$OURS_PORT" "$NODE" "$NODE_PORT" "${WINDOW:-120}" "${EVERY:-15}" <<'PY'
+python3 - "$N" "$IDLE_SECONDS" "$OURS" "$OURS_PORT" "$NODE" "$NODE_PORT" "${WINDOW:-120}" "${EVERY:-15}" "$FLOOR" <<'PY'
 import http.client, os, statistics, sys, time
+floor_pid = int(sys.argv[9])
 
 n, idle = int(sys.argv[1]), float(sys.argv[2])
 window, every = float(sys.argv[7]), float(sys.argv[8])
@@ -108,6 +114,7 @@ if window > 0:
     print(f"{'exporter':26} {'encoding':>8} {'CPU, % of a core':>17} {'CPU seconds':>12} {'body':>10} {'RSS':>9}")
     for gzip in (False, True):
         c0 = {pid: cpu(pid) for _, pid, _ in targets}
+        f0 = cpu(floor_pid)
         t0 = time.monotonic()
         sizes = {}
         k = 0
@@ -125,5 +132,7 @@ if window > 0:
         for name, pid, port in targets:
             used[name] = cpu(pid) - c0[pid]
             print(f"{name:26} {'gzip' if gzip else 'plain':>8} {used[name]/wall*100:15.3f} % {used[name]:10.2f} s {sizes[name]/1024:7.1f} KiB {rss(pid)/2**20:6.1f} MiB")
+        floor = cpu(floor_pid) - f0
+        print(f"{'wake floor (250 ms clock)':26} {'':>8} {floor/wall*100:15.3f} % {floor:10.2f} s")
         print(f"{'':26} {'':8} node_exporter / ours: {used[targets[1][0]]/max(used[targets[0][0]],1e-9):.2f}x")
 PY
