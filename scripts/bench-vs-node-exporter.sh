@@ -13,7 +13,7 @@
 # on the sampler's clock (every 250 ms) and sleeps again, the floor under any sampler at
 # that interval on this machine.
 #
-# Usage: scripts/bench-vs-node-exporter.sh [SCRAPES]   (as root; builds --release)
+# Usage: scripts/bench-vs-node-exporter.sh [SCRAPES]   (as root; builds the static binary)
 #        WINDOW=120 EVERY=15 IDLE_SECONDS=30 are the defaults; WINDOW=0 skips the windows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,9 +23,9 @@ OURS_PORT=19861
 NODE_PORT=19100
 
 command -v prometheus-node-exporter >/dev/null || { echo "apt-get install prometheus-node-exporter" >&2; exit 1; }
-cargo build --release --quiet
+# The binary users run (the image and the .deb carry it): the static build.
+BIN=$(scripts/build-static.sh)
 cargo build --release --quiet --example wake_floor
-BIN=target/release/netpressure_exporter
 
 "$BIN" --web.listen-address "127.0.0.1:$OURS_PORT" --log.level=warn &
 OURS=$!

@@ -14,7 +14,6 @@ use crate::snapshot::Snapshot;
 #[derive(Debug, Default)]
 struct Window {
     points: VecDeque<(Instant, f64)>,
-    generation: u64,
 }
 
 impl Window {
@@ -36,52 +35,92 @@ impl Window {
     }
 }
 
+/// One series with a `_peak` family: its peak family's name, its rendered labels, and
+/// its window.
+#[derive(Debug)]
+struct Entry {
+    name: &'static str,
+    labels: String,
+    window: Window,
+}
+
 /// The peak state of every series that has a `_peak` family.
+///
+/// The series come in the same order tick after tick, so the state is kept in that
+/// order and matched by position: a tick compares each series' labels with the entry at
+/// its position (no hashing, no allocation). Only when the set changes (a listener
+/// opens, a namespace goes) is the order rebuilt, through a map by name and labels.
 #[derive(Debug)]
 pub struct Peaks {
     window: Duration,
-    series: HashMap<String, Window>,
-    key: String,
-    generation: u64,
+    order: Vec<Entry>,
+    rebuild: HashMap<(&'static str, String), Window>,
 }
 
 impl Peaks {
     pub fn new(window: Duration) -> Self {
         Self {
             window,
-            series: HashMap::new(),
-            key: String::new(),
-            generation: 0,
+            order: Vec::new(),
+            rebuild: HashMap::new(),
         }
+    }
+
+    /// Whether the series with a peak in `snap` are, in order, the ones of the last call.
+    fn same_series(&self, snap: &Snapshot) -> bool {
+        let mut at = 0;
+        for i in 0..snap.len() {
+            let Some((desc, labels, _)) = snap.get(i) else { break };
+            let Some(peak) = desc.peak else { continue };
+            match self.order.get(at) {
+                Some(e) if std::ptr::eq(e.name, peak.name) && e.labels == labels => at += 1,
+                _ => return false,
+            }
+        }
+        at == self.order.len()
     }
 
     /// For every sample in `snap` whose family has a peak family, records the value and
     /// appends the window maximum as a sample of the peak family. Series that are no
     /// longer sampled (a listener closed, a namespace gone) lose their window.
     pub fn apply(&mut self, snap: &mut Snapshot, now: Instant) {
-        self.generation = self.generation.wrapping_add(1);
+        if !self.same_series(snap) {
+            self.reorder(snap);
+        }
         let n = snap.len();
+        let mut at = 0;
         for i in 0..n {
-            let Some((desc, labels, value)) = snap.get(i) else {
-                break;
-            };
+            let Some((desc, _, value)) = snap.get(i) else { break };
             let Some(peak_desc) = desc.peak else { continue };
-            self.key.clear();
-            self.key.push_str(peak_desc.name);
-            self.key.push('{');
-            self.key.push_str(labels);
-            if !self.series.contains_key(self.key.as_str()) {
-                self.series.insert(self.key.clone(), Window::default());
-            }
-            let Some(window) = self.series.get_mut(self.key.as_str()) else {
-                continue;
-            };
-            window.generation = self.generation;
-            let peak = window.observe(now, value, self.window);
+            let Some(entry) = self.order.get_mut(at) else { break };
+            at += 1;
+            let peak = entry.window.observe(now, value, self.window);
             snap.push_like(i, peak_desc, peak);
         }
-        let generation = self.generation;
-        self.series.retain(|_, w| w.generation == generation);
+    }
+
+    /// Lays the entries out in the order of `snap`'s series, keeping the windows of the
+    /// series still there.
+    fn reorder(&mut self, snap: &Snapshot) {
+        self.rebuild.clear();
+        for e in self.order.drain(..) {
+            self.rebuild.insert((e.name, e.labels), e.window);
+        }
+        for i in 0..snap.len() {
+            let Some((desc, labels, _)) = snap.get(i) else { break };
+            let Some(peak) = desc.peak else { continue };
+            let window = self
+                .rebuild
+                .remove(&(peak.name, labels.to_string()))
+                .unwrap_or_default();
+            self.order.push(Entry {
+                name: peak.name,
+                labels: labels.to_string(),
+                window,
+            });
+        }
+        // What is left belongs to series that are gone; the map keeps its capacity.
+        self.rebuild.clear();
     }
 
     pub fn window(&self) -> Duration {
@@ -108,5 +147,46 @@ mod tests {
         assert_eq!(win.observe(at(13), 2.0, w), 2.0);
         assert_eq!(win.observe(at(14), 9.0, w), 9.0);
         assert_eq!(win.points.len(), 1);
+    }
+
+    fn snap(series: &[(&str, f64)]) -> Snapshot {
+        let mut s = Snapshot::new();
+        for (netns, v) in series {
+            s.push(&crate::metrics::CONNTRACK_ENTRIES, &[("netns", netns)], *v);
+        }
+        s
+    }
+
+    fn peaks_of(s: &Snapshot) -> Vec<(String, f64)> {
+        s.iter()
+            .filter(|(d, _, _)| d.name == "netpressure_conntrack_entries_peak")
+            .map(|(_, l, v)| (l.to_string(), v))
+            .collect()
+    }
+
+    #[test]
+    fn windows_follow_their_series_when_the_set_changes() {
+        let t0 = Instant::now();
+        let mut p = Peaks::new(Duration::from_secs(60));
+        let mut s = snap(&[("a", 5.0), ("b", 7.0)]);
+        p.apply(&mut s, t0);
+        // A series appears in front of the others, which keep their windows.
+        let mut s = snap(&[("new", 1.0), ("a", 2.0), ("b", 3.0)]);
+        p.apply(&mut s, t0 + Duration::from_secs(1));
+        assert_eq!(
+            peaks_of(&s),
+            [
+                (r#"netns="new""#.to_string(), 1.0),
+                (r#"netns="a""#.to_string(), 5.0),
+                (r#"netns="b""#.to_string(), 7.0)
+            ]
+        );
+        // "a" goes: its window goes with it, and comes back empty.
+        let mut s = snap(&[("new", 1.0), ("b", 3.0)]);
+        p.apply(&mut s, t0 + Duration::from_secs(2));
+        let mut s = snap(&[("new", 1.0), ("a", 2.0), ("b", 3.0)]);
+        p.apply(&mut s, t0 + Duration::from_secs(3));
+        assert_eq!(peaks_of(&s)[1], (r#"netns="a""#.to_string(), 2.0));
+        assert_eq!(p.order.len(), 3);
     }
 }
