@@ -102,9 +102,10 @@ impl Conntrack {
                 max_entries,
             });
         }
-        match self.stat.read() {
-            Ok(bytes) => {
-                parse_stat(bytes, &mut self.cpus).map_err(|e| ProcError::parse(self.stat.path(), e.to_string()))?;
+        let cpus = &mut self.cpus;
+        match self.stat.read_with(|bytes| parse_stat(bytes, cpus)) {
+            Ok(parsed) => {
+                parsed.map_err(|e| ProcError::parse(self.stat.path(), e.to_string()))?;
                 if self.possible_cpus.is_none() {
                     // Without sysfs, rows are taken as CPUs 0..n (true wherever the
                     // possible CPUs are contiguous, as they nearly always are).

@@ -37,7 +37,7 @@ impl Source for FileFd {
     }
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
-        let parsed = parse_file_nr(self.file_nr.read()?);
+        let parsed = self.file_nr.read_with(parse_file_nr)?;
         let (allocated, max) =
             parsed.ok_or_else(|| ProcError::parse(self.file_nr.path(), "expected \"allocated free max\""))?;
         out.push(&metrics::FD_ALLOCATED, &[], allocated as f64);

@@ -64,7 +64,8 @@ impl Source for Netstat {
         self.values = [None; FIELDS_LEN];
         for file in [&mut self.netstat, &mut self.snmp] {
             // The path is copied for an error only: a steady-state tick allocates nothing.
-            let parsed = extract(file.read()?, &mut self.values);
+            let values = &mut self.values;
+            let parsed = file.read_with(|b| extract(b, values))?;
             parsed.map_err(|e| ProcError::parse(file.path(), e))?;
         }
         for ((_, _, desc), v) in FIELDS.iter().zip(self.values) {

@@ -45,7 +45,7 @@ impl Source for Process {
     }
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
-        let parsed = parse_stat(self.stat.read()?);
+        let parsed = self.stat.read_with(parse_stat)?;
         let st = parsed.ok_or_else(|| ProcError::parse(self.stat.path(), "unexpected format"))?;
         out.push(&metrics::PROCESS_CPU, &[], (st.utime + st.stime) as f64 / self.ticks);
         out.push(&metrics::PROCESS_RSS, &[], st.rss_pages as f64 * self.page_size);
@@ -56,7 +56,7 @@ impl Source for Process {
         if let Ok(n) = crate::procfs::pid::open_fds(std::path::Path::new("/proc/self/fd"), self.size_is_count) {
             out.push(&metrics::PROCESS_OPEN_FDS, &[], n as f64);
         }
-        if let Some(max) = parse_max_open_files(self.limits.read()?) {
+        if let Some(max) = self.limits.read_with(parse_max_open_files)? {
             out.push(&metrics::PROCESS_MAX_FDS, &[], max as f64);
         }
         Ok(())

@@ -34,10 +34,10 @@ impl Source for Sockstat {
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
         let mut st = SockStat::default();
-        parse_sockstat(self.v4.read()?, &mut st);
+        self.v4.read_with(|b| parse_sockstat(b, &mut st))?;
         // sockstat6 is absent on a kernel without IPv6.
-        match self.v6.read() {
-            Ok(b) => parse_sockstat(b, &mut st),
+        match self.v6.read_with(|b| parse_sockstat(b, &mut st)) {
+            Ok(()) => {}
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }

@@ -39,7 +39,8 @@ impl Source for Softnet {
     }
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
-        let parsed = parse_softnet(self.stat.read()?, &mut self.rows);
+        let rows = &mut self.rows;
+        let parsed = self.stat.read_with(|b| parse_softnet(b, rows))?;
         parsed.map_err(|e| ProcError::parse(self.stat.path(), e))?;
         for row in &self.rows {
             self.totals
