@@ -125,6 +125,22 @@ time.sleep(600)
     return int(p.stdout.readline())
 
 
+def hold_established(procs, ns, port, clients):
+    """Starts a process in `ns` that listens on 127.0.0.1:port, accepts, and holds
+    `clients` established connections to it. Returns how many connected."""
+    p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", f"""
+import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", {port})); s.listen(512)
+held = []
+for _ in range({clients}):
+    c = socket.socket(); c.connect(("127.0.0.1", {port})); a, _ = s.accept(); held += [c, a]
+print(len(held) // 2, flush=True)
+time.sleep(600)
+"""], stdout=subprocess.PIPE, text=True)
+    procs.append(p)
+    return int(p.stdout.readline())
+
+
 def main():
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="np-e2e-"))
     procs = []
@@ -135,6 +151,8 @@ def main():
         for ns in (MON, FULL, LISTEN):
             sh("ip", "netns", "add", ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
+        # A narrow port range where the test gives a remote 150 connections below.
+        sh("ip", "netns", "exec", LISTEN, "sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40999")
         sh("ip", "netns", "exec", FULL, "sh", "-c",
            "nft add table inet np && nft add chain inet np out '{ type filter hook output priority 0; }' "
            "&& nft add rule inet np out ct state new,established accept")
@@ -215,6 +233,10 @@ receivers: [{name: hook, webhook_configs: [{url: 'http://127.0.0.1:9095/hook', s
         record("conntrack table filled", held == CT_MAX, f"{held} connections held")
         # Overflow a listener in a third namespace: backlog 1, never accepting.
         hold_connections(procs, LISTEN, port=7500, backlog=1, clients=10)
+        # And give it a remote worth scanning: the remotes scan runs only while a
+        # namespace holds at least 1/8 of its port range in sockets (here 125 of 1,000).
+        held = hold_established(procs, LISTEN, port=7600, clients=150)
+        record("150 connections to one remote held", held == 150, f"{held} held")
 
         full = wait_for_alert(received, "NetpressureConntrackTableFull", {"netns": ino(FULL)}, 60)
         record("NetpressureConntrackTableFull reaches Alertmanager's webhook", full is not None)
@@ -236,6 +258,10 @@ receivers: [{name: hook, webhook_configs: [{url: 'http://127.0.0.1:9095/hook', s
             a = over["annotations"]
             record("  naming the listener at its limit", "127.0.0.1:7500" in a.get("description", ""), json.dumps(a))
             record("  with severity warning", over["labels"].get("severity") == "warning", json.dumps(over["labels"]))
+
+        # The dashboards' remotes panels need the scan's series stored.
+        record("Prometheus has stored the remote's sockets", wait_until(
+            lambda: prom_has(f'netpressure_tcp_remote_sockets{{netns="{ino(LISTEN)}",remote_port="7600"}}'), 60))
 
         # Every dashboard query, variables substituted, returns at least one series.
         subst = {"$job": "netpressure", "$instance": ".+", "$namespace": ".*", "$pod": ".*", "$__rate_interval": "30s"}
