@@ -25,7 +25,7 @@ fn sockets(c: &mut Criterion) {
     });
     let mut remotes = Remotes::new(&cfg, &ctx);
     c.bench_function("remotes/scan", |b| b.iter(|| remotes.scan().unwrap()));
-    let mut netstat = Netstat::new(&cfg);
+    let mut netstat = Netstat::new(&cfg, &ctx);
     c.bench_function("netstat/sample", |b| {
         b.iter(|| {
             snap.clear();

@@ -165,6 +165,29 @@ fn a_time_wait_storm_is_scanned_when_it_starts_not_at_the_next_scan_mark() {
     );
 }
 
+/// The SYN_RECV walk (the node's whole established hash) is skipped while its last walk
+/// found nothing and fewer segments have arrived since than 1/8 of the smallest
+/// listener's backlog (here the exporter's own, 4096: 512 segments); the syn_recv test
+/// above shows it walking once SYNs come.
+#[test]
+fn an_idle_namespace_skips_the_syn_recv_walk() {
+    let ns = Netns::new("synidle");
+    let exp = Exporter::start(&ns, &["--scan.interval=1s", "--sample.counter-interval=1s"]);
+    let runs =
+        |b: &str, source: &str| metric(b, "netpressure_samples_total", &format!(r#"source="{source}""#)).unwrap_or(0.0);
+    let first = scrape_until(&exp, "counters read and a scan round done", |b| {
+        runs(b, "netstat") >= 2.0 && runs(b, "sysctl") >= 2.0
+    });
+    // Six scan rounds (the sysctl source runs every one): six walks without the
+    // evidence. Our own scrapes, ten a second, bring about 120 segments a second, so a
+    // walk may come once or twice in that time, plus one already due at the start.
+    let body = scrape_until(&exp, "six more scan rounds", |b| {
+        runs(b, "sysctl") >= runs(&first, "sysctl") + 6.0
+    });
+    let walks = runs(&body, "listeners_syn_recv") - runs(&first, "listeners_syn_recv");
+    assert!(walks <= 3.0, "{walks} SYN_RECV walks in six idle scan rounds");
+}
+
 #[test]
 fn listener_cap_keeps_the_fullest_and_counts_the_rest() {
     let ns = Netns::new("cap");

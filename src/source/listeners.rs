@@ -22,7 +22,7 @@ use crate::netlink::sock_diag::{state, Filter, LazySockDiag, SockDiag, TcpDump, 
 use crate::netlink::NetlinkError;
 use crate::snapshot::Snapshot;
 use crate::source::settings::Sysctl;
-use crate::source::{top_k, AddrPortLabels, NsContext, Source, SourceError};
+use crate::source::{top_k, AddrPortLabels, NsContext, Source, SourceError, Want};
 
 const LISTEN: &str = "sock_diag LISTEN";
 const SYN: &str = "sock_diag SYN_RECV";
@@ -121,6 +121,9 @@ pub struct SynShared {
     /// What the last LISTEN sample saw (`None` before the first), so that the scan can
     /// skip walks that cannot find anything.
     pub listeners: Option<(usize, bool)>,
+    /// The smallest accept-queue limit among those listeners: the SYN queue of each is
+    /// bounded by it, so the scan's tolerance is a share of it.
+    pub smallest_backlog: Option<u32>,
 }
 
 /// The fast part: the LISTEN dump every sample.
@@ -187,6 +190,7 @@ impl Listeners {
         let mut shared = self.ctx.syn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let any_v6 = self.listeners.iter().any(|l| l.addr.is_ipv6());
         shared.listeners = Some((self.listeners.len(), any_v6));
+        shared.smallest_backlog = self.listeners.iter().map(|l| l.limit).min();
         let Some(counts) = shared.counts.as_ref() else { return };
         for l in &mut self.listeners {
             l.syn_recv = Some(0);
@@ -205,11 +209,23 @@ impl Listeners {
 /// whole established hash (about 3.5 ms on 262,144 buckets), so it runs on the slow
 /// lane, and not at all when the last LISTEN sample saw no listener (request sockets
 /// belong to a listener, and IPv6 ones to an IPv6 listener).
+///
+/// Nor on its cadence when the evidence shows the walk could find next to nothing: the
+/// last walk found no request socket, and fewer TCP segments have arrived in the
+/// namespace since (snmp `InSegs`, read every counter interval) than 1/8 of the smallest
+/// listener's backlog. Every request socket is made by an arriving SYN, so then no
+/// listener can have more than that share of its SYN queue (which its backlog bounds)
+/// unseen, far below the alert.
 pub struct SynScan {
     syn_dump: TcpDump,
     ctx: Arc<NsContext>,
     counts: HashMap<(IpAddr, u16), u32>,
+    /// `InSegs` when the last walk ran, if it found no request socket.
+    quiet_since: Option<u64>,
 }
+
+/// The share of the smallest backlog that unseen request sockets may reach.
+const SYN_EVIDENCE_SHARE: u32 = 8;
 
 impl SynScan {
     pub fn new(ctx: &Arc<NsContext>) -> Self {
@@ -217,6 +233,7 @@ impl SynScan {
             syn_dump: TcpDump::new(SYN, state::bit(state::SYN_RECV), Filter::None),
             ctx: Arc::clone(ctx),
             counts: HashMap::new(),
+            quiet_since: None,
         }
     }
 }
@@ -224,6 +241,23 @@ impl SynScan {
 impl Source for SynScan {
     fn name(&self) -> &'static str {
         "listeners_syn_recv"
+    }
+
+    fn want(&self) -> Want {
+        let smallest = self
+            .ctx
+            .syn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .smallest_backlog;
+        match (self.quiet_since, self.ctx.tcp_in_segs(), smallest) {
+            (Some(then), Some(now), Some(backlog))
+                if now.wrapping_sub(then) < u64::from((backlog / SYN_EVIDENCE_SHARE).max(1)) =>
+            {
+                Want::Not
+            }
+            _ => Want::Cadence,
+        }
     }
 
     fn sample(&mut self, _out: &mut Snapshot) -> Result<(), SourceError> {
@@ -245,6 +279,11 @@ impl Source for SynScan {
                 })
             })?;
         }
+        self.quiet_since = if self.counts.is_empty() {
+            self.ctx.tcp_in_segs()
+        } else {
+            None
+        };
         let mut shared = self.ctx.syn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let counts = shared.counts.get_or_insert_with(HashMap::new);
         std::mem::swap(counts, &mut self.counts);

@@ -201,6 +201,9 @@ pub struct NsContext {
     /// TCP sockets in use plus TIME_WAIT, as sockstat last read them (`u64::MAX` before
     /// the first read, or without the sockstat source): the remotes scan's evidence.
     tcp_sockets: AtomicU64,
+    /// TCP segments received (snmp `Tcp InSegs`), as netstat last read them (`u64::MAX`
+    /// before): the SYN_RECV scan's evidence.
+    tcp_in_segs: AtomicU64,
     /// The slow lane's thread, woken when evidence turns (one for the node).
     pub wake: Arc<Wake>,
     /// `--collector.conntrack.breakdown-threshold`.
@@ -217,6 +220,7 @@ impl Default for NsContext {
             conntrack_fill: Mutex::default(),
             owners: Arc::default(),
             tcp_sockets: AtomicU64::new(u64::MAX),
+            tcp_in_segs: AtomicU64::new(u64::MAX),
             wake: Arc::default(),
             breakdown_threshold: 1.0,
         }
@@ -285,6 +289,15 @@ impl NsContext {
         }
     }
 
+    /// TCP segments received in the namespace, if netstat has read them.
+    pub fn tcp_in_segs(&self) -> Option<u64> {
+        Some(self.tcp_in_segs.load(Ordering::Relaxed)).filter(|n| *n != u64::MAX)
+    }
+
+    pub fn set_tcp_in_segs(&self, n: u64) {
+        self.tcp_in_segs.store(n, Ordering::Relaxed);
+    }
+
     /// TCP sockets in use plus TIME_WAIT, if sockstat has read them.
     pub fn tcp_sockets(&self) -> Option<u64> {
         Some(self.tcp_sockets.load(Ordering::Relaxed)).filter(|n| *n != u64::MAX)
@@ -339,7 +352,7 @@ pub static SOURCES: &[SourceInfo] = &[
     SourceInfo {
         name: "netstat",
         namespaced: true,
-        fast: Some((Cadence::Counter, |cfg, _| Box::new(netstat::Netstat::new(cfg)))),
+        fast: Some((Cadence::Counter, |cfg, ctx| Box::new(netstat::Netstat::new(cfg, ctx)))),
         slow: None,
     },
     SourceInfo {

@@ -6,24 +6,34 @@ use crate::metrics::{self, Desc};
 use crate::procfs::net::for_each_pair;
 use crate::procfs::{ProcError, ProcFile};
 use crate::snapshot::Snapshot;
-use crate::source::{Source, SourceError};
+use crate::source::{NsContext, Source, SourceError};
+use std::sync::Arc;
 
-/// (line prefix, field name, family), in the order served.
-static FIELDS: &[(&[u8], &[u8], &Desc)] = &[
-    (b"TcpExt", b"ListenOverflows", &metrics::TCP_LISTEN_OVERFLOWS),
-    (b"TcpExt", b"ListenDrops", &metrics::TCP_LISTEN_DROPS),
-    (b"TcpExt", b"TCPReqQFullDrop", &metrics::TCP_SYN_QUEUE_DROPS),
-    (b"TcpExt", b"TCPReqQFullDoCookies", &metrics::TCP_SYN_QUEUE_COOKIES),
-    (b"TcpExt", b"SyncookiesSent", &metrics::TCP_SYNCOOKIES_SENT),
-    (b"TcpExt", b"SyncookiesRecv", &metrics::TCP_SYNCOOKIES_RECV),
-    (b"TcpExt", b"SyncookiesFailed", &metrics::TCP_SYNCOOKIES_FAILED),
-    (b"TcpExt", b"TCPTimeWaitOverflow", &metrics::TCP_TW_OVERFLOWS),
-    (b"TcpExt", b"TWRecycled", &metrics::TCP_TW_REUSED),
-    (b"Tcp", b"ActiveOpens", &metrics::TCP_ACTIVE_OPENS),
-    (b"Tcp", b"PassiveOpens", &metrics::TCP_PASSIVE_OPENS),
-    (b"Tcp", b"AttemptFails", &metrics::TCP_ATTEMPT_FAILS),
-    (b"Tcp", b"EstabResets", &metrics::TCP_ESTAB_RESETS),
+/// (line prefix, field name, family), in the order served; no family: read as evidence
+/// for the SYN_RECV scan, not served.
+static FIELDS: &[(&[u8], &[u8], Option<&Desc>)] = &[
+    (b"TcpExt", b"ListenOverflows", Some(&metrics::TCP_LISTEN_OVERFLOWS)),
+    (b"TcpExt", b"ListenDrops", Some(&metrics::TCP_LISTEN_DROPS)),
+    (b"TcpExt", b"TCPReqQFullDrop", Some(&metrics::TCP_SYN_QUEUE_DROPS)),
+    (
+        b"TcpExt",
+        b"TCPReqQFullDoCookies",
+        Some(&metrics::TCP_SYN_QUEUE_COOKIES),
+    ),
+    (b"TcpExt", b"SyncookiesSent", Some(&metrics::TCP_SYNCOOKIES_SENT)),
+    (b"TcpExt", b"SyncookiesRecv", Some(&metrics::TCP_SYNCOOKIES_RECV)),
+    (b"TcpExt", b"SyncookiesFailed", Some(&metrics::TCP_SYNCOOKIES_FAILED)),
+    (b"TcpExt", b"TCPTimeWaitOverflow", Some(&metrics::TCP_TW_OVERFLOWS)),
+    (b"TcpExt", b"TWRecycled", Some(&metrics::TCP_TW_REUSED)),
+    (b"Tcp", b"ActiveOpens", Some(&metrics::TCP_ACTIVE_OPENS)),
+    (b"Tcp", b"PassiveOpens", Some(&metrics::TCP_PASSIVE_OPENS)),
+    (b"Tcp", b"AttemptFails", Some(&metrics::TCP_ATTEMPT_FAILS)),
+    (b"Tcp", b"EstabResets", Some(&metrics::TCP_ESTAB_RESETS)),
+    (b"Tcp", b"InSegs", None),
 ];
+
+/// The index of `Tcp InSegs` in [`FIELDS`].
+const IN_SEGS: usize = 13;
 
 /// Looks up the wanted fields of one netstat/snmp body; `out[i]` is `FIELDS[i]`.
 ///
@@ -37,20 +47,22 @@ pub fn extract(bytes: &[u8], out: &mut [Option<u64>; FIELDS_LEN]) -> Result<(), 
     })
 }
 
-pub const FIELDS_LEN: usize = 13;
+pub const FIELDS_LEN: usize = 14;
 
 pub struct Netstat {
     netstat: ProcFile,
     snmp: ProcFile,
     values: [Option<u64>; FIELDS_LEN],
+    ctx: Arc<NsContext>,
 }
 
 impl Netstat {
-    pub fn new(cfg: &Config) -> Self {
+    pub fn new(cfg: &Config, ctx: &Arc<NsContext>) -> Self {
         Self {
             netstat: ProcFile::new(cfg.roots.proc_net("netstat")),
             snmp: ProcFile::new(cfg.roots.proc_net("snmp")),
             values: [None; FIELDS_LEN],
+            ctx: Arc::clone(ctx),
         }
     }
 }
@@ -69,9 +81,12 @@ impl Source for Netstat {
             parsed.map_err(|e| ProcError::parse(file.path(), e))?;
         }
         for ((_, _, desc), v) in FIELDS.iter().zip(self.values) {
-            if let Some(v) = v {
+            if let (Some(desc), Some(v)) = (desc, v) {
                 out.push(desc, &[], v as f64);
             }
+        }
+        if let Some(n) = self.values[IN_SEGS] {
+            self.ctx.set_tcp_in_segs(n);
         }
         Ok(())
     }
@@ -84,5 +99,6 @@ mod tests {
     #[test]
     fn table_and_length_agree() {
         assert_eq!(FIELDS.len(), FIELDS_LEN);
+        assert_eq!(FIELDS[IN_SEGS].1, b"InSegs");
     }
 }
