@@ -40,7 +40,7 @@ use crate::peak::Peaks;
 use crate::snapshot::Snapshot;
 use crate::source::breakdown::Owner;
 use crate::source::settings::SettingsReader;
-use crate::source::{Cadence, NsContext, SlowCadence, SourceInfo};
+use crate::source::{Cadence, NsContext, SlowCadence, SourceInfo, Wake};
 use discovery::{Discovery, Failure, Target};
 use home::Home;
 use lane::{Families, Group, Lane};
@@ -113,8 +113,8 @@ const OWNERS_ASKED: Duration = Duration::from_secs(2);
 /// How long the first published snapshot waits for the slow lane's first round.
 const FIRST_ROUND_WAIT: Duration = Duration::from_secs(5);
 
-/// Ends [`Sampler::run`] when dropped: the sampler stops at once (it is unparked), not
-/// at its next tick.
+/// Ends [`Sampler::run`] when dropped: the sampler stops at once (it is woken), not at
+/// its next tick.
 pub struct StopSender(Arc<StopState>);
 
 /// The sampler's side of [`stop_pair`].
@@ -123,13 +123,13 @@ pub struct StopReceiver(Arc<StopState>);
 #[derive(Default)]
 struct StopState {
     stopped: AtomicBool,
-    /// The thread to unpark, once it runs.
-    thread: Mutex<Option<std::thread::Thread>>,
+    wake: Wake,
 }
 
-/// A stop signal for [`Sampler::run`]. The sampler sleeps with `park_timeout`, which costs
-/// one futex wait a tick; a channel's `recv_timeout` spun and registered wakers every
-/// tick, which showed in the idle profile.
+/// A stop signal for [`Sampler::run`]. The sampler sleeps as the slow lane does, with
+/// `park_timeout` ([`Wake`]), which costs one futex wait a tick; a channel's
+/// `recv_timeout` spun and registered wakers every tick, which showed in the idle
+/// profile.
 pub fn stop_pair() -> (StopSender, StopReceiver) {
     let state = Arc::new(StopState::default());
     (StopSender(Arc::clone(&state)), StopReceiver(state))
@@ -138,30 +138,15 @@ pub fn stop_pair() -> (StopSender, StopReceiver) {
 impl Drop for StopSender {
     fn drop(&mut self) {
         self.0.stopped.store(true, Ordering::SeqCst);
-        if let Some(t) = lock(&self.0.thread).as_ref() {
-            t.unpark();
-        }
+        self.0.wake.ask();
     }
 }
 
 impl StopReceiver {
-    fn stopped(&self) -> bool {
-        self.0.stopped.load(Ordering::SeqCst)
-    }
-
     /// Sleeps until `deadline` or the stop, whichever comes first; whether stopped.
     fn sleep_until(&self, deadline: Instant) -> bool {
-        loop {
-            if self.stopped() {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            // Spurious wake-ups are allowed: the loop checks both again.
-            std::thread::park_timeout(deadline - now);
-        }
+        self.0.wake.sleep_until(deadline, &self.0.stopped);
+        self.0.stopped.load(Ordering::SeqCst)
     }
 }
 
@@ -321,8 +306,11 @@ pub struct SlowLane {
     owners_asked: Option<Instant>,
     breakdown: bool,
     /// Woken by the fast lane's sources when evidence turns.
-    wake: Arc<crate::source::Wake>,
+    wake: Arc<Wake>,
     cfg: Config,
+    /// The ticks after the last round with nothing due ([`SlowLane::idle_ticks`]), as
+    /// that round computed them for the next due round it published.
+    idle: u64,
 }
 
 impl Sampler {
@@ -358,7 +346,7 @@ impl Sampler {
             }
             _ => None,
         };
-        let wake = Arc::new(crate::source::Wake::default());
+        let wake = Arc::new(Wake::default());
         let ctx = Arc::new(NsContext::shared(&owners, &wake, cfg));
         let own_group = |slots, settings, owner: Option<Arc<Owner>>| Group {
             labels: own_label.clone(),
@@ -418,6 +406,7 @@ impl Sampler {
             breakdown,
             wake,
             cfg: cfg.clone(),
+            idle: 0,
         };
         let sampler = Self {
             fast,
@@ -550,7 +539,7 @@ impl Sampler {
     /// with the slow lane on a thread of its own. A tick that overruns the interval
     /// skips the ticks it missed (counted) instead of bunching them up.
     pub fn run(mut self, stop: StopReceiver) {
-        *lock(&stop.0.thread) = Some(std::thread::current());
+        stop.0.wake.register();
         let stopping = Arc::new(AtomicBool::new(false));
         let (first_tx, first_rx) = mpsc::channel();
         // One sample of the fast lane's sources before the slow lane's first round, so
@@ -611,7 +600,7 @@ impl SlowLane {
             }
             // The round advanced the clock by one tick; the ticks with nothing due are
             // skipped (the clock jumps over them).
-            let idle = self.idle_ticks();
+            let idle = self.idle;
             self.lane.ticks = self.lane.ticks.wrapping_add(idle);
             next += SLOW_TICK * u32::try_from(idle + 1).unwrap_or(1);
             let now = Instant::now();
@@ -643,11 +632,6 @@ impl SlowLane {
             .unwrap_or(SLOW_MAX_SLEEP - 1)
     }
 
-    /// When the round after this one is due, as the lane's clock stands.
-    fn next_due(&self, now: Instant) -> Instant {
-        now + SLOW_TICK * u32::try_from(self.idle_ticks() + 1).unwrap_or(1)
-    }
-
     /// One round: discovery when due, every due scan, and the lane's output published
     /// for the fast lane to merge.
     pub fn step(&mut self, now: Instant) {
@@ -672,7 +656,8 @@ impl SlowLane {
             // The fast lane still reads it: let it keep it.
             self.spare = Arc::new(Snapshot::new());
         }
-        let next_due = self.next_due(Instant::now());
+        self.idle = self.idle_ticks();
+        let next_due = Instant::now() + SLOW_TICK * u32::try_from(self.idle + 1).unwrap_or(1);
         if let Some(out) = Arc::get_mut(&mut self.spare) {
             out.clear();
             self.lane.append(out);

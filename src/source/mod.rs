@@ -319,12 +319,12 @@ impl NsContext {
     /// The fewest TCP sockets that make the remotes scan worth its walk, once the port
     /// range is known.
     pub fn remotes_evidence(&self) -> Option<u64> {
-        let (lo, hi) = self
+        let range = self
             .settings
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .port_range?;
-        Some((u64::from(hi.saturating_sub(lo)) + 1).div_ceil(REMOTES_EVIDENCE_SHARE))
+        Some(remotes::range_size(range).div_ceil(REMOTES_EVIDENCE_SHARE))
     }
 
     /// The last sysctl values read in this namespace.

@@ -59,6 +59,11 @@ fn canonical(a: IpAddr) -> IpAddr {
     }
 }
 
+/// Ports in `ip_local_port_range` (`lo`..=`hi`).
+pub fn range_size((lo, hi): (u16, u16)) -> u64 {
+    u64::from(hi.saturating_sub(lo)) + 1
+}
+
 /// Counts the sockets of one dump into `counts`.
 pub fn tally(counts: &mut HashMap<(IpAddr, u16), Counts>, s: &TcpSock) {
     counts.entry((canonical(s.remote), s.remote_port)).or_default()[slot(s)] += 1;
@@ -161,11 +166,7 @@ impl Source for Remotes {
         if self.too_few() == Some(true) {
             self.skipped = true;
             if let Some(range) = self.ctx.settings().port_range {
-                out.push(
-                    &metrics::PORT_RANGE_SIZE,
-                    &[],
-                    f64::from(range.1.saturating_sub(range.0)) + 1.0,
-                );
+                out.push(&metrics::PORT_RANGE_SIZE, &[], range_size(range) as f64);
             }
             out.push(&metrics::REMOTES_SKIPPED, &[], 1.0);
             return Ok(());
@@ -182,8 +183,8 @@ impl Source for Remotes {
                 );
             }
         }
-        if let Some((lo, hi)) = self.range {
-            out.push(&metrics::PORT_RANGE_SIZE, &[], f64::from(hi.saturating_sub(lo)) + 1.0);
+        if let Some(range) = self.range {
+            out.push(&metrics::PORT_RANGE_SIZE, &[], range_size(range) as f64);
         }
         out.push(&metrics::REMOTES_SKIPPED, &[], 0.0);
         out.push(&metrics::REMOTES, &[], self.total as f64);
