@@ -11,7 +11,7 @@ seconds=${1:-600}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(ctnetlink sock_diag rtnetlink procfs web_config exposition authorization certificate)
+  targets=(ctnetlink sock_diag rtnetlink procfs web_config exposition authorization certificate btf)
 fi
 cargo +nightly fuzz build --release "${targets[@]/#/}" 2>/dev/null || cargo +nightly fuzz build --release
 for t in "${targets[@]}"; do

@@ -18,9 +18,12 @@ fi
 # qemu-system-x86, busybox-static, cpio: booting an older kernel (tests/vm); podman,
 # runc: building and running the container image (tests/container); curl: scraping it;
 # wrk: load on the HTTP endpoint (tests/web.rs); openssl, apache2-utils (htpasswd):
-# certificates and bcrypt hashes for --web.config.file (tests/tls.rs).
+# certificates and bcrypt hashes for --web.config.file (tests/tls.rs); clang, llvm (llvm-strip),
+# libbpf-dev (bpf_helpers.h), linux-libc-dev: rebuilding the BPF object to compare it
+# (tests/bpf_object.rs); bpftool: the kernel's own view of programs and BTF (tests/drops.rs).
 packages=(nftables conntrack prometheus prometheus-alertmanager libcap2-bin iproute2 qemu-system-x86 busybox-static cpio
-          podman runc curl wrk openssl apache2-utils)
+          podman runc curl wrk openssl apache2-utils
+          clang llvm libbpf-dev linux-libc-dev bpftool)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

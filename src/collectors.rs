@@ -48,6 +48,11 @@ pub static COLLECTORS: &[Collector] = &[
         default_enabled: true,
     },
     Collector {
+        name: "drop_reasons",
+        help: "packets the kernel dropped, per namespace and drop reason, counted by a BPF program on skb:kfree_skb (5.17+, BTF, CAP_BPF and CAP_PERFMON or CAP_SYS_ADMIN)",
+        default_enabled: true,
+    },
+    Collector {
         name: "filefd",
         help: "system-wide file handles against fs.file-max, and fs.nr_open (/proc/sys/fs)",
         default_enabled: true,

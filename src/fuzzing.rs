@@ -23,6 +23,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("exposition", exposition),
     ("authorization", authorization),
     ("certificate", certificate),
+    ("btf", btf),
 ];
 
 /// The sequence number of the first message, so that the decoders, which skip
@@ -139,4 +140,24 @@ pub fn authorization(data: &[u8]) {
 /// A client certificate's subject alternative names (`client_allowed_sans`).
 pub fn certificate(data: &[u8]) {
     let _ = crate::webconfig::tls::subject_alt_names(data);
+}
+
+/// The kernel's BTF as the drop-reason names are read from it: the enums by name, then
+/// every reason named. Asked for by names the inputs can match: the real ones and one
+/// short name.
+pub fn btf(data: &[u8]) {
+    use crate::btf::{enums, DropReasons, REASON_ENUM, SUBSYS_ENUM};
+    let Ok(found) = enums(data, &[REASON_ENUM, SUBSYS_ENUM, "e"]) else {
+        return;
+    };
+    for members in found.iter().flatten() {
+        // Each member takes at least 8 bytes of the input.
+        assert!(members.len() <= data.len() / 8);
+    }
+    let none = Vec::new();
+    let reasons = found[0].as_ref().or(found[2].as_ref()).unwrap_or(&none);
+    let names = DropReasons::new(reasons, found[1].as_ref().unwrap_or(&none));
+    for v in reasons.iter().map(|(_, v)| *v as u32).chain([0, 2, 0x1_0001, u32::MAX]) {
+        assert!(!names.name(v).is_empty());
+    }
 }

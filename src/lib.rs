@@ -5,6 +5,8 @@
 //! turns their records into series; `sampler` runs the clock and publishes immutable
 //! [`snapshot::Snapshot`]s; `server` encodes the latest one per scrape.
 
+pub mod bpf;
+pub mod btf;
 pub mod collectors;
 pub mod config;
 pub mod cputotals;

@@ -600,6 +600,29 @@ impl HttpStats {
     }
 }
 
+// --- drop reasons (BPF on skb:kfree_skb) -----------------------------------------------
+
+pub static PACKET_DROPS: Desc = counter(
+    "netpressure_packet_drops_total",
+    "Packets the kernel dropped in this namespace, by its drop reason (enum skb_drop_reason, counted in the kernel on skb:kfree_skb). Reasons with no drops have no series.",
+);
+pub static PACKET_DROPS_UNATTRIBUTED: Desc = counter(
+    "netpressure_packet_drops_unattributed_total",
+    "Dropped packets with neither a device nor a socket to tell their namespace, by drop reason (served with the exporter's own namespace).",
+);
+pub static DROP_MAP_FULL: Desc = counter(
+    "netpressure_drop_reasons_map_full_total",
+    "Drops not counted by reason because the kernel map of (namespace, reason) pairs was full.",
+);
+pub static DROP_MAP_ENTRIES: Desc = gauge(
+    "netpressure_drop_reasons_map_entries",
+    "(namespace, reason) pairs in the kernel's drop map, against netpressure_drop_reasons_map_entries_limit.",
+);
+pub static DROP_MAP_LIMIT: Desc = gauge(
+    "netpressure_drop_reasons_map_entries_limit",
+    "The capacity of the kernel's drop map.",
+);
+
 // --- network namespaces --------------------------------------------------------------
 
 pub static NETNS_SAMPLED: Desc = gauge(
@@ -665,6 +688,8 @@ pub fn default_netns_families() -> Vec<&'static str> {
         &PORT_RANGE_SIZE,
         &REMOTES_SKIPPED,
         &SYSCTL,
+        // Only reasons that dropped something have a series.
+        &PACKET_DROPS,
         // The breakdown: no series until a table is under pressure.
         &CT_BREAKDOWN_STATE,
         &CT_TOP_SOURCES,
@@ -729,7 +754,7 @@ mod tests {
         assert_eq!(sorted.len(), all.len(), "a family listed twice");
         assert!(default_netns_families().iter().all(|f| all.contains(f)));
         // Every family of the namespaced sources: 10 conntrack counters, 13 netstat
-        // counters, 9 of the conntrack breakdown, and 21 others.
-        assert_eq!(all.len(), 53);
+        // counters, 9 of the conntrack breakdown, and 22 others.
+        assert_eq!(all.len(), 54);
     }
 }

@@ -46,7 +46,7 @@ pub struct Group {
 impl Group {
     fn settings_due(&self, ticks: u64) -> bool {
         match &self.settings {
-            Some((_, every)) => ticks.wrapping_add(self.phase) % every == 0 || !lock(&self.ctx.settings).read,
+            Some((_, every)) => ticks.wrapping_add(self.phase).is_multiple_of(*every) || !lock(&self.ctx.settings).read,
             None => false,
         }
     }

@@ -347,7 +347,7 @@ impl Sampler {
             _ => None,
         };
         let wake = Arc::new(Wake::default());
-        let ctx = Arc::new(NsContext::shared(&owners, &wake, cfg));
+        let ctx = Arc::new(NsContext::shared(&owners, &wake, cfg, own_key));
         let own_group = |slots, settings, owner: Option<Arc<Owner>>| Group {
             labels: own_label.clone(),
             phase: 0,
@@ -641,7 +641,7 @@ impl SlowLane {
             && self
                 .owners_asked
                 .is_none_or(|at| now.saturating_duration_since(at) >= OWNERS_ASKED);
-        if self.lane.ticks % self.discovery_every == 0 || asked {
+        if self.lane.ticks.is_multiple_of(self.discovery_every) || asked {
             self.guarded("discovery", Self::discover);
             if asked {
                 self.owners_asked = Some(now);
@@ -797,7 +797,7 @@ impl SlowLane {
                 return;
             }
         };
-        let ctx = Arc::new(NsContext::shared(&self.owners, &self.wake, &self.cfg));
+        let ctx = Arc::new(NsContext::shared(&self.owners, &self.wake, &self.cfg, Some(t.key)));
         let group = Group {
             labels: t.labels.clone(),
             phase: t.key.1,

@@ -63,7 +63,7 @@ impl Slot {
         match self.source.want() {
             Want::Now => true,
             Want::Not => false,
-            Want::Cadence => ticks.wrapping_add(phase) % self.every_ticks == 0,
+            Want::Cadence => ticks.wrapping_add(phase).is_multiple_of(self.every_ticks),
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod breakdown;
 pub mod conntrack;
+pub mod drop_reasons;
 pub mod filefd;
 pub mod listeners;
 pub mod netstat;
@@ -208,6 +209,9 @@ pub struct NsContext {
     pub wake: Arc<Wake>,
     /// `--collector.conntrack.breakdown-threshold`.
     breakdown_threshold: f64,
+    /// The namespace's identity (nsfs device and inode), where known: the drop counter's
+    /// key.
+    pub netns: Option<crate::netns::NsKey>,
 }
 
 impl Default for NsContext {
@@ -223,6 +227,7 @@ impl Default for NsContext {
             tcp_in_segs: AtomicU64::new(u64::MAX),
             wake: Arc::default(),
             breakdown_threshold: 1.0,
+            netns: None,
         }
     }
 }
@@ -248,12 +253,19 @@ impl NsContext {
         Ok(Arc::new(ctx))
     }
 
-    /// A context sharing the node's address owners and the slow lane's wake.
-    pub fn shared(owners: &Arc<breakdown::Owners>, wake: &Arc<Wake>, cfg: &Config) -> Self {
+    /// A context for the namespace `netns`, sharing the node's address owners and the
+    /// slow lane's wake.
+    pub fn shared(
+        owners: &Arc<breakdown::Owners>,
+        wake: &Arc<Wake>,
+        cfg: &Config,
+        netns: Option<crate::netns::NsKey>,
+    ) -> Self {
         Self {
             owners: Arc::clone(owners),
             wake: Arc::clone(wake),
             breakdown_threshold: cfg.breakdown_threshold,
+            netns,
             ..Self::default()
         }
     }
@@ -386,6 +398,15 @@ pub static SOURCES: &[SourceInfo] = &[
         namespaced: true,
         fast: None,
         slow: Some((SlowCadence::Scan, |cfg, ctx| Box::new(sysctl::Sysctl::new(cfg, ctx)))),
+    },
+    SourceInfo {
+        name: "drop_reasons",
+        namespaced: true,
+        // Served every sample from the map's last read, which is once a second.
+        fast: Some((Cadence::Sample, |cfg, ctx| {
+            Box::new(drop_reasons::DropReasons::new(cfg, ctx))
+        })),
+        slow: None,
     },
     SourceInfo {
         name: "filefd",
