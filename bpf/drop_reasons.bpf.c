@@ -63,7 +63,10 @@ struct {
 	__type(value, __u64);
 } overflow SEC(".maps");
 
-static __always_inline unsigned int netns_of(struct sk_buff *skb)
+// The namespace of a dropped packet: its device's on the way in or out; else the
+// socket that owns it; else the socket that was receiving it (rx_sk, 6.11+: TCP drops a
+// packet on a listener's or a child's behalf with neither skb->dev nor skb->sk set).
+static __always_inline unsigned int netns_of(struct sk_buff *skb, struct sock *rx_sk)
 {
 	struct net_device *dev = skb->dev;
 	struct sock *sk;
@@ -73,11 +76,12 @@ static __always_inline unsigned int netns_of(struct sk_buff *skb)
 	sk = skb->sk;
 	if (sk)
 		return sk->__sk_common.skc_net.net->ns.inum;
+	if (rx_sk)
+		return rx_sk->__sk_common.skc_net.net->ns.inum;
 	return 0;
 }
 
-SEC("tp_btf/kfree_skb")
-int BPF_PROG(count_drop, struct sk_buff *skb, void *location, unsigned int reason)
+static __always_inline int count(struct sk_buff *skb, unsigned int reason, struct sock *rx_sk)
 {
 	__u64 key, one = 1, *n;
 	__u32 zero = 0;
@@ -85,7 +89,7 @@ int BPF_PROG(count_drop, struct sk_buff *skb, void *location, unsigned int reaso
 	// SKB_NOT_DROPPED_YET and SKB_CONSUMED are not drops.
 	if (reason <= 1)
 		return 0;
-	key = ((__u64)netns_of(skb) << 32) | reason;
+	key = ((__u64)netns_of(skb, rx_sk) << 32) | reason;
 	n = bpf_map_lookup_elem(&drops, &key);
 	if (n) {
 		*n += 1;
@@ -103,6 +107,21 @@ int BPF_PROG(count_drop, struct sk_buff *skb, void *location, unsigned int reaso
 	if (n)
 		*n += 1;
 	return 0;
+}
+
+// 6.11 and later pass the receiving socket as a fourth argument. The verifier rejects
+// a program that reads an argument the tracepoint does not have, so the loader tries
+// this one first and count_drop_3 on older kernels.
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(count_drop, struct sk_buff *skb, void *location, unsigned int reason, struct sock *rx_sk)
+{
+	return count(skb, reason, rx_sk);
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(count_drop_3, struct sk_buff *skb, void *location, unsigned int reason)
+{
+	return count(skb, reason, 0);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

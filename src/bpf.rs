@@ -80,18 +80,29 @@ impl DropCounter {
             .btf(Some(&btf))
             .load(OBJECT)
             .map_err(|e| BpfError::load("loading the drop-reason maps", &e))?;
-        let program: &mut BtfTracePoint = ebpf
-            .program_mut("count_drop")
-            .ok_or_else(|| BpfError::Load("the object has no count_drop program".into()))?
-            .try_into()
-            .map_err(|e| BpfError::load("the count_drop program", &e))?;
-        program
-            .load("kfree_skb", &btf)
-            .map_err(|e| BpfError::load("loading the drop-reason program on skb:kfree_skb", &e))?;
-        program
-            .attach()
-            .map_err(|e| BpfError::load("attaching to skb:kfree_skb", &e))?;
-        Ok(Self { ebpf, keys: Vec::new() })
+        // With the receiving socket (6.11+) where the tracepoint has it, else without.
+        let mut first_error = None;
+        for name in ["count_drop", "count_drop_3"] {
+            let program: &mut BtfTracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| BpfError::Load(format!("the object has no {name} program")))?
+                .try_into()
+                .map_err(|e| BpfError::load(name, &e))?;
+            match program.load("kfree_skb", &btf) {
+                Ok(()) => {
+                    program
+                        .attach()
+                        .map_err(|e| BpfError::load("attaching to skb:kfree_skb", &e))?;
+                    return Ok(Self { ebpf, keys: Vec::new() });
+                }
+                Err(e) => {
+                    log::debug!("drop_reasons: {name} did not load: {}", chain(&e));
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let e = first_error.ok_or_else(|| BpfError::Load("no program to load".into()))?;
+        Err(BpfError::load("loading the drop-reason program on skb:kfree_skb", &e))
     }
 
     /// Reads every (key, count) pair, the counts summed over CPUs, into `out` (cleared

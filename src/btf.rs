@@ -150,8 +150,9 @@ impl DropReasons {
             let Some(short) = name.strip_prefix("SKB_DROP_REASON_") else {
                 continue;
             };
-            // MAX and SUBSYS_MASK are bounds, not reasons.
-            if short == "MAX" || short == "SUBSYS_MASK" {
+            // MAX and SUBSYS_MASK are bounds, not reasons; an empty name would be an
+            // empty label value, which Prometheus reads as no label.
+            if short.is_empty() || short == "MAX" || short == "SUBSYS_MASK" {
                 continue;
             }
             let Ok(v) = usize::try_from(*value) else { continue };
@@ -169,7 +170,7 @@ impl DropReasons {
                 continue;
             };
             let Ok(v) = usize::try_from(*value) else { continue };
-            if short == "NUM" || v > 0xffff {
+            if short.is_empty() || short == "NUM" || v > 0xffff {
                 continue;
             }
             if subs.len() <= v {
@@ -271,6 +272,8 @@ mod tests {
             ("SKB_NOT_DROPPED_YET".to_string(), 0),
             ("SKB_DROP_REASON_NOT_SPECIFIED".to_string(), 2),
             ("SKB_DROP_REASON_NETFILTER_DROP".to_string(), 12),
+            // What the fuzzer found: a member named by the prefix alone.
+            ("SKB_DROP_REASON_".to_string(), 3),
             ("SKB_DROP_REASON_MAX".to_string(), 13),
             ("SKB_DROP_REASON_SUBSYS_MASK".to_string(), 0xffff_0000),
         ];
@@ -284,6 +287,7 @@ mod tests {
         assert_eq!(r.name(12), "netfilter_drop");
         assert_eq!(r.name(2), "not_specified");
         assert_eq!(r.name(13), "unknown_13");
+        assert_eq!(r.name(3), "unknown_3");
         assert_eq!(r.name(0x2_0003), "subsys_openvswitch_3");
         assert_eq!(r.name(0x5_0001), "subsys_5_1");
     }

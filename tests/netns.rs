@@ -11,11 +11,14 @@ mod common;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{connect_many, listen_with_backlog, metric, scrape_until, Exporter, Flows, Netns};
+use common::{
+    connect_many, listen_with_backlog, metric, pod_cgroup_layout, scrape_until, veth, Cgroup, Exporter, Flows, Killed,
+    Netns,
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -100,55 +103,6 @@ fn three_namespaces_each_with_their_own_numbers() {
     assert!(metric(&body, "netpressure_conntrack_entries_limit", r#"netns="host""#).is_some());
     assert!(metric(&body, "netpressure_tcp_sockets_in_use", &home.label("")).is_some());
     assert!(metric(&body, "netpressure_netns_sampled", "").unwrap() >= 4.0);
-}
-
-/// A kubepods cgroup made for the test, removed on drop (after its processes exit).
-struct Cgroup {
-    /// The directories this test made (removed on drop); a leaf left by an earlier run
-    /// that was killed is used as it is.
-    dirs: Vec<PathBuf>,
-    leaf: PathBuf,
-}
-
-impl Cgroup {
-    fn create(root: &Path, rel: &str) -> Self {
-        let mut dirs = Vec::new();
-        let mut p = root.to_path_buf();
-        for part in rel.split('/') {
-            p.push(part);
-            if !p.exists() {
-                std::fs::create_dir(&p).unwrap();
-                dirs.push(p.clone());
-            }
-        }
-        Self { dirs, leaf: p }
-    }
-
-    fn add(&self, pid: u32) {
-        std::fs::write(self.leaf.join("cgroup.procs"), pid.to_string()).unwrap();
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        for d in self.dirs.iter().rev() {
-            for _ in 0..50 {
-                if std::fs::remove_dir(d).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -634,40 +588,6 @@ fn steady_state_samples_of_other_namespaces_enter_none() {
         "{more} entries in {} samples",
         value(&last, "netpressure_netns_samples_total") - rounds
     );
-}
-
-/// The first cgroup layout this machine offers for a made-up pod: (root, path of the
-/// container's cgroup under it, pod UID).
-fn pod_cgroup_layout() -> (PathBuf, String, &'static str) {
-    for root in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
-        let root = Path::new(root);
-        if root.join("cgroup.procs").exists() && (root.ends_with("unified") || root.join("cgroup.controllers").exists())
-        {
-            let uid = "7c1b2a3e-4d5f-4a6b-8c7d-9e0f1a2b3c4d";
-            let rel = format!(
-                "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-89ab.scope",
-                uid.replace('-', "_")
-            );
-            return (root.to_path_buf(), rel, uid);
-        }
-    }
-    let uid = "2f4e6a8c-0b1d-4e3f-9a5b-7c9d1e3f5a7b";
-    (
-        PathBuf::from("/sys/fs/cgroup/pids"),
-        format!("kubepods/burstable/pod{uid}/cdef"),
-        uid,
-    )
-}
-
-/// `a` and `b` joined by a veth pair, `a_addr` and `b_addr` (/24) on its ends.
-fn veth(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str, tag: &str) {
-    let (ea, eb) = (format!("np{tag}a"), format!("np{tag}b"));
-    common::run(std::process::Command::new("ip").args([
-        "link", "add", &ea, "netns", &a.name, "type", "veth", "peer", "name", &eb, "netns", &b.name,
-    ]));
-    for (ns, dev, addr) in [(a, &ea, a_addr), (b, &eb, b_addr)] {
-        ns.sh(&format!("ip addr add {addr}/24 dev {dev} && ip link set {dev} up"));
-    }
 }
 
 #[test]

@@ -12,7 +12,8 @@ use crate::pods::{self, Pod};
 use crate::source::breakdown::Owner;
 
 /// Descriptors the exporter keeps for itself before any other namespace gets one: its
-/// own namespace's sources, the HTTP server and its connections, the discovery walk.
+/// own namespace's sources, the HTTP server and its connections, the discovery walk, the
+/// drop counter's BPF program, link and maps.
 pub const RESERVED_FDS: u64 = 128;
 
 /// Descriptors one sampled namespace holds at most: the namespace itself (one, shared by

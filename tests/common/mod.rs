@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
@@ -159,36 +160,47 @@ impl Flows {
     }
 }
 
-/// Lowers the global `nf_conntrack_max` for one test and restores it on drop, even when
-/// the test panics. An exclusive lock on a file serialises every such test, across test
-/// threads and test binaries.
-pub struct ConntrackMaxGuard {
+/// Sets a global sysctl (one only the initial namespace has) for one test and restores
+/// it on drop, even when the test panics. An exclusive lock on `/tmp/netpressure-LOCK.lock`
+/// serialises every test that sets it, across test threads, test binaries and the
+/// end-to-end script.
+pub struct GlobalSysctlGuard {
+    path: &'static str,
     old: String,
     _lock: File,
 }
 
-const MAX_PATH: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
-
-impl ConntrackMaxGuard {
-    pub fn set(value: u64) -> Self {
+impl GlobalSysctlGuard {
+    pub fn set(path: &'static str, lock: &str, value: u64) -> Self {
+        let name = lock;
         let lock = File::options()
             .create(true)
             .truncate(false)
             .write(true)
-            .open("/tmp/netpressure-conntrack-max.lock")
+            .open(format!("/tmp/netpressure-{name}.lock"))
             .unwrap();
         // SAFETY: flock on a file we own; blocks until no other test holds it.
         let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
         assert_eq!(rc, 0);
-        let old = std::fs::read_to_string(MAX_PATH).unwrap().trim().to_string();
-        std::fs::write(MAX_PATH, value.to_string()).unwrap();
-        Self { old, _lock: lock }
+        let old = std::fs::read_to_string(path).unwrap().trim().to_string();
+        std::fs::write(path, value.to_string()).unwrap();
+        Self { path, old, _lock: lock }
     }
 }
 
-impl Drop for ConntrackMaxGuard {
+impl Drop for GlobalSysctlGuard {
     fn drop(&mut self) {
-        let _ = std::fs::write(MAX_PATH, &self.old);
+        let _ = std::fs::write(self.path, &self.old);
+    }
+}
+
+/// Lowers `nf_conntrack_max` (global) for one test; see [`GlobalSysctlGuard`].
+pub struct ConntrackMaxGuard;
+
+impl ConntrackMaxGuard {
+    pub fn set(value: u64) -> GlobalSysctlGuard {
+        // tests/e2e/alerting.py takes the same lock.
+        GlobalSysctlGuard::set("/proc/sys/net/netfilter/nf_conntrack_max", "conntrack-max", value)
     }
 }
 
@@ -679,4 +691,87 @@ pub fn start_refused(web_config: &std::path::Path) -> (Option<i32>, String) {
         .output()
         .unwrap();
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A kubepods cgroup made for the test, removed on drop (after its processes exit).
+pub struct Cgroup {
+    /// The directories this test made (removed on drop); a leaf left by an earlier run
+    /// that was killed is used as it is.
+    dirs: Vec<PathBuf>,
+    leaf: PathBuf,
+}
+
+impl Cgroup {
+    pub fn create(root: &Path, rel: &str) -> Self {
+        let mut dirs = Vec::new();
+        let mut p = root.to_path_buf();
+        for part in rel.split('/') {
+            p.push(part);
+            if !p.exists() {
+                std::fs::create_dir(&p).unwrap();
+                dirs.push(p.clone());
+            }
+        }
+        Self { dirs, leaf: p }
+    }
+
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.leaf.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for d in self.dirs.iter().rev() {
+            for _ in 0..50 {
+                if std::fs::remove_dir(d).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The first cgroup layout this machine offers for a made-up pod: (root, path of the
+/// container's cgroup under it, pod UID).
+pub fn pod_cgroup_layout() -> (PathBuf, String, &'static str) {
+    for root in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+        let root = Path::new(root);
+        if root.join("cgroup.procs").exists() && (root.ends_with("unified") || root.join("cgroup.controllers").exists())
+        {
+            let uid = "7c1b2a3e-4d5f-4a6b-8c7d-9e0f1a2b3c4d";
+            let rel = format!(
+                "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-89ab.scope",
+                uid.replace('-', "_")
+            );
+            return (root.to_path_buf(), rel, uid);
+        }
+    }
+    let uid = "2f4e6a8c-0b1d-4e3f-9a5b-7c9d1e3f5a7b";
+    (
+        PathBuf::from("/sys/fs/cgroup/pids"),
+        format!("kubepods/burstable/pod{uid}/cdef"),
+        uid,
+    )
+}
+
+/// `a` and `b` joined by a veth pair, `a_addr` and `b_addr` (/24) on its ends.
+pub fn veth(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str, tag: &str) {
+    let (ea, eb) = (format!("np{tag}a"), format!("np{tag}b"));
+    run(std::process::Command::new("ip").args([
+        "link", "add", &ea, "netns", &a.name, "type", "veth", "peer", "name", &eb, "netns", &b.name,
+    ]));
+    for (ns, dev, addr) in [(a, &ea, a_addr), (b, &eb, b_addr)] {
+        ns.sh(&format!("ip addr add {addr}/24 dev {dev} && ip link set {dev} up"));
+    }
 }
