@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{MapData, PerCpuHashMap};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 
@@ -58,8 +58,10 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// The loaded and attached program with its maps. Dropping it detaches the program.
 pub struct DropCounter {
     ebpf: Ebpf,
-    /// What one per-CPU sum of the last read came to, per key (reused between reads).
+    /// Keys to delete (reused between calls).
     keys: Vec<u64>,
+    /// One value per possible CPU, as a per-CPU map's lookup returns them.
+    per_cpu: Vec<u64>,
 }
 
 impl std::fmt::Debug for DropCounter {
@@ -93,7 +95,13 @@ impl DropCounter {
                     program
                         .attach()
                         .map_err(|e| BpfError::load("attaching to skb:kfree_skb", &e))?;
-                    return Ok(Self { ebpf, keys: Vec::new() });
+                    let cpus = aya::util::nr_cpus()
+                        .map_err(|(what, e)| BpfError::Load(format!("counting the possible CPUs ({what}): {e}")))?;
+                    return Ok(Self {
+                        ebpf,
+                        keys: Vec::new(),
+                        per_cpu: vec![0; cpus],
+                    });
                 }
                 Err(e) => {
                     log::debug!("drop_reasons: {name} did not load: {}", chain(&e));
@@ -106,24 +114,32 @@ impl DropCounter {
     }
 
     /// Reads every (key, count) pair, the counts summed over CPUs, into `out` (cleared
-    /// first), and returns the drops the full map could not count.
+    /// first), and returns the drops the full map could not count. Allocates nothing
+    /// once `out` has grown to the map's size: raw map syscalls into buffers kept here.
     ///
     /// # Errors
     /// A map syscall failed.
     pub fn read(&mut self, out: &mut Vec<(u64, u64)>) -> Result<u64, BpfError> {
         out.clear();
-        let map = drops(&self.ebpf)?;
-        for item in map.iter() {
-            let (key, per_cpu) = item.map_err(|e| BpfError::Read(chain(&e)))?;
-            out.push((key, per_cpu.iter().fold(0u64, |a, v| a.wrapping_add(*v))));
+        let per_cpu = &mut self.per_cpu;
+        let sum = |v: &[u64]| v.iter().fold(0u64, |a, n| a.wrapping_add(*n));
+        let drops = map_fd(&self.ebpf, "drops")?;
+        let mut key = None;
+        // A key deleted between the two calls is skipped; one added is read next time.
+        while let Some(k) = crate::sys::bpf_map_next_key_u64(drops, key).map_err(|e| BpfError::Read(e.to_string()))? {
+            if crate::sys::bpf_map_lookup_percpu_u64(drops, k, per_cpu).map_err(|e| BpfError::Read(e.to_string()))? {
+                out.push((k, sum(per_cpu)));
+            }
+            key = Some(k);
         }
-        let overflow: PerCpuArray<&MapData, u64> = self
-            .ebpf
-            .map("overflow")
-            .ok_or_else(|| BpfError::Read("no overflow map".into()))
-            .and_then(|m| PerCpuArray::try_from(m).map_err(|e| BpfError::Read(chain(&e))))?;
-        let full = overflow.get(&0, 0).map_err(|e| BpfError::Read(chain(&e)))?;
-        Ok(full.iter().fold(0u64, |a, v| a.wrapping_add(*v)))
+        let overflow = map_fd(&self.ebpf, "overflow")?;
+        // The array's one key is the u32 0; read as a u64 key the kernel copies only the
+        // map's key size (4 bytes), the low half on a little-endian machine.
+        let zero = 0u64;
+        if !crate::sys::bpf_map_lookup_percpu_u64(overflow, zero, per_cpu).map_err(|e| BpfError::Read(e.to_string()))? {
+            return Ok(0);
+        }
+        Ok(sum(per_cpu))
     }
 
     /// Deletes the keys for which `forget` holds (the namespaces no longer sampled, whose
@@ -156,6 +172,15 @@ impl DropCounter {
             }
         }
         Ok(removed)
+    }
+}
+
+/// The descriptor of map `name`.
+fn map_fd<'a>(ebpf: &'a Ebpf, name: &str) -> Result<std::os::fd::BorrowedFd<'a>, BpfError> {
+    use std::os::fd::AsFd;
+    match ebpf.map(name) {
+        Some(aya::maps::Map::PerCpuHashMap(m) | aya::maps::Map::PerCpuArray(m)) => Ok(m.fd().as_fd()),
+        _ => Err(BpfError::Read(format!("no per-CPU map {name}"))),
     }
 }
 

@@ -112,3 +112,84 @@ pub fn nofile_soft_limit(pid: u32) -> io::Result<u64> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// The `bpf(2)` attribute of the map element commands: map fd, key pointer, value (or
+/// next key) pointer, flags.
+#[repr(C, align(8))]
+struct BpfMapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+
+fn bpf_map_elem(cmd: libc::c_long, attr: &BpfMapElemAttr) -> io::Result<()> {
+    // SAFETY: `attr` is a valid bpf_attr prefix for the element commands, its size is
+    // passed, and the pointers in it point at buffers the callers keep alive and sized
+    // for the map's key and value.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_ref(attr),
+            std::mem::size_of::<BpfMapElemAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `BPF_MAP_GET_NEXT_KEY` on a map with `u64` keys: the key after `key` (the first for
+/// `None`), `None` at the end. Reads the kernel's map without allocating (aya's
+/// iterators allocate per element).
+///
+/// # Errors
+/// The syscall failed other than at the end of the map.
+pub fn bpf_map_next_key_u64(map: std::os::fd::BorrowedFd<'_>, key: Option<u64>) -> io::Result<Option<u64>> {
+    use std::os::fd::AsRawFd;
+    let current = key.unwrap_or(0);
+    let mut next = 0u64;
+    let attr = BpfMapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: if key.is_some() {
+            std::ptr::from_ref(&current) as u64
+        } else {
+            0
+        },
+        value: std::ptr::from_mut(&mut next) as u64,
+        flags: 0,
+    };
+    match bpf_map_elem(BPF_MAP_GET_NEXT_KEY, &attr) {
+        Ok(()) => Ok(Some(next)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `BPF_MAP_LOOKUP_ELEM` of `key` in a per-CPU map with `u64` values: one value per
+/// possible CPU into `values`, which must hold that many. `false` when the key is gone.
+///
+/// # Errors
+/// The syscall failed other than for a missing key.
+pub fn bpf_map_lookup_percpu_u64(map: std::os::fd::BorrowedFd<'_>, key: u64, values: &mut [u64]) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let attr = BpfMapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: std::ptr::from_ref(&key) as u64,
+        value: values.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    match bpf_map_elem(BPF_MAP_LOOKUP_ELEM, &attr) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}

@@ -4,7 +4,9 @@
 //! exceptions, outside the counted windows: a discovery (every --netns.interval: it
 //! lists /proc), a scan round (every --scan.interval: the process scan lists /proc, the
 //! sock_diag dumps fill their maps), a conntrack breakdown, and a namespace's first
-//! samples (its buffers grow to their size once). Run with NP_ALLOC_TRACE=1 to see where
+//! samples (its buffers grow to their size once). The drop map is read once a second
+//! with no allocation either (its own test: a fast tick reads it only when a second has
+//! passed). Run with NP_ALLOC_TRACE=1 to see where
 //! an allocation comes from.
 #![allow(clippy::unwrap_used, clippy::expect_used, unsafe_code)]
 
@@ -131,4 +133,27 @@ fn a_steady_state_second_with_20_other_namespaces() {
         names.len()
     );
     assert_eq!(n, 0, "a steady-state second allocated (NP_ALLOC_TRACE=1 shows where)");
+}
+
+/// The drop counter's map, read once a second for every namespace, is read into
+/// buffers it keeps: after the first read, reads allocate nothing (with drops being
+/// counted meanwhile: the test's own datagrams to a closed port).
+#[test]
+fn a_read_of_the_drop_map() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut counter =
+        netpressure_exporter::bpf::DropCounter::load().expect("the drop counter loads (root, BTF, 5.17+)");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let closed: std::net::SocketAddr = ([127, 0, 0, 1], 9).into();
+    let mut out = Vec::with_capacity(netpressure_exporter::bpf::MAX_ENTRIES as usize);
+    let _ = udp.send_to(b"x", closed);
+    counter.read(&mut out).unwrap();
+    assert!(!out.is_empty(), "no drop counted");
+    let n = allocations_in(|| {
+        for _ in 0..5 {
+            let _ = udp.send_to(b"x", closed);
+            counter.read(&mut out).unwrap();
+        }
+    });
+    assert_eq!(n, 0, "reading the drop map allocated (NP_ALLOC_TRACE=1 shows where)");
 }
