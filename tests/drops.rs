@@ -102,7 +102,7 @@ impl Drop for Pod {
 /// every ACK past the queue's room is dropped with `tcp_listen_overflow`. No SYN arrives
 /// while the queue is full, so the kernel's `ListenOverflows` counts exactly these drops
 /// (a SYN refused for a full queue also counts there, but is freed as consumed, with no
-/// reason: see docs/runbooks/listen-overflow.md). The count must land on the pod, with its
+/// reason: see docs/runbooks/NetpressureListenQueueOverflow.md). The count must land on the pod, with its
 /// pod labels, and an idle namespace beside it has no drop series at all.
 #[test]
 fn a_listener_that_never_accepts_drops_with_tcp_listen_overflow_on_its_pod() {

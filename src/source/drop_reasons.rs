@@ -43,7 +43,8 @@ struct Shared {
 
 enum State {
     NotLoaded,
-    Down(String),
+    /// Why not, and whether the kernel lacks the feature (rather than refusing it).
+    Down(String, bool),
     Up(Box<Loaded>),
 }
 
@@ -61,9 +62,15 @@ struct Loaded {
 }
 
 impl Loaded {
-    fn load() -> Result<Self, String> {
-        let names = reason_names()?;
-        let counter = DropCounter::load().map_err(|e| e.to_string())?;
+    /// Loads the program; on failure, why, and whether the kernel lacks the feature.
+    fn load() -> Result<Self, (String, bool)> {
+        let names = reason_names().map_err(|e| {
+            // Once for the node, whichever namespace's instance tried first: the
+            // source is off for good on this kernel, which an operator should hear of.
+            log::info!("drop_reasons: off on this kernel: {e}");
+            (e, true)
+        })?;
+        let counter = DropCounter::load().map_err(|e| (e.to_string(), false))?;
         log::info!(
             "drop_reasons: counting drops on skb:kfree_skb ({} reasons in this kernel's BTF)",
             names.core_len()
@@ -236,12 +243,13 @@ impl Source for DropReasons {
         if matches!(g.state, State::NotLoaded) {
             g.state = match Loaded::load() {
                 Ok(l) => State::Up(Box::new(l)),
-                Err(e) => State::Down(e),
+                Err((e, absent)) => State::Down(e, absent),
             };
         }
         let loaded = match &mut g.state {
             State::Up(l) => l,
-            State::Down(e) => return Err(SourceError::Other(e.clone())),
+            State::Down(e, true) => return Err(SourceError::Absent(e.clone())),
+            State::Down(e, false) => return Err(SourceError::Other(e.clone())),
             State::NotLoaded => return Ok(()),
         };
         loaded

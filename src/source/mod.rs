@@ -34,6 +34,10 @@ pub enum SourceError {
     Netlink(#[from] NetlinkError),
     #[error("{0}")]
     Other(String),
+    /// The kernel lacks what the source needs (a feature of a later version, a
+    /// configuration option): down, logged at debug, no error counted.
+    #[error("{0}")]
+    Absent(String),
 }
 
 impl SourceError {
@@ -53,6 +57,7 @@ impl SourceError {
             Self::Proc(e) => e.is_not_found(),
             Self::Netlink(e) => e.is_unsupported(),
             Self::Other(_) => false,
+            Self::Absent(_) => true,
         }
     }
 }

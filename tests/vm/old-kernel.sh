@@ -6,6 +6,7 @@
 #    at debug, and the other sources serve;
 #  - with conntrack and ctnetlink loaded and loopback flows tracked: entries and the
 #    limit come over ctnetlink from a 5.10 kernel.
+# Both boots run the drop_reasons collector, which that kernel cannot have (5.17+).
 # Usage (root, after `cargo build`): tests/vm/old-kernel.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -103,6 +104,13 @@ check "5.10 without conntrack: no error counted" test "$(metric 'netpressure_sou
 check "5.10 without conntrack: logged once, at debug" \
   test "$(grep -c 'level=debug.*source conntrack is down' "$work/l0")" = 1 -a "$(grep -c 'source conntrack is down' "$work/l0")" = 1
 check "5.10 without conntrack: other sources serve" test "$(metric 'netpressure_source_up\{source="netstat"\}' "$work/m0")" = 1
+# Drop reasons came with 5.17: on 5.10 the BPF source is down, counts no error, and says
+# why once, at info; nothing else changes (the checks above ran with it enabled).
+check "5.10: drop_reasons down" test "$(metric 'netpressure_source_up\{source="drop_reasons"\}' "$work/m0")" = 0
+check "5.10: drop_reasons counts no error" test "$(metric 'netpressure_source_errors_total\{source="drop_reasons"\}' "$work/m0")" = 0
+check "5.10: drop_reasons says why, once" \
+  test "$(grep -c 'level=info.*drop_reasons: off on this kernel: ' "$work/l0")" = 1
+check "5.10: no drop series" test "$(grep -c '^netpressure_packet_drops_total' "$work/m0")" = 0
 
 out="$work/conntrack.log"
 boot "np.conntrack=1" > "$out"
