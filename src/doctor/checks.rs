@@ -107,6 +107,17 @@ impl Evidence {
         Some(if b >= a { b - a } else { b })
     }
 
+    /// Packets the kernel dropped in `netns` with `reason` between the two expositions
+    /// (`netpressure_packet_drops_total`, the drop_reasons collector). A reason has no
+    /// series until its first drop, so one missing from the first exposition counted
+    /// from zero. `None` where the last has none (no drops, or no collector).
+    pub fn reason_drops(&self, netns: &str, reason: &str) -> Option<f64> {
+        let key = [("netns", netns), ("reason", reason)];
+        let last = self.last.value("netpressure_packet_drops_total", &key)?;
+        let first = self.first.value("netpressure_packet_drops_total", &key).unwrap_or(0.0);
+        Some(if last >= first { last - first } else { last }).filter(|n| *n > 0.0)
+    }
+
     /// The namespaces in the last exposition, with their pod.
     pub fn namespaces(&self) -> BTreeMap<String, Option<(String, String)>> {
         let mut out = BTreeMap::new();
@@ -296,14 +307,16 @@ fn conntrack(out: &mut Out<'_>) {
             ),
         ] {
             if let Some(n) = ev.increase(name, &[("netns", netns)]).filter(|n| *n > 0.0) {
-                out.add(
-                    "conntrack-drops",
-                    severity,
-                    Some(s),
-                    "conntrack table".into(),
-                    format!("{} {what} in {}", num(n), out.secs()),
-                    advice,
-                );
+                let mut evidence = format!("{} {what} in {}", num(n), out.secs());
+                if name == "netpressure_conntrack_drop_total" {
+                    if let Some(r) = ev.reason_drops(netns, "netfilter_drop") {
+                        evidence.push_str(&format!(
+                            "; the kernel dropped {} packets with reason netfilter_drop in the namespace",
+                            num(r)
+                        ));
+                    }
+                }
+                out.add("conntrack-drops", severity, Some(s), "conntrack table".into(), evidence, advice);
             }
         }
     }
@@ -398,10 +411,18 @@ fn listeners(out: &mut Out<'_>) {
             .unwrap_or(0.0);
         let subject = format!("listener {}:{}", s.label("address"), s.label("port"));
         let at_limit = peak >= limit && limit > 0.0;
-        if somaxconn == Some(limit) && (at_limit || overflows > 0.0) {
+        // The kernel's own reason for the drops, where the drop_reasons collector runs.
+        let reason = ev.reason_drops(netns, "tcp_listen_overflow");
+        let cited = reason.map_or(String::new(), |n| {
+            format!(
+                "; the kernel dropped {} packets with reason tcp_listen_overflow in the namespace",
+                num(n)
+            )
+        });
+        if somaxconn == Some(limit) && (at_limit || overflows > 0.0 || reason.is_some()) {
             out.add(
                 "listener-somaxconn",
-                if overflows > 0.0 {
+                if overflows > 0.0 || reason.is_some() {
                     Severity::Critical
                 } else {
                     Severity::Warning
@@ -409,7 +430,7 @@ fn listeners(out: &mut Out<'_>) {
                 Some(s),
                 subject,
                 format!(
-                    "its backlog is clamped to net.core.somaxconn {}; the accept queue peaked at {} of {}; {} listen overflows in the namespace in {}",
+                    "its backlog is clamped to net.core.somaxconn {}; the accept queue peaked at {} of {}; {} listen overflows in the namespace in {}{cited}",
                     num(limit),
                     num(peak),
                     num(limit),
@@ -426,7 +447,7 @@ fn listeners(out: &mut Out<'_>) {
                 Some(s),
                 subject,
                 format!(
-                    "the accept queue peaked at its limit {} (net.core.somaxconn is {}): the application asked for a small backlog; {} listen overflows in {}",
+                    "the accept queue peaked at its limit {} (net.core.somaxconn is {}): the application asked for a small backlog; {} listen overflows in {}{cited}",
                     num(limit),
                     somaxconn.map_or("unknown".into(), num),
                     num(overflows),
@@ -507,13 +528,34 @@ fn softnet(out: &mut Out<'_>) {
         .family("netpressure_softnet_backlog_limit")
         .next()
         .map(|s| s.value);
+    // Whose packets: the kernel's reason names the namespace that received them.
+    let mut whose: Vec<(f64, String)> = ev
+        .namespaces()
+        .into_iter()
+        .filter_map(|(netns, pod)| {
+            let n = ev.reason_drops(&netns, "cpu_backlog")?;
+            let name = pod.map_or(netns.clone(), |(ns, p)| format!("{netns} (pod {ns}/{p})"));
+            Some((n, name))
+        })
+        .collect();
+    whose.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let cited = if whose.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = whose
+            .iter()
+            .take(3)
+            .map(|(n, who)| format!("{who} {}", num(*n)))
+            .collect();
+        format!("; with reason cpu_backlog: {}", list.join(", "))
+    };
     out.add(
         "softnet-backlog",
         Severity::Warning,
         None,
         "input backlog".into(),
         format!(
-            "{} packets dropped at net.core.netdev_max_backlog {} in {}",
+            "{} packets dropped at net.core.netdev_max_backlog {} in {}{cited}",
             num(drops),
             limit.map_or("unknown".into(), num),
             out.secs()
@@ -721,6 +763,41 @@ mod tests {
             "netpressure_softnet_dropped_total 25\n",
         ));
         assert!(only(&f, "softnet-backlog").is_empty());
+    }
+
+    #[test]
+    fn the_kernels_reasons_are_cited_as_evidence() {
+        let first = concat!(
+            "netpressure_softnet_dropped_total 10\n",
+            "netpressure_packet_drops_total{netns=\"4026532300\",namespace=\"shop\",pod=\"web-1\",reason=\"cpu_backlog\"} 5\n",
+        );
+        let last = concat!(
+            "netpressure_softnet_dropped_total 40\n",
+            "netpressure_softnet_backlog_limit 1000\n",
+            "netpressure_packet_drops_total{netns=\"4026532300\",namespace=\"shop\",pod=\"web-1\",reason=\"cpu_backlog\"} 25\n",
+            // A reason's series appears with its first drop: counted from zero.
+            "netpressure_packet_drops_total{netns=\"4026532300\",namespace=\"shop\",pod=\"web-1\",reason=\"tcp_listen_overflow\"} 7\n",
+            "netpressure_tcp_listen_queue_limit{netns=\"4026532300\",namespace=\"shop\",pod=\"web-1\",address=\"0.0.0.0\",port=\"80\"} 4096\n",
+            "netpressure_tcp_listen_queue_length_peak{netns=\"4026532300\",namespace=\"shop\",pod=\"web-1\",address=\"0.0.0.0\",port=\"80\"} 12\n",
+            "netpressure_sysctl{netns=\"4026532300\",namespace=\"shop\",pod=\"web-1\",name=\"net.core.somaxconn\"} 4096\n",
+        );
+        let f = run(&evidence(first, last));
+        let s = only(&f, "softnet-backlog");
+        assert_eq!(
+            s[0].evidence,
+            "30 packets dropped at net.core.netdev_max_backlog 1000 in 5 s; with reason cpu_backlog: 4026532300 (pod shop/web-1) 20"
+        );
+        // The queue never peaked at its limit, and no TCP counter is served: the
+        // kernel's reason alone is the evidence.
+        let l = only(&f, "listener-somaxconn");
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].severity, Severity::Critical);
+        assert!(
+            l[0].evidence
+                .ends_with("the kernel dropped 7 packets with reason tcp_listen_overflow in the namespace"),
+            "{}",
+            l[0].evidence
+        );
     }
 
     #[test]
