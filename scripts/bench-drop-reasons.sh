@@ -82,7 +82,7 @@ idle() {
   awk -v d=$((b - a)) 'BEGIN { printf "%.3f %% of a core (%.0f us/s)", d / 60e9 * 100, d / 60e3 }'
 }
 # Alternated, twice each: the machine's own noise is of the same order.
-for round in 1 2; do
+for round in 1 2 3; do
   echo "idle CPU over 60 s, with drop_reasons: $(idle)"
   echo "idle CPU over 60 s, without (--no-collector.drop_reasons): $(idle --no-collector.drop_reasons)"
 done

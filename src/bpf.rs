@@ -20,8 +20,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/drop_reasons.bpf.o");
 
 /// How many (namespace, reason) pairs the kernel map holds. Each costs 8 bytes per
 /// possible CPU plus the hash element (preallocated: a tracepoint may fire in any
-/// context, where allocating is not allowed on older kernels): 4,096 entries are about
-/// 0.3 MiB on 2 CPUs and 2.3 MiB on 64. 250 pods with 10 reasons each fit with room.
+/// context, where allocating is not allowed on older kernels): 4,096 entries are 0.38
+/// MiB on 2 CPUs (bpftool's memlock) and about 2.4 MiB on 64. 250 pods with 10 reasons
+/// each fit with room.
 pub const MAX_ENTRIES: u32 = 4096;
 
 /// Why the drop counter cannot run.
@@ -71,13 +72,15 @@ impl std::fmt::Debug for DropCounter {
 }
 
 impl DropCounter {
-    /// Loads the program, relocated for the running kernel, and attaches it.
+    /// Loads the program, relocated for the running kernel (whose BTF is at `btf`,
+    /// `/sys/kernel/btf/vmlinux` under the sysfs root), and attaches it.
     ///
     /// # Errors
     /// No BTF, a kernel without the tracepoint's reason argument (before 5.17), no
     /// capability, BPF locked down: each with the kernel's answer.
-    pub fn load() -> Result<Self, BpfError> {
-        let btf = Btf::from_sys_fs().map_err(|e| BpfError::load("reading the kernel's BTF", &e))?;
+    pub fn load(btf: &std::path::Path) -> Result<Self, BpfError> {
+        let btf = Btf::parse_file(btf, aya::Endianness::default())
+            .map_err(|e| BpfError::load(&format!("reading the kernel's BTF ({})", btf.display()), &e))?;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .load(OBJECT)

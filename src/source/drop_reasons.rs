@@ -63,14 +63,14 @@ struct Loaded {
 
 impl Loaded {
     /// Loads the program; on failure, why, and whether the kernel lacks the feature.
-    fn load() -> Result<Self, (String, bool)> {
-        let names = reason_names().map_err(|e| {
+    fn load(btf: &std::path::Path) -> Result<Self, (String, bool)> {
+        let names = reason_names(btf).map_err(|e| {
             // Once for the node, whichever namespace's instance tried first: the
             // source is off for good on this kernel, which an operator should hear of.
             log::info!("drop_reasons: off on this kernel: {e}");
             (e, true)
         })?;
-        let counter = DropCounter::load().map_err(|e| (e.to_string(), false))?;
+        let counter = DropCounter::load(btf).map_err(|e| (e.to_string(), false))?;
         log::info!(
             "drop_reasons: counting drops on skb:kfree_skb ({} reasons in this kernel's BTF)",
             names.core_len()
@@ -160,10 +160,10 @@ impl Loaded {
 }
 
 /// The reason names of the running kernel, from its BTF.
-fn reason_names() -> Result<ReasonNames, String> {
-    let path = "/sys/kernel/btf/vmlinux";
+fn reason_names(btf: &std::path::Path) -> Result<ReasonNames, String> {
+    let path = btf.display();
     let data =
-        std::fs::read(path).map_err(|e| format!("reading {path}: {e} (the kernel needs CONFIG_DEBUG_INFO_BTF)"))?;
+        std::fs::read(btf).map_err(|e| format!("reading {path}: {e} (the kernel needs CONFIG_DEBUG_INFO_BTF)"))?;
     let found = crate::btf::enums(&data, &[REASON_ENUM, SUBSYS_ENUM]).map_err(|e| format!("{path}: {e}"))?;
     let mut found = found.into_iter();
     let Some(reasons) = found.next().flatten() else {
@@ -182,6 +182,8 @@ pub struct DropReasons {
     /// map's health.
     own: bool,
     max_age: Duration,
+    /// The kernel's BTF, under `--path.sysfs`.
+    btf: std::path::PathBuf,
 }
 
 impl DropReasons {
@@ -208,6 +210,7 @@ impl DropReasons {
             ino,
             own: !cfg.other_namespace,
             max_age,
+            btf: cfg.roots.sysfs.join("kernel/btf/vmlinux"),
         }
     }
 }
@@ -241,7 +244,7 @@ impl Source for DropReasons {
         let mut g = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
         let g = &mut *g;
         if matches!(g.state, State::NotLoaded) {
-            g.state = match Loaded::load() {
+            g.state = match Loaded::load(&self.btf) {
                 Ok(l) => State::Up(Box::new(l)),
                 Err((e, absent)) => State::Down(e, absent),
             };

@@ -55,6 +55,8 @@ curl -fs "http://127.0.0.1:$PORT/metrics" > "$m" || true
 check "serves as an unprivileged user with the unit's capabilities" \
   grep -q '^netpressure_source_up{source="conntrack_netlink"} 1' "$m"
 check "samples the node's namespace as host" grep -q '^netpressure_tcp_sockets_in_use{netns="host"}' "$m"
+check "counts drops by reason with the unit's capabilities (the BPF object is in the binary)" \
+  grep -q '^netpressure_source_up{source="drop_reasons"} 1' "$m"
 rm -f "$m"
 if [ -n "${EXP:-}" ]; then kill "$EXP"; wait "$EXP" 2>/dev/null || true; EXP=; else systemctl stop netpressure_exporter.service; fi
 
