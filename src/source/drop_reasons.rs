@@ -248,6 +248,9 @@ impl Source for DropReasons {
                 Ok(l) => State::Up(Box::new(l)),
                 Err((e, absent)) => State::Down(e, absent),
             };
+            // The load parsed the kernel's whole BTF (about 35 MB of heap on 6.18, all
+            // freed): without this the allocator keeps some 18 MB of it resident.
+            crate::sys::release_free_heap();
         }
         let loaded = match &mut g.state {
             State::Up(l) => l,
