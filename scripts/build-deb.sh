@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A Debian package of the static binary, built with dpkg-deb (no packaging tool to
-# install): /usr/bin/netpressure_exporter, the systemd unit of deploy/systemd (pointed
-# at /usr/bin), /etc/default/netpressure_exporter for flags (a conffile), the --help
+# install): /usr/bin/netpressure_exporter, the systemd units of deploy/systemd (the
+# service pointed at /usr/bin; the socket for socket activation, not enabled), /etc/default/netpressure_exporter for flags (a conffile), the --help
 # text, the README and the licence. The service is enabled and started on install where
 # systemd runs, stopped on removal. Prints the package's path.
 #
@@ -19,12 +19,16 @@ install -m 0755 "$bin" "$root/usr/bin/netpressure_exporter"
 strip --strip-debug "$root/usr/bin/netpressure_exporter"
 sed 's|/usr/local/bin/|/usr/bin/|' deploy/systemd/netpressure_exporter.service \
   > "$root/lib/systemd/system/netpressure_exporter.service"
+# Shipped, not enabled: the service listens by itself unless the user switches to it.
+install -m 0644 deploy/systemd/netpressure_exporter.socket "$root/lib/systemd/system/"
 cat > "$root/etc/default/netpressure_exporter" <<'DEFAULT'
 # Flags for netpressure_exporter (netpressure_exporter --help, or
 # /usr/share/doc/netpressure-exporter/flags.txt), for example:
 #   ARGS="--web.listen-address=127.0.0.1:9861 --no-collector.netns"
 # TLS and basic auth (exporter-toolkit format; `systemctl reload` re-reads it):
 #   ARGS="--web.config.file=/etc/netpressure_exporter/web-config.yml"
+# Socket activation (netpressure_exporter.socket; see the comments in that unit):
+#   ARGS="--web.systemd-socket"
 ARGS=""
 DEFAULT
 "$bin" --help > "$root/usr/share/doc/$name/flags.txt"

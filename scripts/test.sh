@@ -20,10 +20,11 @@ fi
 # wrk: load on the HTTP endpoint (tests/web.rs); openssl, apache2-utils (htpasswd):
 # certificates and bcrypt hashes for --web.config.file (tests/tls.rs); clang, llvm (llvm-strip),
 # libbpf-dev (bpf_helpers.h), linux-libc-dev: rebuilding the BPF object to compare it
-# (tests/bpf_object.rs); bpftool: the kernel's own view of programs and BTF (tests/drops.rs).
+# (tests/bpf_object.rs); bpftool: the kernel's own view of programs and BTF (tests/drops.rs);
+# systemd: systemd-socket-activate, for --web.systemd-socket (tests/listen.rs, the .deb).
 packages=(nftables conntrack prometheus prometheus-alertmanager libcap2-bin iproute2 qemu-system-x86 busybox-static cpio
           podman runc curl wrk openssl apache2-utils
-          clang llvm libbpf-dev linux-libc-dev bpftool)
+          clang llvm libbpf-dev linux-libc-dev bpftool systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -193,7 +193,8 @@ def main():
     rendered_checks = 0
     overlay = ROOT.parent / "overlays" / "custom-image"
     host_ip = ROOT.parent / "overlays" / "host-ip"
-    for target in (ROOT, overlay, host_ip):
+    podmonitor = ROOT.parent / "overlays" / "podmonitor"
+    for target in (ROOT, overlay, host_ip, podmonitor):
         rendered_checks += 2
         r = subprocess.run(["kubectl", "kustomize", str(target)], capture_output=True, text=True)
         if r.returncode != 0:
@@ -216,6 +217,24 @@ def main():
             env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in c.get("env", [])}
             if c["args"][0] != "--web.listen-address=$(HOST_IP):9861" or env.get("HOST_IP") != "status.hostIP":
                 failures.append(f"the host-ip overlay renders args {c['args']} and env {env}")
+        if target == podmonitor:
+            rendered_checks += 4
+            pms = [d for d in docs if d["kind"] == "PodMonitor"]
+            if [d["kind"] for d in docs if d["kind"] == "ServiceMonitor"] or len(pms) != 1:
+                failures.append(f"the podmonitor overlay renders {[d['kind'] for d in docs]}: one PodMonitor, no ServiceMonitor")
+            else:
+                ds_r = [d for d in docs if d["kind"] == "DaemonSet"][0]
+                tmpl = ds_r["spec"]["template"]
+                port_names = {p["name"] for c in tmpl["spec"]["containers"] for p in c.get("ports", [])}
+                eps = pms[0]["spec"]["podMetricsEndpoints"]
+                if any(ep.get("honorLabels") is not True for ep in eps):
+                    failures.append("PodMonitor endpoint without honorLabels: true (namespace/pod would be renamed)")
+                if any(ep.get("port") not in port_names for ep in eps):
+                    failures.append(f"PodMonitor scrapes ports {[ep.get('port') for ep in eps]}, the pods have {sorted(port_names)}")
+                if pms[0]["spec"]["selector"]["matchLabels"].items() - tmpl["metadata"]["labels"].items():
+                    failures.append("PodMonitor selector does not match the DaemonSet's pod labels")
+                if pms[0]["metadata"]["namespace"] != ds_r["metadata"]["namespace"]:
+                    failures.append("PodMonitor is not in the DaemonSet's namespace")
         if target == overlay:
             want = load_overlay_image(overlay)
             images = [c["image"] for d in docs if d["kind"] == "DaemonSet" for c in d["spec"]["template"]["spec"]["containers"]]

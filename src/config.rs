@@ -25,7 +25,11 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen_address: String,
+    /// `--web.listen-address`, repeatable: the same endpoint on each.
+    pub listen_addresses: Vec<String>,
+    /// `--web.systemd-socket`: serve on the sockets systemd passes (`LISTEN_FDS`)
+    /// instead of the listen addresses.
+    pub systemd_socket: bool,
     pub telemetry_path: String,
     pub max_requests: usize,
     pub max_connections: usize,
@@ -70,7 +74,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen_address: format!(":{DEFAULT_PORT}"),
+            listen_addresses: vec![format!(":{DEFAULT_PORT}")],
+            systemd_socket: false,
             telemetry_path: "/metrics".into(),
             max_requests: 40,
             max_connections: 64,
@@ -325,9 +330,16 @@ fn command() -> Command {
             Arg::new("web.listen-address")
                 .long("web.listen-address")
                 .value_name("[HOST]:PORT")
-                .default_value(d.listen_address)
+                .action(ArgAction::Append)
+                .default_value(d.listen_addresses[0].clone())
                 .value_parser(parse_listen_address)
-                .help("Address on which to expose metrics and the web interface"),
+                .help("Address on which to expose metrics and the web interface; repeat it to serve the same endpoint on several (a node IP and loopback)"),
+        )
+        .arg(
+            Arg::new("web.systemd-socket")
+                .long("web.systemd-socket")
+                .action(ArgAction::SetTrue)
+                .help("Serve on the sockets systemd passes (socket activation, LISTEN_FDS) instead of --web.listen-address"),
         )
         .arg(
             Arg::new("web.telemetry-path")
@@ -636,7 +648,10 @@ impl Config {
             .map(|s| s.name)
             .collect();
         Ok(Config {
-            listen_address: get(&m, "web.listen-address").unwrap_or(d.listen_address),
+            listen_addresses: m
+                .get_many::<String>("web.listen-address")
+                .map_or(d.listen_addresses, |v| v.cloned().collect()),
+            systemd_socket: m.get_flag("web.systemd-socket"),
             telemetry_path: get(&m, "web.telemetry-path").unwrap_or(d.telemetry_path),
             max_requests: get(&m, "web.max-requests").unwrap_or(d.max_requests),
             max_connections: get(&m, "web.max-connections").unwrap_or(d.max_connections),
@@ -805,7 +820,16 @@ mod tests {
     #[test]
     fn defaults() {
         let c = Config::from_args(["x"]).unwrap();
-        assert_eq!(c.listen_address, ":9861");
+        assert_eq!(c.listen_addresses, [":9861"]);
+        assert!(!c.systemd_socket);
+        let two = Config::from_args([
+            "x",
+            "--web.listen-address=127.0.0.1:1",
+            "--web.listen-address",
+            "[::1]:2",
+        ])
+        .unwrap();
+        assert_eq!(two.listen_addresses, ["127.0.0.1:1", "[::1]:2"]);
         assert_eq!(c.sample_interval, Duration::from_millis(250));
         assert!(c.enabled("conntrack"));
     }

@@ -131,8 +131,12 @@ fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let web = std::sync::Arc::new(web);
     rt.block_on(async {
-        let listener = bind(&cfg.listen_address).await?;
-        let local = listener.local_addr()?;
+        let listeners = listeners(&cfg).await?;
+        let local = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.to_string()))
+            .collect::<std::io::Result<Vec<_>>>()?
+            .join(", ");
 
         match netpressure_exporter::sys::raise_nofile_limit() {
             Ok((old, new)) if old != new => log::debug!("raised the soft RLIMIT_NOFILE from {old} to {new}"),
@@ -172,7 +176,7 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.sample_interval,
             cfg.peak_window
         );
-        netpressure_exporter::server::serve(listener, app(state), cfg.max_connections, http_stats, web, signals)
+        netpressure_exporter::server::serve(listeners, app(state), cfg.max_connections, http_stats, web, signals)
             .await?;
         drop(stop_tx);
         // A sample stuck in the kernel must not keep the process from exiting.
@@ -202,7 +206,29 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Binds `--web.listen-address`. `:PORT` means every address: IPv6 and IPv4 where the
+/// The sockets to serve on: systemd's (`--web.systemd-socket`), or one bound for each
+/// `--web.listen-address`.
+async fn listeners(cfg: &Config) -> anyhow::Result<Vec<TcpListener>> {
+    if cfg.systemd_socket {
+        let passed =
+            netpressure_exporter::sys::systemd_listeners().map_err(|e| anyhow::anyhow!("--web.systemd-socket: {e}"))?;
+        return passed
+            .into_iter()
+            .map(|l| {
+                l.set_nonblocking(true)?;
+                TcpListener::from_std(l)
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(Into::into);
+    }
+    let mut out = Vec::new();
+    for addr in &cfg.listen_addresses {
+        out.push(bind(addr).await?);
+    }
+    Ok(out)
+}
+
+/// Binds one `--web.listen-address`. `:PORT` means every address: IPv6 and IPv4 where the
 /// host has IPv6, IPv4 only where it does not.
 async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
     use anyhow::Context as _;

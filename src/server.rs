@@ -340,14 +340,30 @@ impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<I> {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, with the limits of this
+/// The next connection on any of `listeners`, asking them in turn from `*next`.
+async fn accept_any(listeners: &[tokio::net::TcpListener], next: &mut usize) -> std::io::Result<tokio::net::TcpStream> {
+    std::future::poll_fn(|cx| {
+        let n = listeners.len();
+        for i in 0..n {
+            let at = (*next + i) % n;
+            if let std::task::Poll::Ready(r) = listeners[at].poll_accept(cx) {
+                *next = (at + 1) % n;
+                return std::task::Poll::Ready(r.map(|(stream, _)| stream));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Serves `app` on `listeners` until `shutdown` completes, with the limits of this
 /// module and the TLS, basic auth, headers and rate limit of `web`; returns when every
 /// connection has ended or the grace period has passed.
 ///
 /// # Errors
 /// Never in practice: a failed `accept` (EMFILE, ECONNABORTED) is logged and retried.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listeners: Vec<tokio::net::TcpListener>,
     app: Router,
     max_connections: usize,
     stats: Arc<crate::metrics::HttpStats>,
@@ -368,10 +384,13 @@ pub async fn serve(
     tokio::pin!(shutdown);
     let mut accept_errors = crate::logging::Repeats::default();
     let freed = Arc::new(tokio::sync::Notify::new());
+    // The listener asked first for the next connection: each in turn, so that a flood
+    // on one address does not starve the others.
+    let mut next = 0usize;
     'serve: loop {
         let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
+            r = accept_any(&listeners, &mut next) => match r {
+                Ok(stream) => stream,
                 Err(e) => {
                     let msg = format!("accepting a connection: {e}; retrying");
                     match accept_errors.allow(&msg, std::time::Instant::now()) {

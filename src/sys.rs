@@ -205,3 +205,53 @@ pub fn release_free_heap() {
         libc::malloc_trim(0);
     }
 }
+
+/// The listening sockets systemd passes to a socket-activated service: `LISTEN_FDS`
+/// descriptors from 3, for this process (`LISTEN_PID`). The variables are removed, so
+/// that no child inherits them. Each must be a listening stream socket.
+///
+/// # Errors
+/// Not socket-activated, or a descriptor that is not a listening stream socket.
+pub fn systemd_listeners() -> Result<Vec<std::net::TcpListener>, String> {
+    use std::os::fd::FromRawFd;
+    const FIRST: i32 = 3;
+    let var = |name: &str| std::env::var(name).ok();
+    let fds = var("LISTEN_FDS").ok_or(
+        "no sockets passed (LISTEN_FDS is unset): start it from a .socket unit, or with systemd-socket-activate",
+    )?;
+    let n: i32 = fds.parse().map_err(|_| format!("LISTEN_FDS={fds} is not a number"))?;
+    if let Some(pid) = var("LISTEN_PID") {
+        if pid.parse::<u32>().ok() != Some(std::process::id()) {
+            return Err(format!(
+                "LISTEN_PID={pid} names another process: the sockets are not for this one"
+            ));
+        }
+    }
+    if !(1..=64).contains(&n) {
+        return Err(format!("LISTEN_FDS={n}: expected 1 to 64 sockets"));
+    }
+    for name in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+        std::env::remove_var(name);
+    }
+    let mut out = Vec::new();
+    for fd in FIRST..FIRST + n {
+        let int_opt = |opt: libc::c_int| -> Option<libc::c_int> {
+            let mut v: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: getsockopt writes at most `len` bytes into `v`.
+            let rc =
+                unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, std::ptr::from_mut(&mut v).cast(), &mut len) };
+            (rc == 0).then_some(v)
+        };
+        if int_opt(libc::SO_TYPE) != Some(libc::SOCK_STREAM) || int_opt(libc::SO_ACCEPTCONN) != Some(1) {
+            return Err(format!("descriptor {fd} from systemd is not a listening stream socket"));
+        }
+        // SAFETY: systemd passed this descriptor to this process (LISTEN_PID) and nothing
+        // else here owns it; close-on-exec so that no child inherits it.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            out.push(std::net::TcpListener::from_raw_fd(fd));
+        }
+    }
+    Ok(out)
+}

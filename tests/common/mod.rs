@@ -357,7 +357,7 @@ impl Response {
     }
 }
 
-fn http_exchange(mut stream: TcpStream, req: &str) -> std::io::Result<Response> {
+pub fn http_exchange(mut stream: TcpStream, req: &str) -> std::io::Result<Response> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.write_all(req.as_bytes())?;
     let mut raw = Vec::new();

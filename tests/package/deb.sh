@@ -60,8 +60,29 @@ check "counts drops by reason with the unit's capabilities (the BPF object is in
 rm -f "$m"
 if [ -n "${EXP:-}" ]; then kill "$EXP"; wait "$EXP" 2>/dev/null || true; EXP=; else systemctl stop netpressure_exporter.service; fi
 
+# Socket activation as the packaged .socket unit does it: the socket held by the
+# activator (systemd-socket-activate stands in for systemd here), the exporter started
+# at the first connection with --web.systemd-socket, as the unit's user with its
+# capabilities.
+SOCKET=/lib/systemd/system/netpressure_exporter.socket
+check "ships the socket unit" sh -c "grep -q '^ListenStream=9861' $SOCKET && grep -q '^WantedBy=sockets.target' $SOCKET"
+caps=$(sed -n 's/^AmbientCapabilities=//p' "$UNIT" | tr ' ' '\n' | sed 's/^CAP_//; s/.*/+\L&/' | paste -sd,)
+systemd-socket-activate -l "127.0.0.1:$PORT" \
+  setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps="$caps" --ambient-caps="$caps" \
+  /usr/bin/netpressure_exporter --web.systemd-socket 2>/dev/null &
+EXP=$!
+m=$(mktemp)
+for _ in $(seq 1 100); do
+  curl -fs "http://127.0.0.1:$PORT/-/ready" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fs "http://127.0.0.1:$PORT/metrics" > "$m" || true
+check "serves on the socket systemd passes (--web.systemd-socket)" grep -q '^netpressure_tcp_sockets_in_use{netns="host"}' "$m"
+rm -f "$m"
+kill "$EXP" 2>/dev/null || true; wait "$EXP" 2>/dev/null || true; EXP=
+
 DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq netpressure-exporter >/dev/null
 check "purge leaves nothing behind" \
-  test ! -e /usr/bin/netpressure_exporter -a ! -e "$UNIT" -a ! -e /etc/default/netpressure_exporter -a ! -e /usr/share/doc/netpressure-exporter
+  test ! -e /usr/bin/netpressure_exporter -a ! -e "$UNIT" -a ! -e "$SOCKET" -a ! -e /etc/default/netpressure_exporter -a ! -e /usr/share/doc/netpressure-exporter
 echo "package: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,0 +1,82 @@
+//! Where the endpoint listens: several `--web.listen-address` at once, and the sockets
+//! systemd passes (`--web.systemd-socket`), with systemd-socket-activate standing in for
+//! a `.socket` unit (the one in deploy/systemd, which the .deb ships).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::{http_exchange, Exporter, Netns, EXPORTER, PORT};
+
+/// One GET from inside `ns` to `addr`.
+fn get_at(ns: &Netns, addr: SocketAddr, path: &str) -> common::Response {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    ns.enter(move || {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+        http_exchange(s, &req).unwrap()
+    })
+}
+
+#[test]
+fn every_listen_address_serves_the_same_endpoint() {
+    let ns = Netns::new("listen2");
+    let exp = Exporter::start_cmd(ns.cmd(EXPORTER).args([
+        &format!("--web.listen-address=127.0.0.1:{PORT}"),
+        "--web.listen-address=127.0.0.2:9862",
+        "--no-collector.netns",
+    ]));
+    let first = exp.scrape();
+    let second = get_at(&ns, ([127, 0, 0, 2], 9862).into(), "/metrics");
+    assert_eq!(second.status, 200);
+    let body = common::checked(String::from_utf8(second.body).unwrap());
+    for b in [&first, &body] {
+        assert!(b.contains("netpressure_build_info{"), "{b}");
+    }
+    // Readiness too, not only the metrics.
+    assert_eq!(get_at(&ns, ([127, 0, 0, 2], 9862).into(), "/-/ready").status, 200);
+    let (code, log) = exp.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains(&format!("listening on 127.0.0.1:{PORT}, 127.0.0.2:9862")),
+        "{log}"
+    );
+}
+
+#[test]
+fn socket_activated_it_serves_on_the_socket_systemd_passes() {
+    let ns = Netns::new("sockact");
+    let exp = Exporter::start_cmd(ns.cmd("systemd-socket-activate").args([
+        "-l",
+        &format!("127.0.0.1:{PORT}"),
+        EXPORTER,
+        "--web.systemd-socket",
+        "--no-collector.netns",
+    ]));
+    let body = exp.scrape();
+    assert!(body.contains("netpressure_build_info{"));
+    let (code, log) = exp.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains(&format!("listening on 127.0.0.1:{PORT}")), "{log}");
+}
+
+#[test]
+fn systemd_socket_without_sockets_says_what_to_do() {
+    let out = std::process::Command::new(EXPORTER)
+        .args(["--web.systemd-socket"])
+        .env_remove("LISTEN_FDS")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--web.systemd-socket") && err.contains("LISTEN_FDS"),
+        "{err}"
+    );
+    assert!(
+        err.contains("systemd-socket-activate") || err.contains(".socket"),
+        "{err}"
+    );
+}
