@@ -494,6 +494,10 @@ pub static PROCESSES_SCANNED: Desc = gauge(
     "netpressure_processes_scanned",
     "Processes with open file descriptors seen by the last process scan.",
 );
+pub static POD_FD_USAGE: Desc = gauge(
+    "netpressure_pod_fd_usage_ratio",
+    "The fullest process of a pod: its open file descriptors over its own soft RLIMIT_NOFILE (0 to 1), every scan. One series per pod, whatever its processes.",
+);
 pub static PROCESSES_UNREADABLE: Desc = gauge(
     "netpressure_processes_unreadable",
     "Processes the last scan could not read (permissions: CAP_SYS_PTRACE, hidepid); not in the top-K.",

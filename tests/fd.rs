@@ -234,3 +234,46 @@ fn a_fifo_or_an_endless_file_under_the_root_neither_stalls_nor_bloats() {
     assert!(log.contains("not a regular file"), "{log}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Per pod, the fullest process against its own limit: two processes of one pod (a
+/// kubepods cgroup, the kubelet's log directory naming it), about 40 and 10 descriptors
+/// of 100 each: the pod's one series (no PID) is the fuller's; when it exits, the
+/// other's; with none, no series.
+#[test]
+fn a_pods_fullest_process_is_its_one_series() {
+    use common::{pod_cgroup_layout, Cgroup, Killed};
+    let ns = Netns::new("fdpod");
+    let logs = std::env::temp_dir().join(format!("np-fd-pod-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&logs).unwrap();
+    let (root, rel, uid) = pod_cgroup_layout();
+    std::fs::create_dir_all(logs.join(format!("shop_api-0_{uid}"))).unwrap();
+    let fuller = Killed(child_with_fds(40, 100, 100));
+    let other = Killed(child_with_fds(10, 100, 100));
+    let cg = Cgroup::create(&root, &rel);
+    // In the pod's cgroup before the exporter's first scan: a container's processes
+    // start in theirs.
+    cg.add(fuller.0.id());
+    cg.add(other.0.id());
+    let logs_flag = format!("--path.pod-logs={}", logs.display());
+    let exp = Exporter::start(&ns, &["--scan.interval=1s", &logs_flag]);
+    let series = r#"namespace="shop",pod="api-0""#;
+    // The kernel's own count of each child's descriptors (the test process's spawning
+    // may leave one more than asked for), against the limit of 100.
+    let ratio = |c: &Killed| std::fs::read_dir(format!("/proc/{}/fd", c.0.id())).unwrap().count() as f64 / 100.0;
+    let (want_fuller, want_other) = (ratio(&fuller), ratio(&other));
+    assert!(want_fuller >= 0.4 && want_other < 0.2, "{want_fuller} {want_other}");
+    let body = scrape_until(&exp, "the pod's ratio", |b| {
+        metric(b, "netpressure_pod_fd_usage_ratio", series) == Some(want_fuller)
+    });
+    assert_eq!(body.matches("netpressure_pod_fd_usage_ratio{").count(), 1, "{body}");
+    drop(fuller);
+    scrape_until(&exp, "the other process's ratio", |b| {
+        metric(b, "netpressure_pod_fd_usage_ratio", series) == Some(want_other)
+    });
+    drop(other);
+    scrape_until(&exp, "no series once the pod has no process", |b| {
+        !b.contains("netpressure_pod_fd_usage_ratio{")
+    });
+    drop(cg);
+    let _ = std::fs::remove_dir_all(&logs);
+}

@@ -21,6 +21,13 @@
 //! A process that exits mid-scan is skipped silently. One that cannot be read
 //! (permissions, `hidepid`) is counted in `netpressure_processes_unreadable`, never
 //! logged one by one.
+//!
+//! Per pod, the fullest process against its own limit (`netpressure_pod_fd_usage_ratio`,
+//! one series per pod and no PID): a process's pod comes from its cgroup path (the pod
+//! UID, `crate::pods`), read once in its life (cached by PID and `/proc/PID` inode), and
+//! the pod's name from the kubelet's log directories, listed again only when a pod UID
+//! is new. A process outside any pod, or a pod without its log directory, is counted in
+//! no pod: never a wrong one.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -48,6 +55,19 @@ impl Entry {
     fn fill(&self) -> f64 {
         self.open as f64 / self.limit.max(1) as f64
     }
+}
+
+/// How many scans a process found in no pod waits before its cgroup is read again: a
+/// container's first process is briefly outside its pod's cgroup (the runtime's init
+/// moves itself in, then execs the container's command under the same PID).
+const NO_POD_REREAD_SCANS: u64 = 12;
+
+#[derive(Debug)]
+struct PodOf {
+    ino: u64,
+    uid: Option<std::sync::Arc<str>>,
+    seen: u64,
+    read: u64,
 }
 
 enum Read<T> {
@@ -84,6 +104,15 @@ pub struct Processes {
     /// whose limit prlimit refused, with the scan that last saw them.
     refused: HashMap<u32, (u64, u64)>,
     scans: u64,
+    /// `--path.pod-logs`.
+    pod_logs: PathBuf,
+    /// Each process's pod UID (`None`: in no pod), by PID, with the inode of `/proc/PID`,
+    /// the scan that last saw it and the scan that read its cgroup.
+    pod_of: HashMap<u32, PodOf>,
+    /// Pods by UID, from the last listing of `--path.pod-logs`.
+    pods: HashMap<String, crate::pods::Pod>,
+    /// The fullest process per pod UID in the last scan: (open/limit).
+    worst: HashMap<std::sync::Arc<str>, f64>,
 }
 
 impl Processes {
@@ -105,7 +134,39 @@ impl Processes {
             own_pids,
             refused: HashMap::new(),
             scans: 0,
+            pod_logs: cfg.pod_logs.clone(),
+            pod_of: HashMap::new(),
+            pods: HashMap::new(),
+            worst: HashMap::new(),
         }
+    }
+
+    /// The pod UID of `pid` (whose `/proc/PID` has inode `ino`): from the cache, or read
+    /// from `/proc/PID/cgroup` once in the process's life (a process in no pod again
+    /// every [`NO_POD_REREAD_SCANS`]).
+    fn pod(&mut self, pid: u32, ino: u64) -> Option<std::sync::Arc<str>> {
+        let scan = self.scans;
+        if let Some(p) = self.pod_of.get_mut(&pid) {
+            if p.ino == ino && (p.uid.is_some() || scan - p.read < NO_POD_REREAD_SCANS) {
+                p.seen = scan;
+                return p.uid.clone();
+            }
+        }
+        let uid = match self.read_file(pid, "cgroup") {
+            Read::Ok(()) => std::str::from_utf8(&self.buf)
+                .ok()
+                .and_then(crate::pods::pod_uid)
+                .map(std::sync::Arc::<str>::from),
+            Read::Gone | Read::Denied => None,
+        };
+        let entry = PodOf {
+            ino,
+            uid: uid.clone(),
+            seen: scan,
+            read: scan,
+        };
+        self.pod_of.insert(pid, entry);
+        uid
     }
 
     fn set_path(&mut self, pid: u32, file: &str) {
@@ -161,6 +222,7 @@ impl Processes {
     pub fn scan(&mut self) -> Result<(), SourceError> {
         self.scans += 1;
         self.entries.clear();
+        self.worst.clear();
         self.unreadable = 0;
         let dir = fs::read_dir(&self.root).map_err(|e| SourceError::Other(format!("{}: {e}", self.root.display())))?;
         for entry in dir.flatten() {
@@ -187,9 +249,19 @@ impl Processes {
                 }
             };
             self.entries.push(Entry { pid, ino, open, limit });
+            if let Some(uid) = self.pod(pid, ino) {
+                let fill = open as f64 / limit.max(1) as f64;
+                let w = self.worst.entry(uid).or_insert(0.0);
+                *w = w.max(fill);
+            }
         }
         let scan = self.scans;
         self.refused.retain(|_, (_, seen)| *seen == scan);
+        self.pod_of.retain(|_, p| p.seen == scan);
+        // A pod UID the last listing did not have: list the pods again (once a scan).
+        if self.worst.keys().any(|uid| !self.pods.contains_key(&**uid)) {
+            self.pods = crate::pods::index(&self.pod_logs);
+        }
         self.scanned = self.entries.len();
         top_k(&mut self.entries, self.top, |a, b| {
             b.fill()
@@ -235,6 +307,22 @@ impl Processes {
             let labels = [("pid", self.pid_buf.as_str()), ("comm", comm.as_str())];
             out.push(&metrics::PROCESS_OPEN_FDS_TOP, &labels, e.open as f64);
             out.push(&metrics::PROCESS_FD_LIMIT_TOP, &labels, e.limit as f64);
+        }
+        // By name: two UIDs of one pod name (a StatefulSet's pod replaced while the old
+        // one's processes linger) are one series, the fuller.
+        let mut by_name: Vec<(&str, &str, f64)> = self
+            .worst
+            .iter()
+            .filter_map(|(uid, fill)| {
+                self.pods
+                    .get(&**uid)
+                    .map(|p| (p.namespace.as_str(), p.name.as_str(), *fill))
+            })
+            .collect();
+        by_name.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)).then(b.2.total_cmp(&a.2)));
+        by_name.dedup_by(|b, a| (a.0, a.1) == (b.0, b.1));
+        for (namespace, pod, fill) in by_name {
+            out.push(&metrics::POD_FD_USAGE, &[("namespace", namespace), ("pod", pod)], fill);
         }
         out.push(&metrics::PROCESSES_SCANNED, &[], self.scanned as f64);
         out.push(&metrics::PROCESSES_UNREADABLE, &[], self.unreadable as f64);
