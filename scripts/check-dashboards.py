@@ -73,7 +73,7 @@ for path in sorted((ROOT / "dashboards").glob("*.json")):
 rules = (ROOT / "alerts" / "netpressure.rules.yml").read_text()
 for runbook in sorted(set(re.findall(r"docs/runbooks/(\w+\.md)", rules))):
     check((ROOT / "docs" / "runbooks" / runbook).exists(), f"runbook docs/runbooks/{runbook} missing")
-for alert in sorted(set(re.findall(r"alert: (\w+)", rules))):
+for alert in sorted(set(re.findall(r"alert: \"?(\w+)", rules))):
     check(f"docs/runbooks/{alert}.md" in rules, f"alert {alert} has no runbook_url to its own runbook")
 
 for f in failures:

@@ -21,10 +21,11 @@ fi
 # certificates and bcrypt hashes for --web.config.file (tests/tls.rs); clang, llvm (llvm-strip),
 # libbpf-dev (bpf_helpers.h), linux-libc-dev: rebuilding the BPF object to compare it
 # (tests/bpf_object.rs); bpftool: the kernel's own view of programs and BTF (tests/drops.rs);
-# systemd: systemd-socket-activate, for --web.systemd-socket (tests/listen.rs, the .deb).
+# systemd: systemd-socket-activate, for --web.systemd-socket (tests/listen.rs, the .deb);
+# jsonnet: rendering the monitoring mixin (mixin/) into the rule files.
 packages=(nftables conntrack prometheus prometheus-alertmanager libcap2-bin iproute2 qemu-system-x86 busybox-static cpio
           podman runc curl wrk openssl apache2-utils
-          clang llvm libbpf-dev linux-libc-dev bpftool systemd)
+          clang llvm libbpf-dev linux-libc-dev bpftool systemd jsonnet)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -39,9 +40,15 @@ fi
 
 cargo test --locked --all-targets
 
-# Alert rules: generated files up to date, promtool check and unit tests.
+# Alert rules: the committed files are the mixin's output, promtool check and unit tests.
+jsonnetfmt --test mixin/*.libsonnet
 python3 alerts/generate.py --check
 promtool check rules alerts/netpressure.rules.yml
+# The mixin rendered with another _config (alerts/tests/second-config.test.yml says which).
+mkdir -p target
+python3 alerts/generate.py --out target/second-config.rules.yml \
+  --config '{"selector": "job=\"np-other\"", "conntrackFillingWarning": 0.9, "conntrackFillingWarningFor": "2m"}'
+promtool check rules target/second-config.rules.yml
 promtool test rules alerts/tests/*.test.yml
 
 # Alertmanager example, dashboards (generated files up to date, conventions), runbooks.
