@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Renders the alert rules from the monitoring mixin (mixin/mixin.libsonnet, with jsonnet).
 
-Writes alerts/netpressure.rules.yml (a Prometheus rule file) and
+Writes alerts/netpressure.rules.yml (a Prometheus rule file: the recording rules, then the
+alerts) and
 deploy/kubernetes/prometheusrule.yaml (the same rules as a Prometheus Operator
 PrometheusRule). With --check, writes nothing and fails if either differs from what it
 would write: CI runs that, so the committed files are always the mixin's output.
@@ -34,7 +35,7 @@ OPERATOR_OBJECT = """{
     namespace: 'netpressure',
     labels: { 'app.kubernetes.io/name': 'netpressure-exporter' },
   },
-  spec: mixin.prometheusAlerts,
+  spec: { groups: mixin.prometheusRules.groups + mixin.prometheusAlerts.groups },
 }"""
 
 
@@ -49,7 +50,9 @@ def render(config):
     """The rule file and the PrometheusRule, with `config` merged into the mixin's _config."""
     mixin = f"local mixin = (import 'mixin/mixin.libsonnet') + {{ _config+:: {json.dumps(config)} }};"
     yaml = "std.manifestYamlDoc(%s, indent_array_in_object=true, quote_keys=false)"
-    rules = jsonnet(mixin + yaml % "mixin.prometheusAlerts")
+    # One file: the recording rules' groups, then the alerts'.
+    both = "{ groups: mixin.prometheusRules.groups + mixin.prometheusAlerts.groups }"
+    rules = jsonnet(mixin + yaml % both)
     operator = jsonnet(mixin + yaml % OPERATOR_OBJECT)
     return HEADER + rules, HEADER + operator
 

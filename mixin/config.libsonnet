@@ -5,6 +5,9 @@
     // The PromQL label matchers that select the exporter's series, in every rule and
     // dashboard query.
     selector: 'job="netpressure"',
+    // The label that names a cluster in a fleet's Prometheus (the recording rules keep
+    // it; absent labels are simply empty).
+    clusterLabel: 'cluster',
     // Where each alert's runbook lives; %s is the alert's name.
     runbookURLPattern: 'https://github.com/netpressure/netpressure_exporter/blob/main/docs/runbooks/%s.md',
 
