@@ -48,5 +48,10 @@
     sourceDownFor: '15m',
     webConfigReloadFor: '10m',
     exporterDownFor: '5m',
+
+    // The dashboards: uids are this prefix and fleet, node, pod.
+    dashboardUIDPrefix: 'netpressure-',
+    dashboardTags: ['netpressure', 'conntrack', 'network'],
+    dashboardRefresh: '30s',
   },
 }

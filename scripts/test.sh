@@ -46,8 +46,9 @@ python3 alerts/generate.py --check
 promtool check rules alerts/netpressure.rules.yml
 # The mixin rendered with another _config (alerts/tests/second-config.test.yml says which).
 mkdir -p target
-python3 alerts/generate.py --out target/second-config.rules.yml \
-  --config '{"selector": "job=\"np-other\"", "conntrackFillingWarning": 0.9, "conntrackFillingWarningFor": "2m"}'
+second='{"selector": "job=\"np-other\"", "conntrackFillingWarning": 0.9, "conntrackFillingWarningFor": "2m"}'
+python3 alerts/generate.py --out target/second-config.rules.yml --config "$second"
+python3 dashboards/generate.py --out target/second-config-dashboards --config "$second"
 promtool check rules target/second-config.rules.yml
 promtool test rules alerts/tests/*.test.yml
 
@@ -63,6 +64,9 @@ tests/vm/old-kernel.sh
 # End to end: exporter, Prometheus and Alertmanager; alerts reach a webhook, every
 # dashboard query returns series.
 python3 tests/e2e/alerting.py
+# The same under the mixin's second _config: another job name, its rules and dashboards.
+python3 tests/e2e/alerting.py --job np-other --rules target/second-config.rules.yml \
+  --dashboards target/second-config-dashboards
 
 # The artifacts users install: the static binary in the container image, run as the
 # DaemonSet runs it; the Debian package, installed, run as its unit runs it, purged.

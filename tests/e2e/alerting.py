@@ -9,8 +9,14 @@ that NetpressureConntrackTableFull and NetpressureListenQueueOverflow reach the 
 with their labels and annotations, then sends every query of every dashboard, variables
 substituted, to that Prometheus and requires at least one series from each.
 
-Usage (root, from the repository root, after `cargo build`): tests/e2e/alerting.py
+With --job, --rules and --dashboards it runs under another scrape job name, with the
+rule file and dashboards the monitoring mixin rendered for that job (scripts/test.sh
+runs it both ways): the mixin's _config reaches every alert and every dashboard query.
+
+Usage (root, from the repository root, after `cargo build`):
+  tests/e2e/alerting.py [--job NAME --rules FILE --dashboards DIR]
 """
+import argparse
 import ctypes
 import fcntl
 import json
@@ -181,11 +187,11 @@ def main():
 
         (tmp / "prometheus.yml").write_text(f"""
 global: {{scrape_interval: 1s, evaluation_interval: 1s}}
-rule_files: [{ROOT / 'alerts' / 'netpressure.rules.yml'}]
+rule_files: [{ARGS.rules}]
 alerting:
   alertmanagers: [{{static_configs: [{{targets: ['127.0.0.1:9093']}}]}}]
 scrape_configs:
-  - job_name: netpressure
+  - job_name: {ARGS.job}
     honor_labels: true
     static_configs: [{{targets: ['127.0.0.1:9861']}}]
 """)
@@ -222,7 +228,7 @@ receivers: [{name: hook, webhook_configs: [{url: 'http://127.0.0.1:9095/hook', s
         # scrape of a new target comes about 5 s after /-/ready (target updates are
         # batched), and the exporter finds the namespaces at its next discovery.
         record("Prometheus has stored both namespaces' counters before they rise", wait_until(
-            lambda: prom_has('up{job="netpressure"} == 1')
+            lambda: prom_has(f'up{{job="{ARGS.job}"}} == 1')
             and prom_has(f'netpressure_conntrack_drop_total{{netns="{ino(FULL)}"}}')
             and prom_has(f'netpressure_tcp_listen_overflows_total{{netns="{ino(LISTEN)}"}}'), 120))
 
@@ -243,7 +249,7 @@ receivers: [{name: hook, webhook_configs: [{url: 'http://127.0.0.1:9095/hook', s
         if full:
             l, a = full["labels"], full["annotations"]
             record("  with its labels",
-                   l.get("severity") == "critical" and l.get("job") == "netpressure" and l.get("instance") == "127.0.0.1:9861",
+                   l.get("severity") == "critical" and l.get("job") == ARGS.job and l.get("instance") == "127.0.0.1:9861",
                    json.dumps(l))
             record("  with its annotations",
                    a.get("summary", "").startswith("A conntrack table is full")
@@ -264,8 +270,17 @@ receivers: [{name: hook, webhook_configs: [{url: 'http://127.0.0.1:9095/hook', s
             lambda: prom_has(f'netpressure_tcp_remote_sockets{{netns="{ino(LISTEN)}",remote_port="7600"}}'), 60))
 
         # Every dashboard query, variables substituted, returns at least one series.
-        subst = {"$job": "netpressure", "$instance": ".+", "$namespace": ".*", "$pod": ".*", "$__rate_interval": "30s"}
-        for path in sorted((ROOT / "dashboards").glob("*.json")):
+        subst = {"$job": ARGS.job, "$instance": ".+", "$namespace": ".*", "$pod": ".*", "$__rate_interval": "30s"}
+        # The dashboards' job variable (Grafana's label_values(), asked as the PromQL it
+        # stands for) offers this job: the mixin's selector reaches the dashboards too.
+        for path in sorted(ARGS.dashboards.glob("*.json")):
+            job_var = [v for v in json.loads(path.read_text())["templating"]["list"] if v["name"] == "job"][0]
+            inner = job_var["query"]["query"].removeprefix("label_values(").removesuffix(", job)")
+            body = json.loads(http_get("http://127.0.0.1:9090/api/v1/query?"
+                                       + urllib.parse.urlencode({"query": f"count by (job) ({inner})"})))
+            jobs = [r["metric"].get("job") for r in body.get("data", {}).get("result", [])]
+            record(f"{path.name} / job variable offers {ARGS.job}", jobs == [ARGS.job], f"{jobs} from {inner}")
+        for path in sorted(ARGS.dashboards.glob("*.json")):
             for panel in json.loads(path.read_text())["panels"]:
                 for t in panel["targets"]:
                     q = t["expr"]
@@ -293,4 +308,9 @@ receivers: [{name: hook, webhook_configs: [{url: 'http://127.0.0.1:9095/hook', s
 
 
 if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--job", default="netpressure", help="Prometheus's scrape job name for the exporter")
+    ap.add_argument("--rules", type=lambda p: pathlib.Path(p).resolve(), default=ROOT / "alerts" / "netpressure.rules.yml")
+    ap.add_argument("--dashboards", type=lambda p: pathlib.Path(p).resolve(), default=ROOT / "dashboards")
+    ARGS = ap.parse_args()
     sys.exit(main())
