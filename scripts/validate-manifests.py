@@ -162,6 +162,15 @@ def main():
             failures.append("ServiceMonitor endpoint without honorLabels: true (namespace/pod would be renamed)")
         if ep.get("port") not in svc_ports:
             failures.append(f"ServiceMonitor scrapes port {ep.get('port')!r}, the Service has {sorted(svc_ports)}")
+    # The job the shipped rules select (the mixin's default selector): the Operator
+    # would otherwise name the job after the Service.
+    default_job = 'job="netpressure"'
+    mixin_cfg = (ROOT.parent.parent / "mixin" / "config.libsonnet").read_text()
+    if f"selector: '{default_job}'" not in mixin_cfg:
+        failures.append(f"the mixin's default selector is not {default_job}")
+    for ep in sm["spec"]["endpoints"]:
+        if {"targetLabel": "job", "replacement": "netpressure"} not in ep.get("relabelings", []):
+            failures.append("ServiceMonitor does not set job=netpressure, which the rules select")
     if sm["spec"]["selector"]["matchLabels"] != svc["metadata"]["labels"]:
         failures.append("ServiceMonitor selector does not match the Service's labels")
 
@@ -227,6 +236,8 @@ def main():
                 tmpl = ds_r["spec"]["template"]
                 port_names = {p["name"] for c in tmpl["spec"]["containers"] for p in c.get("ports", [])}
                 eps = pms[0]["spec"]["podMetricsEndpoints"]
+                if any({"targetLabel": "job", "replacement": "netpressure"} not in ep.get("relabelings", []) for ep in eps):
+                    failures.append("PodMonitor does not set job=netpressure, which the rules select")
                 if any(ep.get("honorLabels") is not True for ep in eps):
                     failures.append("PodMonitor endpoint without honorLabels: true (namespace/pod would be renamed)")
                 if any(ep.get("port") not in port_names for ep in eps):
