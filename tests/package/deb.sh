@@ -23,6 +23,16 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+# The unit's AmbientCapabilities, as setpriv takes them: +net_admin,+sys_admin,...
+unit_caps() { sed -n 's/^AmbientCapabilities=//p' "$UNIT" | tr ' ' '\n' | sed 's/^CAP_//; s/.*/+\L&/' | paste -sd,; }
+# Waits until the exporter on $PORT is ready, then writes one scrape to the file $1.
+scrape_when_ready() {
+  for _ in $(seq 1 100); do
+    curl -fs "http://127.0.0.1:$PORT/-/ready" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  curl -fs "http://127.0.0.1:$PORT/metrics" > "$1" || true
+}
 
 deb=$(scripts/build-deb.sh)
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "./$deb" >/dev/null
@@ -38,7 +48,7 @@ if [ "$(ps -p 1 -o comm=)" = systemd ]; then
   systemctl daemon-reload
   systemctl restart netpressure_exporter.service
 else
-  caps=$(sed -n 's/^AmbientCapabilities=//p' "$UNIT" | tr ' ' '\n' | sed 's/^CAP_//; s/.*/+\L&/' | paste -sd,)
+  caps=$(unit_caps)
   # shellcheck disable=SC1091
   . /etc/default/netpressure_exporter
   # shellcheck disable=SC2086
@@ -47,11 +57,7 @@ else
   EXP=$!
 fi
 m=$(mktemp)
-for _ in $(seq 1 100); do
-  curl -fs "http://127.0.0.1:$PORT/-/ready" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -fs "http://127.0.0.1:$PORT/metrics" > "$m" || true
+scrape_when_ready "$m"
 check "serves as an unprivileged user with the unit's capabilities" \
   grep -q '^netpressure_source_up{source="conntrack_netlink"} 1' "$m"
 check "samples the node's namespace as host" grep -q '^netpressure_tcp_sockets_in_use{netns="host"}' "$m"
@@ -66,17 +72,13 @@ if [ -n "${EXP:-}" ]; then kill "$EXP"; wait "$EXP" 2>/dev/null || true; EXP=; e
 # capabilities.
 SOCKET=/lib/systemd/system/netpressure_exporter.socket
 check "ships the socket unit" sh -c "grep -q '^ListenStream=9861' $SOCKET && grep -q '^WantedBy=sockets.target' $SOCKET"
-caps=$(sed -n 's/^AmbientCapabilities=//p' "$UNIT" | tr ' ' '\n' | sed 's/^CAP_//; s/.*/+\L&/' | paste -sd,)
+caps=$(unit_caps)
 systemd-socket-activate -l "127.0.0.1:$PORT" \
   setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps="$caps" --ambient-caps="$caps" \
   /usr/bin/netpressure_exporter --web.systemd-socket 2>/dev/null &
 EXP=$!
 m=$(mktemp)
-for _ in $(seq 1 100); do
-  curl -fs "http://127.0.0.1:$PORT/-/ready" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -fs "http://127.0.0.1:$PORT/metrics" > "$m" || true
+scrape_when_ready "$m"
 check "serves on the socket systemd passes (--web.systemd-socket)" grep -q '^netpressure_tcp_sockets_in_use{netns="host"}' "$m"
 rm -f "$m"
 kill "$EXP" 2>/dev/null || true; wait "$EXP" 2>/dev/null || true; EXP=
