@@ -1,5 +1,5 @@
 // The alert rules: rendered into alerts/netpressure.rules.yml and the PrometheusRule by
-// alerts/generate.py. Every selector, threshold and `for` comes from _config.
+// mixin/render.py. Every selector, threshold and `for` comes from _config.
 // '5m' as the descriptions say it: '5 minutes'.
 local human(d) =
   local n = std.parseInt(std.substr(d, 0, std.length(d) - 1));

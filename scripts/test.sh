@@ -42,19 +42,17 @@ cargo test --locked --all-targets
 
 # Alert rules: the committed files are the mixin's output, promtool check and unit tests.
 jsonnetfmt --test mixin/*.libsonnet
-python3 alerts/generate.py --check
+python3 mixin/render.py --check
 promtool check rules alerts/netpressure.rules.yml
 # The mixin rendered with another _config (alerts/tests/second-config.test.yml says which).
 mkdir -p target
 second='{"selector": "job=\"np-other\"", "conntrackFillingWarning": 0.9, "conntrackFillingWarningFor": "2m"}'
-python3 alerts/generate.py --out target/second-config.rules.yml --config "$second"
-python3 dashboards/generate.py --out target/second-config-dashboards --config "$second"
-promtool check rules target/second-config.rules.yml
+python3 mixin/render.py --out target/second-config --config "$second"
+promtool check rules target/second-config/rules.yml
 promtool test rules alerts/tests/*.test.yml
 
-# Alertmanager example, dashboards (generated files up to date, conventions), runbooks.
+# Alertmanager example, dashboards (conventions), runbooks.
 amtool check-config deploy/alertmanager/alertmanager.yml >/dev/null
-python3 dashboards/generate.py --check
 python3 scripts/check-dashboards.py
 
 # The exporter on Linux 5.10 (Debian bullseye's kernel under qemu), with and without
@@ -65,8 +63,8 @@ tests/vm/old-kernel.sh
 # dashboard query returns series.
 python3 tests/e2e/alerting.py
 # The same under the mixin's second _config: another job name, its rules and dashboards.
-python3 tests/e2e/alerting.py --job np-other --rules target/second-config.rules.yml \
-  --dashboards target/second-config-dashboards
+python3 tests/e2e/alerting.py --job np-other --rules target/second-config/rules.yml \
+  --dashboards target/second-config
 
 # The artifacts users install: the static binary in the container image, run as the
 # DaemonSet runs it; the Debian package, installed, run as its unit runs it, purged.
