@@ -10,7 +10,6 @@
 
 use std::fmt::Write as _;
 
-use aya::maps::{MapData, PerCpuHashMap};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 
@@ -127,55 +126,62 @@ impl DropCounter {
         let per_cpu = &mut self.per_cpu;
         let sum = |v: &[u64]| v.iter().fold(0u64, |a, n| a.wrapping_add(*n));
         let drops = map_fd(&self.ebpf, "drops")?;
-        let mut key = None;
-        // A key deleted between the two calls is skipped; one added is read next time.
-        while let Some(k) = crate::sys::bpf_map_next_key_u64(drops, key).map_err(|e| BpfError::Read(e.to_string()))? {
-            if crate::sys::bpf_map_lookup_percpu_u64(drops, k, per_cpu).map_err(|e| BpfError::Read(e.to_string()))? {
+        each_key(drops, |k| {
+            // A key deleted since the walk passed it is skipped; one added is read next time.
+            if crate::sys::bpf_map_lookup_percpu_u64(drops, k, per_cpu).map_err(read_error)? {
                 out.push((k, sum(per_cpu)));
             }
-            key = Some(k);
-        }
+            Ok(())
+        })?;
         let overflow = map_fd(&self.ebpf, "overflow")?;
         // The array's one key is the u32 0; read as a u64 key the kernel copies only the
         // map's key size (4 bytes), the low half on a little-endian machine.
         let zero = 0u64;
-        if !crate::sys::bpf_map_lookup_percpu_u64(overflow, zero, per_cpu).map_err(|e| BpfError::Read(e.to_string()))? {
+        if !crate::sys::bpf_map_lookup_percpu_u64(overflow, zero, per_cpu).map_err(read_error)? {
             return Ok(0);
         }
         Ok(sum(per_cpu))
     }
 
     /// Deletes the keys for which `forget` holds (the namespaces no longer sampled, whose
-    /// inodes the kernel may hand to a new namespace).
+    /// inodes the kernel may hand to a new namespace), and returns how many went.
     ///
     /// # Errors
     /// A map syscall failed.
     pub fn forget(&mut self, mut forget: impl FnMut(u64) -> bool) -> Result<usize, BpfError> {
+        let drops = map_fd(&self.ebpf, "drops")?;
+        // Collected first: deleting the key the walk stands on would restart it.
         self.keys.clear();
-        {
-            let map = drops(&self.ebpf)?;
-            for key in map.keys() {
-                let key = key.map_err(|e| BpfError::Read(chain(&e)))?;
-                if forget(key) {
-                    self.keys.push(key);
-                }
+        let keys = &mut self.keys;
+        each_key(drops, |k| {
+            if forget(k) {
+                keys.push(k);
             }
-        }
-        let mut map: PerCpuHashMap<&mut MapData, u64, u64> = self
-            .ebpf
-            .map_mut("drops")
-            .ok_or_else(|| BpfError::Read("no drops map".into()))
-            .and_then(|m| PerCpuHashMap::try_from(m).map_err(|e| BpfError::Read(chain(&e))))?;
+            Ok(())
+        })?;
         let mut removed = 0;
-        for key in &self.keys {
-            // Gone already (a concurrent delete cannot happen: only this process has the
-            // map), or removed: either way no longer there.
-            if map.remove(key).is_ok() {
+        for &key in &self.keys {
+            // Gone already, or removed: either way no longer there.
+            if crate::sys::bpf_map_delete_u64(drops, key).map_err(read_error)? {
                 removed += 1;
             }
         }
         Ok(removed)
     }
+}
+
+fn read_error(e: std::io::Error) -> BpfError {
+    BpfError::Read(e.to_string())
+}
+
+/// Walks every key of a map with `u64` keys (`BPF_MAP_GET_NEXT_KEY`), without allocating.
+fn each_key(map: std::os::fd::BorrowedFd<'_>, mut f: impl FnMut(u64) -> Result<(), BpfError>) -> Result<(), BpfError> {
+    let mut key = None;
+    while let Some(k) = crate::sys::bpf_map_next_key_u64(map, key).map_err(read_error)? {
+        f(k)?;
+        key = Some(k);
+    }
+    Ok(())
 }
 
 /// The descriptor of map `name`.
@@ -185,10 +191,4 @@ fn map_fd<'a>(ebpf: &'a Ebpf, name: &str) -> Result<std::os::fd::BorrowedFd<'a>,
         Some(aya::maps::Map::PerCpuHashMap(m) | aya::maps::Map::PerCpuArray(m)) => Ok(m.fd().as_fd()),
         _ => Err(BpfError::Read(format!("no per-CPU map {name}"))),
     }
-}
-
-fn drops(ebpf: &Ebpf) -> Result<PerCpuHashMap<&MapData, u64, u64>, BpfError> {
-    ebpf.map("drops")
-        .ok_or_else(|| BpfError::Read("no drops map".into()))
-        .and_then(|m| PerCpuHashMap::try_from(m).map_err(|e| BpfError::Read(chain(&e))))
 }

@@ -125,6 +125,7 @@ struct BpfMapElemAttr {
 }
 
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 
 fn bpf_map_elem(cmd: libc::c_long, attr: &BpfMapElemAttr) -> io::Result<()> {
@@ -169,6 +170,26 @@ pub fn bpf_map_next_key_u64(map: std::os::fd::BorrowedFd<'_>, key: Option<u64>) 
     match bpf_map_elem(BPF_MAP_GET_NEXT_KEY, &attr) {
         Ok(()) => Ok(Some(next)),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `BPF_MAP_DELETE_ELEM` of `key` in a map with `u64` keys; `false` when it was not there.
+///
+/// # Errors
+/// The syscall failed other than for a missing key.
+pub fn bpf_map_delete_u64(map: std::os::fd::BorrowedFd<'_>, key: u64) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let attr = BpfMapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: std::ptr::from_ref(&key) as u64,
+        value: 0,
+        flags: 0,
+    };
+    match bpf_map_elem(BPF_MAP_DELETE_ELEM, &attr) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(e),
     }
 }

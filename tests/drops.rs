@@ -438,3 +438,61 @@ fn every_reason_of_this_kernel_decodes_to_its_name_as_bpftool_reads_it() {
         );
     }
 }
+
+/// The keys of the exporter's `drops` map, as bpftool reads the kernel's map.
+fn map_keys(pid: u32) -> Vec<u64> {
+    let mut ids: Vec<String> = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
+        let text = std::fs::read_to_string(fd.unwrap().path()).unwrap_or_default();
+        ids.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("map_id:"))
+                .map(|v| v.trim().to_string()),
+        );
+    }
+    ids.sort();
+    ids.dedup();
+    let bpftool = |args: &[&str]| String::from_utf8(common::run(Command::new("bpftool").args(args)).stdout).unwrap();
+    let id = ids
+        .iter()
+        .find(|id| bpftool(&["map", "show", "id", id]).contains("name drops"))
+        .expect("the exporter holds its drops map");
+    let dump = bpftool(&["-j", "map", "dump", "id", id]);
+    // JSON: each element's key as bytes, then as bpftool formats it with the map's BTF.
+    dump.split("\"formatted\":{\"key\":")
+        .skip(1)
+        .map(|rest| {
+            let digits: String = rest.trim_start().chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().unwrap()
+        })
+        .collect()
+}
+
+/// A namespace that goes has its keys deleted from the kernel's map once the exporter
+/// lets it go: the kernel hands a freed namespace's inode to the next one, which must
+/// not start with the old one's counts.
+#[test]
+fn a_namespace_that_goes_has_its_keys_deleted_from_the_map() {
+    use std::os::unix::fs::MetadataExt;
+    let _s = serial();
+    let home = Netns::new("drgoneh");
+    let exp = Exporter::start(&home, &["--netns.interval=1s"]);
+    let pod = Netns::new("drgone");
+    let ino = std::fs::metadata(format!("/run/netns/{}", pod.name)).unwrap().ino();
+    pod.enter(|| {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(b"marker", "127.0.0.1:9").unwrap();
+    });
+    let no_socket = format!(r#"{},reason="no_socket""#, pod.label(""));
+    scrape_until(&exp, "the marker drop served", |b| {
+        metric(b, DROPS, &no_socket).is_some()
+    });
+    assert!(
+        map_keys(exp.pid()).iter().any(|k| k >> 32 == ino),
+        "the namespace's key is in the map"
+    );
+    drop(pod);
+    wait_for("the namespace's keys to leave the map", || {
+        !map_keys(exp.pid()).iter().any(|k| k >> 32 == ino)
+    });
+}
