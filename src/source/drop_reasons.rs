@@ -104,29 +104,24 @@ impl Loaded {
         self.forget_unsampled(now, sampled)
     }
 
+    /// Deletes the keys of inodes no instance has served for [`UNSAMPLED_GRACE`].
     fn forget_unsampled(&mut self, now: Instant, sampled: &[(u32, usize)]) -> Result<(), BpfError> {
         let is_sampled = |ino: u32| ino == 0 || sampled.iter().any(|(i, _)| *i == ino);
         self.unsampled.retain(|(ino, _)| !is_sampled(*ino));
-        let mut expired = false;
-        let mut last = None;
         for &(key, _) in &self.entries {
             let ino = (key >> 32) as u32;
-            if last == Some(ino) || is_sampled(ino) {
-                continue;
-            }
-            last = Some(ino);
-            match self.unsampled.iter().find(|(i, _)| *i == ino) {
-                Some((_, since)) => expired |= now.duration_since(*since) >= UNSAMPLED_GRACE,
-                None => self.unsampled.push((ino, now)),
+            if !is_sampled(ino) && !self.unsampled.iter().any(|(i, _)| *i == ino) {
+                self.unsampled.push((ino, now));
             }
         }
-        if !expired {
+        let expired = |since: &Instant| now.duration_since(*since) >= UNSAMPLED_GRACE;
+        if !self.unsampled.iter().any(|(_, since)| expired(since)) {
             return Ok(());
         }
         let old: Vec<u32> = self
             .unsampled
             .iter()
-            .filter(|(_, since)| now.duration_since(*since) >= UNSAMPLED_GRACE)
+            .filter(|(_, since)| expired(since))
             .map(|(i, _)| *i)
             .collect();
         let removed = self.counter.forget(|key| old.contains(&((key >> 32) as u32)))?;

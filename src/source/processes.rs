@@ -25,8 +25,8 @@
 //! Per pod, the fullest process against its own limit (`netpressure_pod_fd_usage_ratio`,
 //! one series per pod and no PID): a process's pod comes from its cgroup path (the pod
 //! UID, `crate::pods`), read once in its life (cached by PID and `/proc/PID` inode), and
-//! the pod's name from the kubelet's log directories, listed again only when a pod UID
-//! is new. A process outside any pod, or a pod without its log directory, is counted in
+//! the pod's name from the kubelet's log directories, listed again when a scan finds a
+//! pod UID the last listing did not name. A process outside any pod, or a pod without its log directory, is counted in
 //! no pod: never a wrong one.
 
 use std::collections::HashMap;
