@@ -71,15 +71,14 @@ impl std::fmt::Debug for DropCounter {
 }
 
 impl DropCounter {
-    /// Loads the program, relocated for the running kernel (whose BTF is at `btf`,
-    /// `/sys/kernel/btf/vmlinux` under the sysfs root), and attaches it.
+    /// Loads the program, relocated for the running kernel (whose BTF is `btf`, the bytes
+    /// of `/sys/kernel/btf/vmlinux` under the sysfs root), and attaches it.
     ///
     /// # Errors
     /// No BTF, a kernel without the tracepoint's reason argument (before 5.17), no
     /// capability, BPF locked down: each with the kernel's answer.
-    pub fn load(btf: &std::path::Path) -> Result<Self, BpfError> {
-        let btf = Btf::parse_file(btf, aya::Endianness::default())
-            .map_err(|e| BpfError::load(&format!("reading the kernel's BTF ({})", btf.display()), &e))?;
+    pub fn load(btf: &[u8]) -> Result<Self, BpfError> {
+        let btf = Btf::parse(btf, aya::Endianness::default()).map_err(|e| BpfError::load("the kernel's BTF", &e))?;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .load(OBJECT)

@@ -64,13 +64,18 @@ struct Loaded {
 impl Loaded {
     /// Loads the program; on failure, why, and whether the kernel lacks the feature.
     fn load(btf: &std::path::Path) -> Result<Self, (String, bool)> {
-        let names = reason_names(btf).map_err(|e| {
+        // Read once, for the names and for the loader's relocations.
+        let path = btf.display();
+        let data = std::fs::read(btf)
+            .map_err(|e| format!("reading {path}: {e} (the kernel needs CONFIG_DEBUG_INFO_BTF)"))
+            .and_then(|data| reason_names(&data, &path).map(|names| (data, names)));
+        let (data, names) = data.map_err(|e| {
             // Once for the node, whichever namespace's instance tried first: the
             // source is off for good on this kernel, which an operator should hear of.
             log::info!("drop_reasons: off on this kernel: {e}");
             (e, true)
         })?;
-        let counter = DropCounter::load(btf).map_err(|e| (e.to_string(), false))?;
+        let counter = DropCounter::load(&data).map_err(|e| (e.to_string(), false))?;
         log::info!(
             "drop_reasons: counting drops on skb:kfree_skb ({} reasons in this kernel's BTF)",
             names.core_len()
@@ -154,12 +159,9 @@ impl Loaded {
     }
 }
 
-/// The reason names of the running kernel, from its BTF.
-fn reason_names(btf: &std::path::Path) -> Result<ReasonNames, String> {
-    let path = btf.display();
-    let data =
-        std::fs::read(btf).map_err(|e| format!("reading {path}: {e} (the kernel needs CONFIG_DEBUG_INFO_BTF)"))?;
-    let found = crate::btf::enums(&data, &[REASON_ENUM, SUBSYS_ENUM]).map_err(|e| format!("{path}: {e}"))?;
+/// The reason names of the running kernel, from its BTF (`data`, read from `path`).
+fn reason_names(data: &[u8], path: &dyn std::fmt::Display) -> Result<ReasonNames, String> {
+    let found = crate::btf::enums(data, &[REASON_ENUM, SUBSYS_ENUM]).map_err(|e| format!("{path}: {e}"))?;
     let mut found = found.into_iter();
     let Some(reasons) = found.next().flatten() else {
         return Err(format!(
