@@ -364,18 +364,7 @@ fn nothing_stays_loaded_after_the_exporter_exits() {
         metric(b, "netpressure_drop_reasons_map_entries_limit", &ns.label("")).is_some()
     });
     // The program's id, from the exporter's descriptors (a link's fdinfo names it).
-    let pid = exp.pid();
-    let mut ids = Vec::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
-        let text = std::fs::read_to_string(fd.unwrap().path()).unwrap_or_default();
-        ids.extend(
-            text.lines()
-                .filter_map(|l| l.strip_prefix("prog_id:"))
-                .map(|v| v.trim().to_string()),
-        );
-    }
-    ids.sort();
-    ids.dedup();
+    let ids = fdinfo_ids(exp.pid(), "prog_id:");
     assert!(!ids.is_empty(), "no BPF program among the exporter's descriptors");
     let shown = |id: &str| {
         Command::new("bpftool")
@@ -439,19 +428,26 @@ fn every_reason_of_this_kernel_decodes_to_its_name_as_bpftool_reads_it() {
     }
 }
 
-/// The keys of the exporter's `drops` map, as bpftool reads the kernel's map.
-fn map_keys(pid: u32) -> Vec<u64> {
-    let mut ids: Vec<String> = Vec::new();
+/// The BPF object ids (`prog_id:`, `map_id:`) the descriptors of process `pid` hold, as
+/// their fdinfo names them.
+fn fdinfo_ids(pid: u32, field: &str) -> Vec<String> {
+    let mut ids = Vec::new();
     for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
         let text = std::fs::read_to_string(fd.unwrap().path()).unwrap_or_default();
         ids.extend(
             text.lines()
-                .filter_map(|l| l.strip_prefix("map_id:"))
+                .filter_map(|l| l.strip_prefix(field))
                 .map(|v| v.trim().to_string()),
         );
     }
     ids.sort();
     ids.dedup();
+    ids
+}
+
+/// The keys of the exporter's `drops` map, as bpftool reads the kernel's map.
+fn map_keys(pid: u32) -> Vec<u64> {
+    let ids = fdinfo_ids(pid, "map_id:");
     let bpftool = |args: &[&str]| String::from_utf8(common::run(Command::new("bpftool").args(args)).stdout).unwrap();
     let id = ids
         .iter()
