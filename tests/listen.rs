@@ -80,3 +80,34 @@ fn systemd_socket_without_sockets_says_what_to_do() {
         "{err}"
     );
 }
+
+/// A client that fills one address with connections that never send a byte cannot lock
+/// the other address out: the connection cap and its eviction hold for the exporter as a
+/// whole, and the listeners are accepted from in turn.
+#[test]
+fn idle_connections_on_one_address_do_not_starve_the_other() {
+    let ns = Netns::new("listenflood");
+    let exp = Exporter::start_cmd(ns.cmd(EXPORTER).args([
+        &format!("--web.listen-address=127.0.0.1:{PORT}"),
+        "--web.listen-address=127.0.0.2:9862",
+        "--no-collector.netns",
+    ]));
+    let idle: Vec<TcpStream> = ns.enter(|| {
+        let addr = SocketAddr::from(([127, 0, 0, 2], 9862));
+        (0..500)
+            .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok())
+            .collect()
+    });
+    assert_eq!(idle.len(), 500);
+    // The exporter's own evidence that it has taken every idle connection: all but the
+    // cap's 64 were closed to make room.
+    let evicted = |b: &str| common::metric(b, "netpressure_http_connections_evicted_total", "").unwrap();
+    let body = common::scrape_until(&exp, "every idle connection taken", |b| evicted(b) >= 436.0);
+    assert!(common::metric(&body, "netpressure_http_connections", "").unwrap() <= 64.0);
+    // The first address is still answered, with the cap held by the other's idle ones.
+    for _ in 0..10 {
+        let body = exp.scrape();
+        assert!(body.contains("netpressure_build_info{"));
+    }
+    drop(idle);
+}
