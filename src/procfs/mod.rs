@@ -41,7 +41,7 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
 /// # Errors
 /// As [`open_regular`], the read's error, or `FileTooLarge` past the bound.
 pub fn read_into(path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
-    read_all_at(&open_regular(path)?, buf)
+    read_all_at(&open_regular(path)?, buf, Produced::Records)
 }
 
 /// [`read_into`] a new buffer.
@@ -114,6 +114,7 @@ impl ProcError {
 pub struct ProcFile {
     path: PathBuf,
     file: Option<File>,
+    produced: Produced,
 }
 
 thread_local! {
@@ -121,10 +122,22 @@ thread_local! {
 }
 
 impl ProcFile {
+    /// A file read until a read returns 0 ([`Produced::Records`]): right for any file.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
             file: None,
+            produced: Produced::Records,
+        }
+    }
+
+    /// A file the kernel produces whole in one call ([`Produced::Whole`]), read in one
+    /// system call. Only for the kinds that variant names: a seq_file of records read
+    /// this way is cut after its first page, with no error.
+    pub fn whole(path: impl Into<PathBuf>) -> Self {
+        Self {
+            produced: Produced::Whole,
+            ..Self::new(path)
         }
     }
 
@@ -149,7 +162,7 @@ impl ProcFile {
             return Err(ProcError::NotFound(self.path.clone()));
         };
         let read = READ_BUF.with_borrow_mut(|buf| {
-            let r = read_all_at(file, buf).map(|()| f(buf));
+            let r = read_all_at(file, buf, self.produced).map(|()| f(buf));
             // One outsized file (or a file refused at MAX_FILE_BYTES) must not keep its
             // buffer for the life of the thread.
             if buf.capacity() > KEEP_BUFFER_BYTES {
@@ -185,21 +198,34 @@ impl ProcFile {
     }
 }
 
-/// Room kept free past the end of what a read asks for. A proc file is produced whole
-/// (`single_open`) or a record at a time, each record far smaller than this; a sysctl,
-/// a sysfs attribute and a regular file come whole. So a read that leaves this much of
-/// its buffer unfilled has reached the end of the file, and the read that would return
-/// 0 to say so is skipped: one system call a file instead of two.
-const EOF_SPARE: usize = 4096;
+/// How the kernel produces a file, which decides how a reader knows it has the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Produced {
+    /// A record at a time (a seq_file with an iterator: mountinfo, smaps, softnet_stat,
+    /// `stat/nf_conntrack`, `/proc/net/tcp`): one `read(2)` gives at most about a page,
+    /// whatever the buffer, so only a read that returns 0 says the end came. The default:
+    /// it is right for every file, at the cost of that last empty read.
+    Records,
+    /// Whole, by one call of the kernel's show function (`single_open`: sockstat,
+    /// netstat, snmp, `/proc/PID/stat` and `limits`; a sysctl; a sysfs attribute): the
+    /// first read into a buffer larger than the file returns all of it, so a read that
+    /// returns less than it asked for is the end, and the empty read is saved.
+    Whole,
+}
+
+/// Room a read asks for beyond what the buffer already holds: a page, the most a seq_file
+/// gives per read.
+const READ_ROOM: usize = 4096;
 
 /// The most a thread's read buffer keeps between reads (softnet_stat of 1,024 CPUs is
-/// about 100 KiB).
+/// about 120 KiB; a mount table past this is read into a buffer given back after).
 const KEEP_BUFFER_BYTES: usize = 256 * 1024;
 
-/// Reads from offset 0 until end of file into `buf`, growing it only when a file is
+/// Reads from offset 0 to the end of the file into `buf`, growing it only when a file is
 /// larger than any read before, and never past [`MAX_FILE_BYTES`]. seq_file and sysctl
-/// files both restart at offset 0.
-fn read_all_at(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
+/// files both restart at offset 0; the reads after the first continue where the last
+/// stopped, which a seq_file serves without walking its records again.
+fn read_all_at(file: &File, buf: &mut Vec<u8>, produced: Produced) -> io::Result<()> {
     buf.clear();
     let mut len = 0usize;
     loop {
@@ -210,8 +236,8 @@ fn read_all_at(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
                 format!("larger than {MAX_FILE_BYTES} bytes"),
             ));
         }
-        if buf.capacity() - len < EOF_SPARE {
-            buf.reserve((len.max(256) + EOF_SPARE).min(MAX_FILE_BYTES - len));
+        if buf.capacity() - len < READ_ROOM {
+            buf.reserve((len.max(256) + READ_ROOM).min(MAX_FILE_BYTES - len));
         }
         let cap = buf.capacity().min(MAX_FILE_BYTES);
         buf.resize(cap, 0);
@@ -227,7 +253,11 @@ fn read_all_at(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
             }
         };
         len += n;
-        if n == 0 || asked - n >= EOF_SPARE {
+        let end = match produced {
+            Produced::Records => n == 0,
+            Produced::Whole => n < asked,
+        };
+        if end {
             buf.truncate(len);
             return Ok(());
         }
@@ -304,38 +334,128 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A child process that holds still while its files are read, killed on drop.
+    struct Still(std::process::Child);
+
+    impl Still {
+        /// Runs `script` under `sh` and waits until it prints `ready`.
+        fn start(cmd: &mut std::process::Command) -> Self {
+            use std::io::BufRead;
+            let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+            let mut line = String::new();
+            let out = child.stdout.take().unwrap();
+            std::io::BufReader::new(out).read_line(&mut line).unwrap();
+            assert_eq!(line.trim(), "ready", "the child did not start");
+            Self(child)
+        }
+
+        fn file(&self, name: &str) -> PathBuf {
+            PathBuf::from(format!("/proc/{}/{name}", self.0.id()))
+        }
+    }
+
+    impl Drop for Still {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Reads `path` with a `ProcFile` (twice: the second time into the grown buffer) and
+    /// one-shot, and checks each against what std reads (until a read returns 0).
+    fn reads_whole(path: &Path, at_least: usize) {
+        let want = std::fs::read(path).unwrap();
+        // The file must be past a page, or the test could not fail.
+        assert!(want.len() >= at_least, "{}: {} bytes", path.display(), want.len());
+        let mut f = ProcFile::new(path);
+        for _ in 0..2 {
+            assert!(f.read_with(|got| got == want).unwrap(), "{}", path.display());
+        }
+        assert_eq!(read(path).unwrap(), want, "{}", path.display());
+    }
+
     #[test]
-    fn a_read_that_stops_short_of_its_spare_room_is_the_whole_file() {
-        // Files produced whole (netstat, snmp), a record at a time (softnet_stat, the
-        // conntrack stat rows, mountinfo: many records, over a page), and regular: each
-        // read as std reads it, twice (the second time into the grown buffer).
+    fn seq_files_of_many_pages_are_read_to_their_end() {
+        // Found on production-shaped nodes: a reader that took "the buffer was not
+        // filled" for the end read one page of each (a seq_file gives about a page per
+        // read), and lost the namespaces and CPUs past it without an error.
+        //
+        // smaps of a process with 200 mappings that do not merge (alternate protections):
+        // over 80 KiB, about 4 of them per page.
+        let smaps = Still::start(std::process::Command::new("python3").args([
+            "-c",
+            "import mmap, sys, time\n\
+             m = [mmap.mmap(-1, 4096, prot=mmap.PROT_READ | (i % 2) * mmap.PROT_WRITE) for i in range(200)]\n\
+             print('ready', flush=True); time.sleep(600)",
+        ]));
+        reads_whole(&smaps.file("smaps"), 80 << 10);
+        reads_whole(&smaps.file("maps"), 12 << 10);
+
+        // A mount table of 1,500 tmpfs mounts, made in a mount namespace of the test's own
+        // (a node's is hundreds of KiB: overlays, tokens, secrets, `/run/netns/cni-*`).
+        let dir = std::env::temp_dir().join(format!("np-mounts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounts = Still::start(std::process::Command::new("unshare").args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            r#"set -e; cd "$1"; mount -t tmpfs -o size=64k np-mounts .; cd "$1"
+               i=0; while [ $i -lt 1500 ]; do mkdir $i; mount -t tmpfs -o size=4k np-mount-$i $i; i=$((i+1)); done
+               echo ready; exec sleep 600"#,
+            "sh",
+            &dir.display().to_string(),
+        ]));
+        let mountinfo = mounts.file("mountinfo");
+        reads_whole(&mountinfo, 100 << 10);
+        let text = read(&mountinfo).unwrap();
+        let ours = text
+            .split(|b| *b == b'\n')
+            .filter(|l| l.windows(9).any(|w| w == b"np-mount-"))
+            .count();
+        assert_eq!(ours, 1500);
+        drop(mounts);
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // Whatever this machine has: softnet_stat and conntrack's stat (a row per possible
+        // CPU), files produced whole, sysctls and a regular file.
         for path in [
-            "/proc/net/netstat",
-            "/proc/net/snmp",
             "/proc/net/softnet_stat",
             "/proc/net/stat/nf_conntrack",
-            "/proc/self/mountinfo",
             "/proc/self/limits",
             "/proc/sys/net/ipv4/ip_local_port_range",
             "/etc/services",
         ] {
-            let Ok(want) = std::fs::read(path) else { continue };
-            let mut f = ProcFile::new(path);
-            for _ in 0..2 {
-                let got = f.read_with(<[u8]>::to_vec).unwrap();
-                // Counters move between two reads; the shape does not.
-                assert_eq!(
-                    got.split(|b| *b == b'\n').count(),
-                    want.split(|b| *b == b'\n').count(),
-                    "{path}"
-                );
-                assert!(
-                    got.len().abs_diff(want.len()) < 256,
-                    "{path}: {} against {}",
-                    got.len(),
-                    want.len()
-                );
+            let path = Path::new(path);
+            if path.exists() {
+                reads_whole(path, 1);
             }
         }
+    }
+
+    #[test]
+    fn files_produced_whole_come_in_one_read_and_records_in_many() {
+        // What `ProcFile::whole` rests on: a single_open file or a sysctl gives all of
+        // itself to one read, a seq_file of records a page at most.
+        let read_once = |path: &str| {
+            let f = open_regular(Path::new(path)).unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            f.read_at(&mut buf, 0).unwrap()
+        };
+        for path in [
+            "/proc/net/netstat",
+            "/proc/net/snmp",
+            "/proc/net/sockstat",
+            "/proc/net/sockstat6",
+            "/proc/self/stat",
+            "/proc/self/limits",
+            "/proc/sys/fs/file-nr",
+        ] {
+            assert_eq!(read_once(path), std::fs::read(path).unwrap().len(), "{path}");
+        }
+        let smaps = std::fs::read("/proc/self/smaps").unwrap().len();
+        assert!(smaps > 8192, "{smaps}");
+        assert!(read_once("/proc/self/smaps") <= 4096);
     }
 }

@@ -55,7 +55,8 @@ pub struct Conntrack {
 
 impl Conntrack {
     pub fn new(cfg: &Config, ctx: &Arc<NsContext>) -> Self {
-        let nf = |name: &str| ProcFile::new(cfg.roots.proc(&format!("sys/net/netfilter/{name}")));
+        // Sysctls: produced whole. The stat file is a row per possible CPU, a record at a time.
+        let nf = |name: &str| ProcFile::whole(cfg.roots.proc(&format!("sys/net/netfilter/{name}")));
         Self {
             netlink: Netlink::Closed,
             netlink_status: SourceStatus::default(),

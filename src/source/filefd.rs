@@ -25,8 +25,9 @@ pub struct FileFd {
 impl FileFd {
     pub fn new(cfg: &Config) -> Self {
         Self {
-            file_nr: ProcFile::new(cfg.roots.proc("sys/fs/file-nr")),
-            nr_open: ProcFile::new(cfg.roots.proc("sys/fs/nr_open")),
+            // Sysctls: produced whole.
+            file_nr: ProcFile::whole(cfg.roots.proc("sys/fs/file-nr")),
+            nr_open: ProcFile::whole(cfg.roots.proc("sys/fs/nr_open")),
         }
     }
 }

@@ -59,8 +59,9 @@ pub struct Netstat {
 impl Netstat {
     pub fn new(cfg: &Config, ctx: &Arc<NsContext>) -> Self {
         Self {
-            netstat: ProcFile::new(cfg.roots.proc_net("netstat")),
-            snmp: ProcFile::new(cfg.roots.proc_net("snmp")),
+            // Both single_open files (proc_create_net_single): produced whole.
+            netstat: ProcFile::whole(cfg.roots.proc_net("netstat")),
+            snmp: ProcFile::whole(cfg.roots.proc_net("snmp")),
             values: [None; FIELDS_LEN],
             ctx: Arc::clone(ctx),
         }

@@ -23,8 +23,9 @@ impl Process {
             .and_then(|b| parse_btime(&b))
             .map(|v| v as f64);
         Self {
-            stat: ProcFile::new("/proc/self/stat"),
-            limits: ProcFile::new("/proc/self/limits"),
+            // Both single_open files: produced whole.
+            stat: ProcFile::whole("/proc/self/stat"),
+            limits: ProcFile::whole("/proc/self/limits"),
             ticks: crate::sys::clock_ticks_per_second() as f64,
             page_size: crate::sys::page_size() as f64,
             boot_time,

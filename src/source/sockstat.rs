@@ -20,8 +20,9 @@ pub struct Sockstat {
 impl Sockstat {
     pub fn new(cfg: &Config, ctx: &Arc<NsContext>) -> Self {
         Self {
-            v4: ProcFile::new(cfg.roots.proc_net("sockstat")),
-            v6: ProcFile::new(cfg.roots.proc_net("sockstat6")),
+            // Both single_open files (proc_create_net_single): produced whole.
+            v4: ProcFile::whole(cfg.roots.proc_net("sockstat")),
+            v6: ProcFile::whole(cfg.roots.proc_net("sockstat6")),
             ctx: Arc::clone(ctx),
         }
     }

@@ -24,7 +24,8 @@ impl Softnet {
     pub fn new(cfg: &Config) -> Self {
         Self {
             stat: ProcFile::new(cfg.roots.proc_net("softnet_stat")),
-            limit: ProcFile::new(cfg.roots.proc("sys/net/core/netdev_max_backlog")),
+            // A sysctl, produced whole; softnet_stat is a row per possible CPU, read to the end.
+            limit: ProcFile::whole(cfg.roots.proc("sys/net/core/netdev_max_backlog")),
             rows: Vec::new(),
             totals: CpuTotals::new(),
             per_cpu: cfg.softnet_per_cpu,
