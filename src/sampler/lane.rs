@@ -17,7 +17,7 @@ use crate::metrics::{self, Desc};
 use crate::netlink::route::Addresses;
 use crate::netns::{self, NsKey};
 use crate::sampler::home::{Home, DISPLACED};
-use crate::sampler::slot::{Run, Slot};
+use crate::sampler::slot::{window, Run, Slot};
 use crate::snapshot::Snapshot;
 use crate::source::breakdown::Owner;
 use crate::source::settings::SettingsReader;
@@ -36,6 +36,8 @@ pub struct Group {
     pub ctx: Arc<NsContext>,
     /// The namespace's sysctls, read every this many ticks into `ctx` (the slow lane).
     pub settings: Option<(SettingsReader, u64)>,
+    /// The window of `settings`' cadence in which they were last read.
+    pub settings_window: Option<u64>,
     /// Where the conntrack breakdown names the pods behind addresses (the slow lane,
     /// when it is on): the namespace as an owner, and its rtnetlink socket, opened
     /// inside with the sysctls and read from outside at each discovery.
@@ -46,8 +48,16 @@ pub struct Group {
 impl Group {
     fn settings_due(&self, ticks: u64) -> bool {
         match &self.settings {
-            Some((_, every)) => ticks.wrapping_add(self.phase).is_multiple_of(*every) || !lock(&self.ctx.settings).read,
+            Some((_, every)) => {
+                self.settings_window != Some(window(ticks, self.phase, *every)) || !lock(&self.ctx.settings).read
+            }
             None => false,
+        }
+    }
+
+    fn claim_settings(&mut self, ticks: u64) {
+        if let Some((_, every)) = &self.settings {
+            self.settings_window = Some(window(ticks, self.phase, *every));
         }
     }
 
@@ -132,6 +142,7 @@ impl Lane {
         let displaced = self.home.as_mut().is_some_and(|h| !h.at_home());
         let own = &mut self.own;
         if own.settings_due(ticks) && !displaced {
+            own.claim_settings(ticks);
             own.read_settings();
             own.open_addresses();
         }
@@ -139,6 +150,7 @@ impl Lane {
             if displaced && slot.namespaced {
                 slot.fail(DISPLACED);
             } else if slot.due(ticks, own.phase) {
+                slot.claim(ticks, own.phase);
                 slot.run(now);
             }
         }
@@ -212,12 +224,16 @@ impl Lane {
 /// Whether anything was due.
 fn run_other(key: NsKey, g: &mut Group, home: &mut Home, ticks: u64, now: Instant, families: &Families) -> bool {
     let mut ran: u64 = 0;
-    for (i, slot) in g.slots.iter().enumerate().take(64) {
+    for (i, slot) in g.slots.iter_mut().enumerate().take(64) {
         if slot.due(ticks, g.phase) {
+            slot.claim(ticks, g.phase);
             ran |= 1 << i;
         }
     }
     let settings_due = g.settings_due(ticks);
+    if settings_due {
+        g.claim_settings(ticks);
+    }
     let need = if settings_due {
         ran
     } else {

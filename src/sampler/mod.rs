@@ -292,6 +292,8 @@ pub struct SlowLane {
     lane: Lane,
     discovery: Option<Discovery>,
     discovery_every: u64,
+    /// The window of `discovery_every` ticks in which discovery last ran.
+    discovery_window: Option<u64>,
     changes: Sender<Change>,
     out: Arc<Mutex<Arc<Snapshot>>>,
     /// The snapshot the next round fills: the one published two rounds ago, once the
@@ -355,6 +357,7 @@ impl Sampler {
             ns: None,
             ctx: Arc::clone(&ctx),
             settings,
+            settings_window: None,
             owner,
             addresses: None,
         };
@@ -396,6 +399,7 @@ impl Sampler {
             lane: slow_lane,
             discovery,
             discovery_every: ticks_for(cfg.netns_interval, SLOW_TICK),
+            discovery_window: None,
             changes: changes_tx,
             out: Arc::clone(&slow_out),
             spare: Arc::new(Snapshot::new()),
@@ -446,6 +450,7 @@ impl Sampler {
                         ns: Some(ns),
                         ctx,
                         settings: None,
+                        settings_window: None,
                         owner: None,
                         addresses: None,
                     };
@@ -591,30 +596,29 @@ impl SlowLane {
     /// pays mostly for wake-ups.
     fn run(mut self, stopping: &AtomicBool, first: Sender<()>) {
         self.wake.register();
-        let mut next = Instant::now();
+        // The lane's clock is the time since it started, in ticks: a round woken early
+        // by evidence falls in the window of the round before it, where whatever ran on
+        // its cadence does not run again (the sources' windows, `slot::window`).
+        let start = Instant::now();
         let mut first = Some(first);
         while !stopping.load(Ordering::Relaxed) {
-            self.step(Instant::now());
+            let now = Instant::now();
+            self.lane.ticks =
+                u64::try_from(now.duration_since(start).as_nanos() / SLOW_TICK.as_nanos()).unwrap_or(u64::MAX);
+            self.step(now);
             if let Some(tx) = first.take() {
                 let _ = tx.send(());
             }
-            // The round advanced the clock by one tick; the ticks with nothing due are
-            // skipped (the clock jumps over them).
-            let idle = self.idle;
-            self.lane.ticks = self.lane.ticks.wrapping_add(idle);
-            next += SLOW_TICK * u32::try_from(idle + 1).unwrap_or(1);
-            let now = Instant::now();
-            if next < now {
-                next = now;
-            }
-            if self.wake.sleep_until(next, stopping) {
-                // Woken early: the clock goes back to where the time is, and the due
-                // round it slept towards is still ahead.
-                let early = next.saturating_duration_since(Instant::now()).as_secs();
-                self.lane.ticks = self.lane.ticks.wrapping_sub(early.min(idle));
-                next = Instant::now();
-            }
+            // The round left the clock at the next tick; sleep past the ticks with
+            // nothing due to the start of the first that has something.
+            let next = start + SLOW_TICK * u32::try_from(self.lane.ticks + self.idle).unwrap_or(u32::MAX);
+            self.wake.sleep_until(next, stopping);
         }
+    }
+
+    /// Whether discovery runs at tick `t`: once in each window of its cadence.
+    fn discovery_due(&self, t: u64) -> bool {
+        self.discovery_window != Some(slot::window(t, 0, self.discovery_every))
     }
 
     /// How many ticks from the lane's next one have nothing due (at most
@@ -627,7 +631,7 @@ impl SlowLane {
         (0..SLOW_MAX_SLEEP - 1)
             .find(|k| {
                 let t = base.wrapping_add(*k);
-                t % self.discovery_every == 0 || self.lane.due_at(t)
+                self.discovery_due(t) || self.lane.due_at(t)
             })
             .unwrap_or(SLOW_MAX_SLEEP - 1)
     }
@@ -641,7 +645,8 @@ impl SlowLane {
             && self
                 .owners_asked
                 .is_none_or(|at| now.saturating_duration_since(at) >= OWNERS_ASKED);
-        if self.lane.ticks.is_multiple_of(self.discovery_every) || asked {
+        if self.discovery_due(self.lane.ticks) || asked {
+            self.discovery_window = Some(slot::window(self.lane.ticks, 0, self.discovery_every));
             self.guarded("discovery", Self::discover);
             if asked {
                 self.owners_asked = Some(now);
@@ -805,6 +810,7 @@ impl SlowLane {
             ns: Some(Arc::clone(&ns)),
             ctx: Arc::clone(&ctx),
             settings: self.builder.settings(false),
+            settings_window: None,
             owner: self.breakdown.then(|| Arc::new(t.owner.clone())),
             addresses: None,
         };

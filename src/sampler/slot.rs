@@ -17,6 +17,10 @@ pub struct Slot {
     retry_at: Option<Instant>,
     /// Run every this many ticks of its lane.
     pub every_ticks: u64,
+    /// The cadence window (ticks offset by the group's phase, divided by `every_ticks`)
+    /// of its last run: a source runs once a window, at the first round in it, however
+    /// many rounds an early wake-up of its lane adds to the window.
+    window: Option<u64>,
     /// Series carry the namespace's labels.
     pub namespaced: bool,
     /// The output of the last run.
@@ -27,6 +31,11 @@ pub struct Slot {
 pub fn ticks_for(interval: Duration, tick: Duration) -> u64 {
     let n = interval.as_nanos().div_ceil(tick.as_nanos().max(1));
     u64::try_from(n).unwrap_or(u64::MAX).max(1)
+}
+
+/// The window of `every` ticks that tick `ticks` (offset by `phase`) falls in.
+pub fn window(ticks: u64, phase: u64, every: u64) -> u64 {
+    ticks.wrapping_add(phase) / every.max(1)
 }
 
 /// What a run came to.
@@ -49,13 +58,15 @@ impl Slot {
             status: SourceStatus::new(quiet),
             retry_at: None,
             every_ticks,
+            window: None,
             namespaced,
             cache: Snapshot::new(),
         }
     }
 
-    /// Due on its cadence (offset by its group's `phase`), and at once when it has never
-    /// run, so that a newly found namespace is served in full from its first round.
+    /// Due on its cadence (offset by its group's `phase`): once in each window of
+    /// `every_ticks` ticks, at the first round in it. At once when it has never run, so
+    /// that a newly found namespace is served in full from its first round.
     pub fn due(&self, ticks: u64, phase: u64) -> bool {
         if self.status.samples == 0 {
             return true;
@@ -63,8 +74,13 @@ impl Slot {
         match self.source.want() {
             Want::Now => true,
             Want::Not => false,
-            Want::Cadence => ticks.wrapping_add(phase).is_multiple_of(self.every_ticks),
+            Want::Cadence => self.window != Some(window(ticks, phase, self.every_ticks)),
         }
+    }
+
+    /// Records that the slot runs in this round (call when [`Slot::due`] said so).
+    pub fn claim(&mut self, ticks: u64, phase: u64) {
+        self.window = Some(window(ticks, phase, self.every_ticks));
     }
 
     /// Runs the source into its cache. A failed run leaves the cache empty: nothing
