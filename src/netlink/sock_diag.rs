@@ -244,9 +244,17 @@ impl TcpDump {
                 Err(NetlinkError::Kernel { errno, .. })
                     if matches!(errno, libc::EINVAL | libc::EOPNOTSUPP | libc::ENOENT) =>
                 {
-                    log::info!(
-                        "{}: the kernel refuses TCPDIAG_GETSOCK (errno {errno}); dumping per address family",
-                        self.name
+                    // Every namespace's dumps learn this on their own; the node hears it
+                    // once (the kernel is the same for all of them).
+                    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+                    let level = if SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        log::Level::Debug
+                    } else {
+                        log::Level::Info
+                    };
+                    log::log!(
+                        level,
+                        "sock_diag: the kernel refuses TCPDIAG_GETSOCK (errno {errno}); dumping per address family"
                     );
                     self.use_both = false;
                 }
