@@ -15,7 +15,7 @@ fi
 # nftables: the ct state rule that makes conntrack track a test namespace; conntrack: -F;
 # prometheus: promtool and the server for the end-to-end test; prometheus-alertmanager:
 # amtool and Alertmanager; libcap2-bin: capsh, to run the exporter without CAP_NET_ADMIN;
-# qemu-system-x86, busybox-static, cpio: booting an older kernel (tests/vm); podman,
+# qemu-system-x86, busybox-static, cpio, xz-utils: booting other kernels (tests/vm); podman,
 # runc: building and running the container image (tests/container); curl: scraping it;
 # wrk: load on the HTTP endpoint (tests/web.rs); openssl, apache2-utils (htpasswd):
 # certificates and bcrypt hashes for --web.config.file (tests/tls.rs); clang, llvm (llvm-strip),
@@ -23,7 +23,7 @@ fi
 # (tests/bpf_object.rs); bpftool: the kernel's own view of programs and BTF (tests/drops.rs);
 # systemd: systemd-socket-activate, for --web.systemd-socket (tests/listen.rs, the .deb);
 # jsonnet: rendering the monitoring mixin (mixin/) into the rule files.
-packages=(nftables conntrack prometheus prometheus-alertmanager libcap2-bin iproute2 qemu-system-x86 busybox-static cpio
+packages=(nftables conntrack prometheus prometheus-alertmanager libcap2-bin iproute2 qemu-system-x86 busybox-static cpio xz-utils util-linux
           podman runc curl wrk openssl apache2-utils
           clang llvm libbpf-dev linux-libc-dev bpftool systemd jsonnet)
 missing=()
@@ -58,6 +58,13 @@ python3 scripts/check-dashboards.py
 # The exporter on Linux 5.10 (Debian bullseye's kernel under qemu), with and without
 # conntrack loaded.
 tests/vm/old-kernel.sh
+
+# A node shaped like production (250 pods, 50 bind-mounted namespaces, 1,500 mounts,
+# 5,000 processes, 100,000 conntrack entries, ...), every family compared with the
+# kernel's own tools: on this machine's kernel, and on bookworm's 6.1 booted with 64 CPUs
+# online of 128 possible. `tests/vm/node-shape.sh all` adds 5.10 and 6.12.
+tests/vm/node-shape.sh host
+tests/vm/node-shape.sh 6.1
 
 # End to end: exporter, Prometheus and Alertmanager; alerts reach a webhook, every
 # dashboard query returns series.

@@ -436,3 +436,37 @@ fn a_captured_address_dump_lists_every_address_of_the_namespace() {
         let _ = decode(&bytes[..cut], 4242, &mut Vec::new());
     }
 }
+
+/// A guest with 64 CPUs booted of 128 possible and CPUs 7 and 33 then taken offline
+/// (tests/vm/node-shape.sh, Linux 6.1): softnet_stat has a row per online CPU, numbered
+/// by its last column, and conntrack's stat file a row per possible CPU. Both are past a
+/// page (7.2 KiB and 20 KiB).
+#[test]
+fn per_cpu_files_of_a_node_with_offline_and_impossible_cpus() {
+    use netpressure_exporter::procfs::net::parse_softnet;
+    use netpressure_exporter::procfs::parse::cpu_list;
+    const DIR: &str = "linux-6.1.0-50-cloud-64of128";
+    let cpus = String::from_utf8(data(&format!("{DIR}/cpus"))).unwrap();
+    let mut lines = cpus.lines();
+    let online = cpu_list(lines.next().unwrap().as_bytes(), 8192).unwrap();
+    let possible = cpu_list(lines.next().unwrap().as_bytes(), 8192).unwrap();
+    assert_eq!((online.len(), possible.len()), (62, 128));
+
+    let softnet = data(&format!("{DIR}/proc_net_softnet_stat"));
+    assert!(softnet.len() > 4096);
+    let mut rows = Vec::new();
+    parse_softnet(&softnet, &mut rows).unwrap();
+    let numbered: Vec<u16> = rows.iter().map(|r| r.cpu as u16).collect();
+    assert_eq!(numbered, online, "rows are the online CPUs, by their own column");
+    assert_eq!(rows[7].cpu, 8, "CPU 7 is offline: the eighth row is CPU 8's");
+
+    let stat = data(&format!("{DIR}/proc_net_stat_nf_conntrack"));
+    assert!(stat.len() > 4096);
+    let mut rows = Vec::new();
+    // The node's table as `conntrack -C` counted it at the capture.
+    assert_eq!(parse_stat(&stat, &mut rows).unwrap(), Some(100_124));
+    assert_eq!(rows.len(), possible.len(), "a row per possible CPU, offline or not");
+    // conntrack -S of the same moment: a line per possible CPU too.
+    let s = String::from_utf8(data(&format!("{DIR}/conntrack_S.txt"))).unwrap();
+    assert_eq!(s.lines().filter(|l| l.starts_with("cpu=")).count(), 128);
+}
