@@ -27,3 +27,4 @@ pub mod source;
 pub mod sys;
 pub mod top;
 pub mod webconfig;
+pub mod yaml;

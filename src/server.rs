@@ -664,18 +664,22 @@ async fn gate_inner(
     stats: &crate::metrics::HttpStats,
     attempt: &mut crate::webconfig::auth::Attempt,
 ) -> Option<Response> {
-    if let Some(limiter) = &active.limiter {
-        if !limiter.allow() {
-            return Some(
-                (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many requests (rate_limit in --web.config.file)\n",
-                )
-                    .into_response(),
-            );
-        }
-    }
-    let auth = active.auth.as_ref()?;
+    let limited = || {
+        Some(
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests (rate_limit in --web.config.file)\n",
+            )
+                .into_response(),
+        )
+    };
+    // Spends a token of one of the two buckets (`RateLimits`): true when none was left.
+    let spent = |bucket: fn(&crate::webconfig::auth::RateLimits) -> &crate::webconfig::auth::RateLimiter| {
+        active.limits.as_ref().is_some_and(|l| !bucket(l).allow())
+    };
+    let Some(auth) = active.auth.as_ref() else {
+        return if spent(|l| &l.authenticated) { limited() } else { None };
+    };
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -686,34 +690,43 @@ async fn gate_inner(
         stats.unauthorized.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         unauthorized()
     };
+    let cached = given.as_ref().and_then(|c| auth.cached(c));
+    // Credentials known to be right spend the bucket of those who passed; anything else
+    // (none, wrong, not yet checked) the other one, before any work is done for it.
+    if cached == Some(true) {
+        return if spent(|l| &l.authenticated) { limited() } else { None };
+    }
+    if spent(|l| &l.others) {
+        return limited();
+    }
     let Some(c) = given else {
         return Some(refused(stats));
     };
-    match auth.cached(&c) {
-        Some(true) => None,
-        Some(false) => Some(refused(stats)),
-        None => match verifier.submit(Arc::clone(auth), c) {
-            Ok(answer) => {
-                // The verifier counts a refusal, or the job of a client gone by then.
-                attempt.disarm();
-                match answer.await {
-                    Ok(true) => None,
-                    _ => Some(unauthorized()),
-                }
+    if cached == Some(false) {
+        return Some(refused(stats));
+    }
+    match verifier.submit(Arc::clone(auth), c) {
+        Ok(answer) => {
+            // The verifier counts a refusal, or the job of a client gone by then.
+            attempt.disarm();
+            match answer.await {
+                Ok(true) if spent(|l| &l.authenticated) => limited(),
+                Ok(true) => None,
+                _ => Some(unauthorized()),
             }
-            Err(busy) => {
-                stats.unauthorized.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                log::debug!("basic auth: no verification ({busy:?})");
-                Some(
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        [(header::RETRY_AFTER, "1")],
-                        "too many new credentials being checked; try again\n",
-                    )
-                        .into_response(),
+        }
+        Err(busy) => {
+            stats.unauthorized.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            log::debug!("basic auth: no verification ({busy:?})");
+            Some(
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "1")],
+                    "too many new credentials being checked; try again\n",
                 )
-            }
-        },
+                    .into_response(),
+            )
+        }
     }
 }
 

@@ -435,7 +435,15 @@ fn a_fake_kube_proxy_with_an_endless_or_blocking_config_cannot_hang_or_bloat_doc
     let fifo = std::env::temp_dir().join(format!("netpressure-kp-fifo-{}", std::process::id()));
     let _ = std::fs::remove_file(&fifo);
     common::run(Command::new("mkfifo").arg(&fifo));
-    for config in ["/dev/zero".to_string(), fifo.display().to_string()] {
+    // A YAML alias bomb: 370 bytes that expand to 387 million strings (422 MB of doctor,
+    // or OOM-killed, before aliases were refused).
+    let bomb = std::env::temp_dir().join(format!("netpressure-kp-bomb-{}.yaml", std::process::id()));
+    std::fs::write(&bomb, common::yaml_alias_bomb()).unwrap();
+    for config in [
+        "/dev/zero".to_string(),
+        fifo.display().to_string(),
+        bomb.display().to_string(),
+    ] {
         // Any local user can start a process named kube-proxy with such a --config.
         let kp = fake_kube_proxy(&[&format!("--config={config}")]);
         let started = std::time::Instant::now();
@@ -455,6 +463,7 @@ fn a_fake_kube_proxy_with_an_endless_or_blocking_config_cannot_hang_or_bloat_doc
         assert!(took < Duration::from_secs(30), "{took:?}");
     }
     let _ = std::fs::remove_file(&fifo);
+    let _ = std::fs::remove_file(&bomb);
 }
 
 /// A CA and a certificate for 127.0.0.1 it signed, made by openssl in `dir`.

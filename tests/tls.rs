@@ -534,7 +534,7 @@ fn a_bad_web_config_stops_the_start_naming_the_key() {
 }
 
 #[test]
-fn without_tls_the_rate_limit_and_basic_auth_apply_over_plain_http() {
+fn without_tls_the_rate_limits_and_basic_auth_apply_over_plain_http_and_strangers_spend_their_own() {
     let ns = Netns::new("ratelimit");
     let pki = Pki::new("rate");
     let path = pki.path("web.yml");
@@ -550,10 +550,33 @@ fn without_tls_the_rate_limit_and_basic_auth_apply_over_plain_http() {
     let exp = common::Exporter::start(&ns, &[&format!("--web.config.file={}", path.display())]);
     // base64("prom:s3cret")
     let auth = [("Authorization", "Basic cHJvbTpzM2NyZXQ=")];
-    let codes: Vec<u16> = (0..5)
-        .map(|_| exp.get_with("/metrics", &auth).unwrap().status)
+    let prometheus = |n: usize| -> Vec<u16> {
+        (0..n)
+            .map(|_| exp.get_with("/metrics", &auth).unwrap().status)
+            .collect()
+    };
+    // Its first scrape: credentials not yet checked spend a token of the others' bucket
+    // (and, once checked, one of the bucket of those who passed).
+    assert_eq!(prometheus(1), [200]);
+    // Clients without the password spend the others' bucket (the toolkit has one bucket
+    // for all, in front of basic auth: 20 of them got Prometheus 429s).
+    let wrong = [("Authorization", "Basic cHJvbTp3cm9uZw==")]; // prom:wrong
+    let strangers: Vec<u16> = (0..4)
+        .map(|i| {
+            let headers: &[(&str, &str)] = if i % 2 == 0 { &[] } else { &wrong };
+            exp.get_with("/metrics", headers).unwrap().status
+        })
         .collect();
-    assert_eq!(codes, [200, 200, 200, 429, 429], "a burst of 3, then one per hour");
+    assert_eq!(
+        strangers,
+        [401, 401, 429, 429],
+        "the rest of their burst of 3, then one per hour"
+    );
+    assert_eq!(
+        prometheus(3),
+        [200, 200, 429],
+        "the rest of its own burst of 3, then one per hour"
+    );
     assert_eq!(
         exp.get("/-/healthy").unwrap().status,
         200,
@@ -623,6 +646,49 @@ fn doctor_reads_an_exporter_behind_tls_client_certificates_and_basic_auth() {
 }
 
 #[test]
+fn a_yaml_alias_bomb_is_refused_at_start_and_at_reload_and_the_last_good_file_stays() {
+    let ns = Netns::new("yamlbomb");
+    let pki = Pki::new("bomb");
+    let path = pki.path("web.yml");
+    std::fs::write(&path, common::yaml_alias_bomb()).unwrap();
+    // At start: refused at once, saying why (it got the exporter OOM-killed at a 1 GiB
+    // limit in 1.1-1.5 s before).
+    let started = Instant::now();
+    let (code, err) = common::start_refused(&path);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("uses a YAML alias") && err.contains("write the value out"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // At a reload: refused, the running configuration (basic auth) is kept, and the
+    // process does not grow.
+    std::fs::write(
+        &path,
+        format!("basic_auth_users:\n  prom: \"{}\"\n", htpasswd("s3cret")),
+    )
+    .unwrap();
+    let exp = common::Exporter::start(&ns, &[&format!("--web.config.file={}", path.display())]);
+    let auth = [("Authorization", "Basic cHJvbTpzM2NyZXQ=")];
+    assert_eq!(exp.get_with("/metrics", &auth).unwrap().status, 200);
+    std::fs::write(&path, common::yaml_alias_bomb()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let r = exp.get_with("/metrics", &auth).unwrap();
+        assert_eq!(r.status, 200);
+        let body = checked(String::from_utf8(r.body).unwrap());
+        if metric(&body, "netpressure_web_config_last_reload_successful", "") == Some(0.0) {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "the reload was not refused:\n{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(metric(&body, "process_resident_memory_bytes", "").unwrap() < f64::from(256u32 << 20));
+    assert_eq!(exp.get("/metrics").unwrap().status, 401, "basic auth still on");
+    assert_eq!(exp.get_with("/metrics", &auth).unwrap().status, 200);
+}
+
+#[test]
 fn client_allowed_sans_fails_closed_at_start_at_reload_and_without_a_certificate() {
     let ns = Netns::new("sans");
     let pki = Pki::new("sans");
@@ -630,9 +696,11 @@ fn client_allowed_sans_fails_closed_at_start_at_reload_and_without_a_certificate
         format!("  client_auth_type: {policy}\n  client_ca_file: ca.crt\n  client_allowed_sans: [prometheus.test]\n")
     };
     const REFUSAL: &str =
-        "client_allowed_sans requires client_auth_type to be one of RequireAnyClientCert or RequireAndVerifyClientCert";
-    // At start: the two policies that let a client in without a certificate.
-    for policy in ["RequestClientCert", "VerifyClientCertIfGiven"] {
+        "client_allowed_sans requires client_auth_type RequireAndVerifyClientCert with a client_ca_file";
+    // At start: the two policies that let a client in without a certificate, and the one
+    // that takes any certificate (a self-signed one from no CA carrying the allowed name
+    // got 200 under it: a SAN nobody verified proves nothing).
+    for policy in ["RequestClientCert", "VerifyClientCertIfGiven", "RequireAnyClientCert"] {
         let config = web_config(&pki, &sans(policy), "s3cret");
         let (code, err) = common::start_refused(&config);
         assert_eq!(code, Some(1), "{policy}: {err}");
@@ -657,7 +725,8 @@ fn client_allowed_sans_fails_closed_at_start_at_reload_and_without_a_certificate
     ]
     .map(str::to_string);
     let stranger: Vec<&str> = stranger.iter().map(String::as_str).collect();
-    for policy in ["RequireAnyClientCert", "RequireAndVerifyClientCert"] {
+    {
+        let policy = "RequireAndVerifyClientCert";
         let config = web_config(&pki, &sans(policy), "s3cret");
         let exp = TlsExporter::start(&ns, &pki, &config, &cert_args);
         assert_eq!(code(&cert_args), "200", "{policy}: an allowed SAN");

@@ -270,7 +270,9 @@ pub fn find_kube_proxy(procfs: &std::path::Path) -> Option<KubeProxy> {
                 .join(config.trim_start_matches('/'));
             let text = crate::procfs::read(&path).ok().and_then(|b| String::from_utf8(b).ok());
             if let Some(text) = text {
-                if let Ok(docs) = yaml_rust2::YamlLoader::load_from_str(&text) {
+                // Any local user can start a process that looks like kube-proxy: its file
+                // is hostile input (no aliases, `crate::yaml`).
+                if let Ok(docs) = crate::yaml::load(&text) {
                     if let Some(ct) = docs.first().map(|d| &d["conntrack"]) {
                         per_core = per_core.or(ct["maxPerCore"].as_i64().and_then(|v| u64::try_from(v).ok()));
                         min = min.or(ct["min"].as_i64().and_then(|v| u64::try_from(v).ok()));

@@ -320,7 +320,27 @@ fn verify_loop(queue: &std::sync::mpsc::Receiver<Job>, stats: &HttpStats) {
     }
 }
 
-/// `rate_limit`: a token bucket, one token per interval, `burst` at most.
+/// `rate_limit`, as two token buckets of the configured size: one for requests whose
+/// credentials passed basic auth (every request, without basic auth), one for the rest
+/// (no credentials, wrong ones, ones still to be checked). The toolkit keeps one bucket
+/// in front of basic auth, so that clients without the password can spend every token
+/// and Prometheus, with it, gets 429; here they only spend their own.
+#[derive(Debug)]
+pub struct RateLimits {
+    pub authenticated: RateLimiter,
+    pub others: RateLimiter,
+}
+
+impl RateLimits {
+    pub fn new(limit: RateLimit) -> Self {
+        Self {
+            authenticated: RateLimiter::new(limit),
+            others: RateLimiter::new(limit),
+        }
+    }
+}
+
+/// A token bucket, one token per interval, `burst` at most.
 #[derive(Debug)]
 pub struct RateLimiter {
     limit: RateLimit,

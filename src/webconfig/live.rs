@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderName, HeaderValue};
 
-use super::auth::{BasicAuth, RateLimiter};
+use super::auth::{BasicAuth, RateLimits};
 use super::WebConfig;
 use crate::metrics::HttpStats;
 
@@ -35,7 +35,7 @@ pub struct Active {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub auth: Option<Arc<BasicAuth>>,
-    pub limiter: Option<RateLimiter>,
+    pub limits: Option<RateLimits>,
 }
 
 /// A file's identity and last change, to notice a rewrite or a swapped symlink.
@@ -131,7 +131,7 @@ fn build(cfg: &WebConfig, previous: Option<&Active>) -> Result<Active, String> {
         tls,
         headers: cfg.headers.clone(),
         auth: BasicAuth::new(&cfg.users, previous.and_then(|p| p.auth.as_deref())).map(Arc::new),
-        limiter: cfg.rate_limit.map(RateLimiter::new),
+        limits: cfg.rate_limit.map(RateLimits::new),
     })
 }
 
@@ -145,7 +145,10 @@ fn describe(cfg: &WebConfig) -> String {
         n => format!("basic auth for {n} user(s)"),
     };
     let rate = cfg.rate_limit.map_or(String::new(), |r| {
-        format!(", at most {} requests per {:?} burst", r.burst, r.interval)
+        format!(
+            ", at most a burst of {} requests and one per {:?} (for clients that passed basic auth and for the others apart)",
+            r.burst, r.interval
+        )
     });
     format!("{tls}, {auth}{rate}")
 }

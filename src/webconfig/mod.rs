@@ -163,7 +163,7 @@ pub fn load(path: &Path) -> Result<WebConfig, String> {
 /// # Errors
 /// As [`load`].
 pub fn parse(text: &str, dir: &Path) -> Result<WebConfig, String> {
-    let docs = yaml_rust2::YamlLoader::load_from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
+    let docs = crate::yaml::load(text)?;
     let mut cfg = WebConfig::default();
     let root = match docs.as_slice() {
         [] => return Ok(cfg),
@@ -368,11 +368,14 @@ fn tls_settings(value: &Yaml, dir: &Path, warnings: &mut Vec<String>) -> Result<
         .get("client_allowed_sans")
         .map_or(Ok(None), |v| strings(v, &at("client_allowed_sans")))?
         .filter(|sans| !sans.is_empty());
-    // Fail closed: with a policy that lets a client in without a certificate, the SAN
-    // check would never run for such a client. The toolkit's own words.
-    if client_allowed_sans.is_some() && !client_auth.mandatory() {
+    // Fail closed. With a policy that lets a client in without a certificate, the SAN
+    // check would never run for such a client (the toolkit refuses that too); with
+    // RequireAnyClientCert, which the toolkit accepts, no CA verifies the certificate, so
+    // anyone can make one that carries an allowed name and the check proves nothing.
+    if client_allowed_sans.is_some() && client_auth != ClientAuth::RequireAndVerifyClientCert {
         return Err(format!(
-            "{}: client_allowed_sans requires client_auth_type to be one of RequireAnyClientCert or RequireAndVerifyClientCert (it is {client_auth:?})",
+            "{}: client_allowed_sans requires client_auth_type RequireAndVerifyClientCert with a client_ca_file (it is {client_auth:?}, \
+             under which no CA verifies the certificate and anyone can make one that carries an allowed name)",
             at("client_allowed_sans")
         ));
     }
@@ -560,28 +563,33 @@ rate_limit:
     }
 
     #[test]
-    fn client_allowed_sans_needs_a_policy_that_requires_a_certificate() {
+    fn client_allowed_sans_needs_a_verified_certificate() {
         let with = |policy: &str, sans: &str| {
             parse_here(&format!(
                 "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_ca_file: c\n  client_auth_type: {policy}\n  client_allowed_sans: {sans}\n"
             ))
         };
-        for policy in ["RequestClientCert", "VerifyClientCertIfGiven"] {
+        // RequireAnyClientCert too: a self-signed certificate from no CA carrying the
+        // allowed name got 200 (the toolkit allows it).
+        for policy in ["RequestClientCert", "VerifyClientCertIfGiven", "RequireAnyClientCert"] {
             let e = with(policy, "[prometheus.example]")
                 .err()
                 .unwrap_or_else(|| panic!("{policy} accepted"));
             assert!(
-                e.contains("client_allowed_sans requires client_auth_type to be one of RequireAnyClientCert or RequireAndVerifyClientCert"),
+                e.contains(
+                    "client_allowed_sans requires client_auth_type RequireAndVerifyClientCert with a client_ca_file"
+                ),
                 "{policy}: {e}"
             );
             // An empty list checks nothing, so it is no error (the toolkit's rule).
             let t = with(policy, "[]").unwrap().tls.unwrap();
             assert_eq!(t.client_allowed_sans, None);
         }
-        for policy in ["RequireAnyClientCert", "RequireAndVerifyClientCert"] {
-            let t = with(policy, "[prometheus.example]").unwrap().tls.unwrap();
-            assert_eq!(t.client_allowed_sans.unwrap(), ["prometheus.example"]);
-        }
+        let t = with("RequireAndVerifyClientCert", "[prometheus.example]")
+            .unwrap()
+            .tls
+            .unwrap();
+        assert_eq!(t.client_allowed_sans.unwrap(), ["prometheus.example"]);
     }
 
     #[test]

@@ -775,3 +775,17 @@ pub fn veth(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str, tag: &str) {
         ns.sh(&format!("ip addr add {addr}/24 dev {dev} && ip link set {dev} up"));
     }
 }
+
+/// A YAML "billion laughs": nine levels of nine aliases, 9^9 copies of a string once
+/// expanded, in under 400 bytes.
+pub fn yaml_alias_bomb() -> String {
+    let mut bomb = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+        .iter()
+        .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+    {
+        let refs = vec![format!("*{prev}"); 9].join(",");
+        bomb.push_str(&format!("{name}: &{name} [{refs}]\n"));
+    }
+    bomb
+}
