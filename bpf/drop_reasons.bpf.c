@@ -22,6 +22,7 @@ struct ns_common {
 
 struct net {
 	struct ns_common ns;
+	__u64 net_cookie;
 } __attribute__((preserve_access_index));
 
 typedef struct {
@@ -45,13 +46,21 @@ struct sk_buff {
 	struct sock *sk;
 } __attribute__((preserve_access_index));
 
-// Key: the namespace's inode in the high 32 bits, the reason in the low 32 (0 inode: the
-// packet had neither a device nor a socket). One u64, so that user space reads it
-// without a struct layout to agree on.
+// Key: the namespace's cookie, unique for the boot (the kernel gives a freed
+// namespace's inode to the next one, so an inode alone would carry a dead pod's drops to
+// a new pod), its inode (the `netns` label, and how user space tells a dead namespace
+// whose inode was reused), and the reason. Cookie and inode 0: the packet had neither a
+// device nor a socket.
+struct drop_key {
+	__u64 cookie;
+	__u32 ino;
+	__u32 reason;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 4096);
-	__type(key, __u64);
+	__type(key, struct drop_key);
 	__type(value, __u64);
 } drops SEC(".maps");
 
@@ -66,30 +75,37 @@ struct {
 // The namespace of a dropped packet: its device's on the way in or out; else the
 // socket that owns it; else the socket that was receiving it (rx_sk, 6.11+: TCP drops a
 // packet on a listener's or a child's behalf with neither skb->dev nor skb->sk set).
-static __always_inline unsigned int netns_of(struct sk_buff *skb, struct sock *rx_sk)
+static __always_inline struct net *net_of(struct sk_buff *skb, struct sock *rx_sk)
 {
 	struct net_device *dev = skb->dev;
 	struct sock *sk;
 
 	if (dev)
-		return dev->nd_net.net->ns.inum;
+		return dev->nd_net.net;
 	sk = skb->sk;
 	if (sk)
-		return sk->__sk_common.skc_net.net->ns.inum;
+		return sk->__sk_common.skc_net.net;
 	if (rx_sk)
-		return rx_sk->__sk_common.skc_net.net->ns.inum;
+		return rx_sk->__sk_common.skc_net.net;
 	return 0;
 }
 
 static __always_inline int count(struct sk_buff *skb, unsigned int reason, struct sock *rx_sk)
 {
-	__u64 key, one = 1, *n;
+	struct drop_key key = {};
+	struct net *net;
+	__u64 one = 1, *n;
 	__u32 zero = 0;
 
 	// SKB_NOT_DROPPED_YET and SKB_CONSUMED are not drops.
 	if (reason <= 1)
 		return 0;
-	key = ((__u64)netns_of(skb, rx_sk) << 32) | reason;
+	net = net_of(skb, rx_sk);
+	if (net) {
+		key.cookie = net->net_cookie;
+		key.ino = net->ns.inum;
+	}
+	key.reason = reason;
 	n = bpf_map_lookup_elem(&drops, &key);
 	if (n) {
 		*n += 1;

@@ -8,6 +8,8 @@
 //! charges BPF memory to the loader's memory cgroup. Nothing is pinned: the link, the
 //! program and the maps are descriptors of this process, and go when it exits.
 
+#![allow(unsafe_code)] // the raw map calls of `crate::sys`, whose sizes are checked at load
+
 use std::fmt::Write as _;
 
 use aya::programs::BtfTracePoint;
@@ -23,6 +25,18 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/drop_reasons.bpf.o");
 /// MiB on 2 CPUs (bpftool's memlock) and about 2.4 MiB on 64. 250 pods with 10 reasons
 /// each fit with room.
 pub const MAX_ENTRIES: u32 = 4096;
+
+/// A key of the drop map, as `struct drop_key` in `bpf/drop_reasons.bpf.c`: the
+/// namespace's cookie (unique for the boot) and inode, and the reason. Zeros for a
+/// packet with neither a device nor a socket. Ordered by cookie first: a namespace's
+/// keys are one run.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DropKey {
+    pub cookie: u64,
+    pub ino: u32,
+    pub reason: u32,
+}
 
 /// Why the drop counter cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +73,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 pub struct DropCounter {
     ebpf: Ebpf,
     /// Keys to delete (reused between calls).
-    keys: Vec<u64>,
+    keys: Vec<DropKey>,
     /// One value per possible CPU, as a per-CPU map's lookup returns them.
     per_cpu: Vec<u64>,
 }
@@ -98,6 +112,21 @@ impl DropCounter {
                         .map_err(|e| BpfError::load("attaching to skb:kfree_skb", &e))?;
                     let cpus = aya::util::nr_cpus()
                         .map_err(|(what, e)| BpfError::Load(format!("counting the possible CPUs ({what}): {e}")))?;
+                    // What the raw element calls below rest on: the maps' key and value
+                    // sizes are the types they are read with.
+                    for (map, key) in [("drops", size_of::<DropKey>()), ("overflow", size_of::<u32>())] {
+                        let info = ebpf
+                            .map(map)
+                            .ok_or_else(|| BpfError::Load(format!("the object has no map {map}")))
+                            .and_then(|m| m_info(m, map))?;
+                        if (info.key_size() as usize, info.value_size()) != (key, 8) {
+                            return Err(BpfError::Load(format!(
+                                "map {map}: key of {} bytes and value of {}, expected {key} and 8",
+                                info.key_size(),
+                                info.value_size()
+                            )));
+                        }
+                    }
                     return Ok(Self {
                         ebpf,
                         keys: Vec::new(),
@@ -120,34 +149,34 @@ impl DropCounter {
     ///
     /// # Errors
     /// A map syscall failed.
-    pub fn read(&mut self, out: &mut Vec<(u64, u64)>) -> Result<u64, BpfError> {
+    pub fn read(&mut self, out: &mut Vec<(DropKey, u64)>) -> Result<u64, BpfError> {
         out.clear();
         let per_cpu = &mut self.per_cpu;
         let sum = |v: &[u64]| v.iter().fold(0u64, |a, n| a.wrapping_add(*n));
         let drops = map_fd(&self.ebpf, "drops")?;
         each_key(drops, |k| {
             // A key deleted since the walk passed it is skipped; one added is read next time.
-            if crate::sys::bpf_map_lookup_percpu_u64(drops, k, per_cpu).map_err(read_error)? {
+            // SAFETY: the sizes were checked at load, and `per_cpu` holds a value for
+            // every possible CPU.
+            if unsafe { crate::sys::bpf_map_lookup_percpu_u64(drops, k, per_cpu) }.map_err(read_error)? {
                 out.push((k, sum(per_cpu)));
             }
             Ok(())
         })?;
         let overflow = map_fd(&self.ebpf, "overflow")?;
-        // The array's one key is the u32 0; read as a u64 key the kernel copies only the
-        // map's key size (4 bytes), the low half on a little-endian machine.
-        let zero = 0u64;
-        if !crate::sys::bpf_map_lookup_percpu_u64(overflow, zero, per_cpu).map_err(read_error)? {
+        // SAFETY: as above; the array's one key is the u32 0.
+        if !unsafe { crate::sys::bpf_map_lookup_percpu_u64(overflow, 0u32, per_cpu) }.map_err(read_error)? {
             return Ok(0);
         }
         Ok(sum(per_cpu))
     }
 
-    /// Deletes the keys for which `forget` holds (the namespaces no longer sampled, whose
-    /// inodes the kernel may hand to a new namespace), and returns how many went.
+    /// Deletes the keys for which `forget` holds (namespaces that are gone, or no longer
+    /// sampled), and returns how many went.
     ///
     /// # Errors
     /// A map syscall failed.
-    pub fn forget(&mut self, mut forget: impl FnMut(u64) -> bool) -> Result<usize, BpfError> {
+    pub fn forget(&mut self, mut forget: impl FnMut(DropKey) -> bool) -> Result<usize, BpfError> {
         let drops = map_fd(&self.ebpf, "drops")?;
         // Collected first: deleting the key the walk stands on would restart it.
         self.keys.clear();
@@ -161,7 +190,8 @@ impl DropCounter {
         let mut removed = 0;
         for &key in &self.keys {
             // Gone already, or removed: either way no longer there.
-            if crate::sys::bpf_map_delete_u64(drops, key).map_err(read_error)? {
+            // SAFETY: the key size was checked at load.
+            if unsafe { crate::sys::bpf_map_delete(drops, key) }.map_err(read_error)? {
                 removed += 1;
             }
         }
@@ -173,14 +203,28 @@ fn read_error(e: std::io::Error) -> BpfError {
     BpfError::Read(e.to_string())
 }
 
-/// Walks every key of a map with `u64` keys (`BPF_MAP_GET_NEXT_KEY`), without allocating.
-fn each_key(map: std::os::fd::BorrowedFd<'_>, mut f: impl FnMut(u64) -> Result<(), BpfError>) -> Result<(), BpfError> {
+/// Walks every key of the drop map (`BPF_MAP_GET_NEXT_KEY`), without allocating.
+fn each_key(
+    map: std::os::fd::BorrowedFd<'_>,
+    mut f: impl FnMut(DropKey) -> Result<(), BpfError>,
+) -> Result<(), BpfError> {
     let mut key = None;
-    while let Some(k) = crate::sys::bpf_map_next_key_u64(map, key).map_err(read_error)? {
+    // SAFETY: only the drop map is walked, whose key size was checked at load.
+    while let Some(k) = unsafe { crate::sys::bpf_map_next_key(map, key) }.map_err(read_error)? {
         f(k)?;
         key = Some(k);
     }
     Ok(())
+}
+
+/// The kernel's description of a map (its key and value sizes).
+fn m_info(map: &aya::maps::Map, name: &str) -> Result<aya::maps::MapInfo, BpfError> {
+    match map {
+        aya::maps::Map::PerCpuHashMap(m) | aya::maps::Map::PerCpuArray(m) => {
+            m.info().map_err(|e| BpfError::load(&format!("map {name}"), &e))
+        }
+        _ => Err(BpfError::Load(format!("map {name} is not a per-CPU map"))),
+    }
 }
 
 /// The descriptor of map `name`.

@@ -146,16 +146,22 @@ fn bpf_map_elem(cmd: libc::c_long, attr: &BpfMapElemAttr) -> io::Result<()> {
     Ok(())
 }
 
-/// `BPF_MAP_GET_NEXT_KEY` on a map with `u64` keys: the key after `key` (the first for
-/// `None`), `None` at the end. Reads the kernel's map without allocating (aya's
-/// iterators allocate per element).
+/// `BPF_MAP_GET_NEXT_KEY`: the key after `key` (the first for `None`), `None` at the
+/// end. Reads the kernel's map without allocating (aya's iterators allocate per element).
+///
+/// # Safety
+/// The map's key size must be `size_of::<K>()`: the kernel reads and writes that many
+/// bytes at the pointers, whatever `K` is. (`crate::bpf` checks the sizes at load.)
 ///
 /// # Errors
 /// The syscall failed other than at the end of the map.
-pub fn bpf_map_next_key_u64(map: std::os::fd::BorrowedFd<'_>, key: Option<u64>) -> io::Result<Option<u64>> {
+pub unsafe fn bpf_map_next_key<K: Copy + Default>(
+    map: std::os::fd::BorrowedFd<'_>,
+    key: Option<K>,
+) -> io::Result<Option<K>> {
     use std::os::fd::AsRawFd;
-    let current = key.unwrap_or(0);
-    let mut next = 0u64;
+    let current = key.unwrap_or_default();
+    let mut next = K::default();
     let attr = BpfMapElemAttr {
         map_fd: map.as_raw_fd() as u32,
         _pad: 0,
@@ -174,11 +180,14 @@ pub fn bpf_map_next_key_u64(map: std::os::fd::BorrowedFd<'_>, key: Option<u64>) 
     }
 }
 
-/// `BPF_MAP_DELETE_ELEM` of `key` in a map with `u64` keys; `false` when it was not there.
+/// `BPF_MAP_DELETE_ELEM` of `key`; `false` when it was not there.
+///
+/// # Safety
+/// As [`bpf_map_next_key`]: the map's key size is `size_of::<K>()`.
 ///
 /// # Errors
 /// The syscall failed other than for a missing key.
-pub fn bpf_map_delete_u64(map: std::os::fd::BorrowedFd<'_>, key: u64) -> io::Result<bool> {
+pub unsafe fn bpf_map_delete<K: Copy>(map: std::os::fd::BorrowedFd<'_>, key: K) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
     let attr = BpfMapElemAttr {
         map_fd: map.as_raw_fd() as u32,
@@ -195,11 +204,19 @@ pub fn bpf_map_delete_u64(map: std::os::fd::BorrowedFd<'_>, key: u64) -> io::Res
 }
 
 /// `BPF_MAP_LOOKUP_ELEM` of `key` in a per-CPU map with `u64` values: one value per
-/// possible CPU into `values`, which must hold that many. `false` when the key is gone.
+/// possible CPU into `values`. `false` when the key is gone.
+///
+/// # Safety
+/// The map's key size is `size_of::<K>()`, its value size 8, and `values` holds a value
+/// for every possible CPU: the kernel writes that many.
 ///
 /// # Errors
 /// The syscall failed other than for a missing key.
-pub fn bpf_map_lookup_percpu_u64(map: std::os::fd::BorrowedFd<'_>, key: u64, values: &mut [u64]) -> io::Result<bool> {
+pub unsafe fn bpf_map_lookup_percpu_u64<K: Copy>(
+    map: std::os::fd::BorrowedFd<'_>,
+    key: K,
+    values: &mut [u64],
+) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
     let attr = BpfMapElemAttr {
         map_fd: map.as_raw_fd() as u32,
@@ -213,6 +230,39 @@ pub fn bpf_map_lookup_percpu_u64(map: std::os::fd::BorrowedFd<'_>, key: u64, val
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`, 5.14+):
+/// unique for the boot, where its inode is reused once it is freed.
+///
+/// # Errors
+/// No socket could be made, or the kernel predates the option (`ENOPROTOOPT`).
+pub fn netns_cookie() -> io::Result<u64> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: a new socket whose descriptor the OwnedFd closes.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut cookie = 0u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: the option writes at most `len` bytes into `cookie`, a u64 on the stack.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            std::ptr::from_mut(&mut cookie).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
 }
 
 /// Returns the heap's free memory to the kernel (glibc's `malloc_trim`): after a

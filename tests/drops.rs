@@ -445,8 +445,9 @@ fn fdinfo_ids(pid: u32, field: &str) -> Vec<String> {
     ids
 }
 
-/// The keys of the exporter's `drops` map, as bpftool reads the kernel's map.
-fn map_keys(pid: u32) -> Vec<u64> {
+/// The namespace inodes in the keys of the exporter's `drops` map, as bpftool reads the
+/// kernel's map.
+fn map_inodes(pid: u32) -> Vec<u64> {
     let ids = fdinfo_ids(pid, "map_id:");
     let bpftool = |args: &[&str]| String::from_utf8(common::run(Command::new("bpftool").args(args)).stdout).unwrap();
     let id = ids
@@ -454,14 +455,106 @@ fn map_keys(pid: u32) -> Vec<u64> {
         .find(|id| bpftool(&["map", "show", "id", id]).contains("name drops"))
         .expect("the exporter holds its drops map");
     let dump = bpftool(&["-j", "map", "dump", "id", id]);
-    // JSON: each element's key as bytes, then as bpftool formats it with the map's BTF.
+    // JSON: each element's key as bytes, then as bpftool formats it with the map's BTF:
+    // {"cookie":C,"ino":I,"reason":R}.
     dump.split("\"formatted\":{\"key\":")
         .skip(1)
         .map(|rest| {
-            let digits: String = rest.trim_start().chars().take_while(char::is_ascii_digit).collect();
+            let at = rest.find("\"ino\":").expect("a key with an inode") + 6;
+            let digits: String = rest[at..]
+                .trim_start()
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
             digits.parse().unwrap()
         })
         .collect()
+}
+
+/// A network namespace held only by a thread of this test (discovery, which looks at
+/// processes and bind mounts, never sees it) that drops `n` UDP datagrams to a closed
+/// port (`no_socket`) and goes when the thread ends. Its inode.
+fn drops_in_an_unseen_namespace(n: usize) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::thread::spawn(move || {
+        // SAFETY: unshare affects only this thread, which ends after.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+        // A child forked from this thread lives in its namespace.
+        common::run(Command::new("ip").args(["link", "set", "lo", "up"]));
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..n {
+            s.send_to(b"x", "127.0.0.1:9").unwrap();
+        }
+        std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino()
+    })
+    .join()
+    .unwrap()
+}
+
+/// The kernel hands a freed namespace's inode to the next namespace made. A namespace
+/// that dropped packets and went before discovery found it must not hand its drops to
+/// that one (keyed by inode, it did: 7 reasons, 50 each, to a namespace that dropped
+/// nothing). Keys carry the namespace's cookie, unique for the boot.
+#[test]
+fn a_new_namespace_given_a_dead_ones_inode_starts_with_no_drops() {
+    use std::os::unix::fs::MetadataExt;
+    let _s = serial();
+    let home = Netns::new("drreuseh");
+    let exp = Exporter::start(&home, &["--netns.interval=1s"]);
+    let dead = drops_in_an_unseen_namespace(50);
+    wait_for("the dead namespace's drops in the map", || {
+        map_inodes(exp.pid()).contains(&dead)
+    });
+    // Namespaces made until one gets the freed inode (the kernel frees it a moment after
+    // the namespace goes; the ones in between keep the lower gaps filled).
+    let mut tries = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reused = loop {
+        let ns = Netns::new(&format!("drreuse{}", tries.len()));
+        if std::fs::metadata(format!("/run/netns/{}", ns.name)).unwrap().ino() == dead {
+            break ns;
+        }
+        assert!(Instant::now() < deadline, "no new namespace was given inode {dead}");
+        tries.push(ns);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let own = reused.label("");
+    let sampled = |b: &str| metric(b, "netpressure_tcp_sockets_in_use", &own).is_some();
+    let body = scrape_until(&exp, "the namespace with the reused inode sampled", sampled);
+    // Served from reads of the map made after it was sampled (the map is read once a
+    // second, the own namespace's source served every 250 ms).
+    let reads = |b: &str| metric(b, "netpressure_samples_total", r#"source="drop_reasons""#).unwrap_or(0.0);
+    let first = reads(&body);
+    let body = scrape_until(&exp, "two more reads of the map", |b| reads(b) >= first + 8.0);
+    assert_eq!(
+        drops_of(&body, &own),
+        vec![],
+        "the new namespace served a dead one's drops"
+    );
+    // And the dead one's keys are gone: its inode now names a namespace with another cookie.
+    wait_for("the dead namespace's keys swept", || {
+        !map_inodes(exp.pid()).contains(&dead)
+    });
+}
+
+/// Namespaces that come and go between two discoveries (pods of a churning node) leave
+/// keys in the map; the first discovery that starts after their drops and does not find
+/// them has them swept, without the 30 s grace of a namespace not yet sampled (churning
+/// namespaces filled the 4,096-key map that way).
+#[test]
+fn the_keys_of_namespaces_gone_unseen_are_swept_at_the_next_discovery() {
+    let _s = serial();
+    let home = Netns::new("drchurnh");
+    let exp = Exporter::start(&home, &["--netns.interval=1s"]);
+    let gone: Vec<u64> = (0..20).map(|_| drops_in_an_unseen_namespace(5)).collect();
+    wait_for("their drops in the map", || {
+        let keys = map_inodes(exp.pid());
+        gone.iter().any(|i| keys.contains(i))
+    });
+    wait_for("their keys swept", || {
+        let keys = map_inodes(exp.pid());
+        !gone.iter().any(|i| keys.contains(i))
+    });
 }
 
 /// A namespace that goes has its keys deleted from the kernel's map once the exporter
@@ -484,11 +577,11 @@ fn a_namespace_that_goes_has_its_keys_deleted_from_the_map() {
         metric(b, DROPS, &no_socket).is_some()
     });
     assert!(
-        map_keys(exp.pid()).iter().any(|k| k >> 32 == ino),
+        map_inodes(exp.pid()).contains(&ino),
         "the namespace's key is in the map"
     );
     drop(pod);
     wait_for("the namespace's keys to leave the map", || {
-        !map_keys(exp.pid()).iter().any(|k| k >> 32 == ino)
+        !map_inodes(exp.pid()).contains(&ino)
     });
 }

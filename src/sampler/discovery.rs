@@ -117,6 +117,8 @@ impl Discovery {
                 _ => Failure::Other(e),
             });
         }
+        // The drop counter tells a gone namespace's keys by this list.
+        crate::source::drop_reasons::note_found(self.found.keys().map(|k| k.1), t);
         self.found.remove(&self.own);
         let index = pods::index(&self.pod_logs);
         let found = &self.found;

@@ -1,10 +1,19 @@
 //! Packets the kernel dropped, per namespace and drop reason: `netpressure_packet_drops_total`.
 //!
 //! One BPF program for the node ([`crate::bpf::DropCounter`]) counts every drop on
-//! `skb:kfree_skb` in a per-CPU map keyed by (namespace inode, reason). Each namespace's
-//! instance of this source serves its own keys from the last read of the map, and the
-//! map is read once a second for all of them, on the fast lane's tick that first needs
+//! `skb:kfree_skb` in a per-CPU map keyed by (namespace cookie, inode, reason). Each
+//! namespace's instance of this source learns its namespace's cookie once
+//! (`SO_NETNS_COOKIE`) and serves the keys of that cookie from the last read of the map,
+//! which is read once a second for all of them, on the fast lane's tick that first needs
 //! it: no thread and no wake-up are added to an idle exporter's.
+//!
+//! The cookie, not the inode, decides whose drops a key holds: the kernel gives a freed
+//! namespace's inode to the next one, and a pod that died before discovery found it
+//! would otherwise hand its drops to the next pod's labels. Keys of a namespace that is
+//! gone are deleted at the next read that can tell: its inode now names a sampled
+//! namespace with another cookie, or a discovery that started after the key was first
+//! seen did not find the inode. The rest not sampled (a namespace past `--netns.max`)
+//! go after [`UNSAMPLED_GRACE`].
 //!
 //! The program is loaded on the first sample and never again: without BTF, on a kernel
 //! before 5.17, without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), or with BPF locked
@@ -13,17 +22,18 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::bpf::{BpfError, DropCounter, MAX_ENTRIES};
+use crate::bpf::{BpfError, DropCounter, DropKey, MAX_ENTRIES};
 use crate::btf::{DropReasons as ReasonNames, REASON_ENUM, SUBSYS_ENUM};
 use crate::config::Config;
 use crate::metrics;
+use crate::netlink::NetlinkError;
 use crate::snapshot::Snapshot;
 use crate::source::{NsContext, Source, SourceError};
 
-/// How long the map keeps the keys of a namespace no instance samples (one not yet
-/// discovered, or past `--netns.max`) before they are deleted: the kernel hands a freed
-/// namespace's inode to the next one, which must not inherit its counts. Longer than a
-/// discovery interval, so that a new pod's first drops are still there when it is found.
+/// How long the map keeps the keys of a namespace that is neither sampled nor known to
+/// be gone (one not yet discovered, or past `--netns.max`) before they are deleted.
+/// Longer than a discovery interval, so that a new pod's first drops are still there
+/// when it is found.
 const UNSAMPLED_GRACE: Duration = Duration::from_secs(30);
 
 /// How often the map is read (at most; every namespace's instance serves the last read).
@@ -33,12 +43,26 @@ pub const READ_EVERY: Duration = Duration::from_secs(1);
 static SHARED: Mutex<Shared> = Mutex::new(Shared {
     state: State::NotLoaded,
     sampled: Vec::new(),
+    found: None,
 });
 
 struct Shared {
     state: State,
-    /// Inodes of the namespaces an instance serves, with how many instances serve each.
-    sampled: Vec<(u32, usize)>,
+    /// The namespaces an instance serves: (cookie, inode, how many instances).
+    sampled: Vec<(u64, u32, usize)>,
+    found: Option<Found>,
+}
+
+/// The inodes the last discovery found, and when it started.
+type Found = (Vec<u32>, Instant);
+
+/// Records what a discovery found (every namespace on the node, sampled or not) and when
+/// it started: keys of an inode it did not find, seen before it started, are of a
+/// namespace that is gone.
+pub fn note_found(inodes: impl Iterator<Item = u64>, started: Instant) {
+    let mut g = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    let list = inodes.filter_map(|i| u32::try_from(i).ok()).collect();
+    g.found = Some((list, started));
 }
 
 enum State {
@@ -54,11 +78,11 @@ struct Loaded {
     /// Label values by reason, filled as reasons are first seen.
     labels: Vec<(u32, String)>,
     /// (key, count) of the last read, sorted by key: a namespace's keys are one run.
-    entries: Vec<(u64, u64)>,
+    entries: Vec<(DropKey, u64)>,
     full: u64,
     read_at: Option<Instant>,
-    /// Inodes in the map that no instance serves, with when each was first seen so.
-    unsampled: Vec<(u32, Instant)>,
+    /// Cookies in the map that no instance serves, with when each was first seen so.
+    unsampled: Vec<(u64, Instant)>,
 }
 
 impl Loaded {
@@ -92,7 +116,12 @@ impl Loaded {
     }
 
     /// Reads the map unless the last read is younger than `max_age`.
-    fn refresh(&mut self, max_age: Duration, sampled: &[(u32, usize)]) -> Result<(), BpfError> {
+    fn refresh(
+        &mut self,
+        max_age: Duration,
+        sampled: &[(u64, u32, usize)],
+        found: Option<&Found>,
+    ) -> Result<(), BpfError> {
         let now = Instant::now();
         if self.read_at.is_some_and(|t| now.duration_since(t) < max_age) {
             return Ok(());
@@ -101,58 +130,70 @@ impl Loaded {
         self.read_at = Some(now);
         self.entries.sort_unstable_by_key(|e| e.0);
         for &(key, _) in &self.entries {
-            let reason = key as u32;
-            if !self.labels.iter().any(|(r, _)| *r == reason) {
-                self.labels.push((reason, self.names.name(reason)));
+            if !self.labels.iter().any(|(r, _)| *r == key.reason) {
+                self.labels.push((key.reason, self.names.name(key.reason)));
             }
         }
-        self.forget_unsampled(now, sampled)
+        self.forget_unsampled(now, sampled, found)
     }
 
-    /// Deletes the keys of inodes no instance has served for [`UNSAMPLED_GRACE`].
-    fn forget_unsampled(&mut self, now: Instant, sampled: &[(u32, usize)]) -> Result<(), BpfError> {
-        let is_sampled = |ino: u32| ino == 0 || sampled.iter().any(|(i, _)| *i == ino);
-        self.unsampled.retain(|(ino, _)| !is_sampled(*ino));
+    /// Deletes the keys of namespaces that are gone, and of those no instance has served
+    /// for [`UNSAMPLED_GRACE`].
+    fn forget_unsampled(
+        &mut self,
+        now: Instant,
+        sampled: &[(u64, u32, usize)],
+        found: Option<&Found>,
+    ) -> Result<(), BpfError> {
+        let is_sampled = |cookie: u64| cookie == 0 || sampled.iter().any(|(c, _, _)| *c == cookie);
+        self.unsampled.retain(|(cookie, _)| !is_sampled(*cookie));
         for &(key, _) in &self.entries {
-            let ino = (key >> 32) as u32;
-            if !is_sampled(ino) && !self.unsampled.iter().any(|(i, _)| *i == ino) {
-                self.unsampled.push((ino, now));
+            if !is_sampled(key.cookie) && !self.unsampled.iter().any(|(c, _)| *c == key.cookie) {
+                self.unsampled.push((key.cookie, now));
             }
         }
-        let expired = |since: &Instant| now.duration_since(*since) >= UNSAMPLED_GRACE;
-        if !self.unsampled.iter().any(|(_, since)| expired(since)) {
+        let first_seen = |cookie: u64| self.unsampled.iter().find(|(c, _)| *c == cookie).map(|(_, t)| *t);
+        let gone = |key: DropKey| {
+            if is_sampled(key.cookie) {
+                return false;
+            }
+            // Its inode names a sampled namespace now: inodes are unique among the living.
+            let reused = sampled.iter().any(|(c, i, _)| *i == key.ino && *c != key.cookie);
+            // A discovery that started after the key was first seen did not find it.
+            let missed = found.is_some_and(|(inos, started)| {
+                !inos.contains(&key.ino) && first_seen(key.cookie).is_some_and(|t| t <= *started)
+            });
+            let expired = first_seen(key.cookie).is_some_and(|t| now.duration_since(t) >= UNSAMPLED_GRACE);
+            reused || missed || expired
+        };
+        let old: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|(key, _)| gone(*key))
+            .map(|(key, _)| key.cookie)
+            .collect();
+        if old.is_empty() {
             return Ok(());
         }
-        let old: Vec<u32> = self
-            .unsampled
-            .iter()
-            .filter(|(_, since)| expired(since))
-            .map(|(i, _)| *i)
-            .collect();
-        let removed = self.counter.forget(|key| old.contains(&((key >> 32) as u32)))?;
-        log::debug!(
-            "drop_reasons: forgot {removed} keys of {} namespaces no longer sampled",
-            old.len()
-        );
-        self.unsampled.retain(|(i, _)| !old.contains(i));
-        self.entries.retain(|(key, _)| !old.contains(&((key >> 32) as u32)));
+        let removed = self.counter.forget(|key| old.contains(&key.cookie))?;
+        log::debug!("drop_reasons: forgot {removed} keys of namespaces gone or no longer sampled");
+        self.unsampled.retain(|(c, _)| !old.contains(c));
+        self.entries.retain(|(key, _)| !old.contains(&key.cookie));
         Ok(())
     }
 
-    /// The (reason, count) pairs of namespace `ino`.
-    fn of(&self, ino: u32) -> impl Iterator<Item = (&str, u64)> {
-        let lo = u64::from(ino) << 32;
-        let start = self.entries.partition_point(|e| e.0 < lo);
+    /// The (reason, count) pairs of the namespace whose cookie is `cookie`.
+    fn of(&self, cookie: u64) -> impl Iterator<Item = (&str, u64)> {
+        let start = self.entries.partition_point(|e| e.0.cookie < cookie);
         self.entries[start..]
             .iter()
-            .take_while(move |e| e.0 >> 32 == u64::from(ino))
+            .take_while(move |e| e.0.cookie == cookie)
             .filter(|e| e.1 > 0)
             .map(|&(key, n)| {
-                let reason = key as u32;
                 let label = self
                     .labels
                     .iter()
-                    .find(|(r, _)| *r == reason)
+                    .find(|(r, _)| *r == key.reason)
                     .map_or("unknown", |(_, l)| l.as_str());
                 (label, n)
             })
@@ -175,6 +216,8 @@ fn reason_names(data: &[u8], path: &dyn std::fmt::Display) -> Result<ReasonNames
 pub struct DropReasons {
     /// The namespace's inode; `None` where it cannot be known (nothing is served).
     ino: Option<u32>,
+    /// Its cookie, learned on the first sample inside it (entering it if need be).
+    cookie: Option<u64>,
     /// The exporter's own namespace: it also serves the node's unattributed drops and the
     /// map's health.
     own: bool,
@@ -192,40 +235,54 @@ impl DropReasons {
                 crate::netns::key_of(std::path::Path::new("/proc/thread-self/ns/net")).ok()
             }
         });
-        let ino = key.and_then(|k| u32::try_from(k.1).ok());
-        if let Some(ino) = ino {
-            let mut g = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
-            match g.sampled.iter_mut().find(|(i, _)| *i == ino) {
-                Some((_, n)) => *n += 1,
-                None => g.sampled.push((ino, 1)),
-            }
-        }
         // A read this much younger than a second serves: every namespace due within the
         // second shares one read, whichever tick of it each falls on.
         let max_age = READ_EVERY.saturating_sub(cfg.sample_interval / 2);
         Self {
-            ino,
+            ino: key.and_then(|k| u32::try_from(k.1).ok()),
+            cookie: None,
             own: !cfg.other_namespace,
             max_age,
             btf: cfg.roots.sysfs.join("kernel/btf/vmlinux"),
         }
     }
+
+    /// Learns the namespace's cookie (the thread must be inside it) and registers it as
+    /// sampled.
+    fn learn_cookie(&mut self, g: &mut Shared) -> Result<Option<u64>, SourceError> {
+        if let Some(c) = self.cookie {
+            return Ok(Some(c));
+        }
+        let Some(ino) = self.ino else { return Ok(None) };
+        if !crate::netns::may_open() {
+            // A socket must be made inside: the lane enters and runs this again.
+            return Err(NetlinkError::NotEntered { protocol: 0 }.into());
+        }
+        let cookie = crate::sys::netns_cookie()
+            .map_err(|e| SourceError::Other(format!("the namespace's cookie (SO_NETNS_COOKIE): {e}")))?;
+        match g.sampled.iter_mut().find(|(c, _, _)| *c == cookie) {
+            Some((_, _, n)) => *n += 1,
+            None => g.sampled.push((cookie, ino, 1)),
+        }
+        self.cookie = Some(cookie);
+        Ok(Some(cookie))
+    }
 }
 
 impl Drop for DropReasons {
     fn drop(&mut self) {
-        let Some(ino) = self.ino else { return };
+        let Some(cookie) = self.cookie else { return };
         let mut g = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(pos) = g.sampled.iter().position(|(i, _)| *i == ino) {
-            g.sampled[pos].1 -= 1;
-            if g.sampled[pos].1 == 0 {
+        if let Some(pos) = g.sampled.iter().position(|(c, _, _)| *c == cookie) {
+            g.sampled[pos].2 -= 1;
+            if g.sampled[pos].2 == 0 {
                 g.sampled.swap_remove(pos);
-                // Its keys go now: the inode may name the next namespace.
+                // Its keys go now: the namespace is no longer served.
                 if let State::Up(l) = &mut g.state {
-                    if let Err(e) = l.counter.forget(|key| (key >> 32) as u32 == ino) {
-                        log::debug!("drop_reasons: forgetting namespace {ino}: {e}");
+                    if let Err(e) = l.counter.forget(|key| key.cookie == cookie) {
+                        log::debug!("drop_reasons: forgetting namespace {:?}: {e}", self.ino);
                     }
-                    l.entries.retain(|(key, _)| (key >> 32) as u32 != ino);
+                    l.entries.retain(|(key, _)| key.cookie != cookie);
                 }
             }
         }
@@ -249,17 +306,19 @@ impl Source for DropReasons {
             // freed): without this the allocator keeps some 18 MB of it resident.
             crate::sys::release_free_heap();
         }
-        let loaded = match &mut g.state {
-            State::Up(l) => l,
+        match &g.state {
+            State::Up(_) => {}
             State::Down(e, true) => return Err(SourceError::Absent(e.clone())),
             State::Down(e, false) => return Err(SourceError::Other(e.clone())),
             State::NotLoaded => return Ok(()),
-        };
+        }
+        let cookie = self.learn_cookie(g)?;
+        let State::Up(loaded) = &mut g.state else { return Ok(()) };
         loaded
-            .refresh(self.max_age, &g.sampled)
+            .refresh(self.max_age, &g.sampled, g.found.as_ref())
             .map_err(|e| SourceError::Other(e.to_string()))?;
-        if let Some(ino) = self.ino {
-            for (reason, n) in loaded.of(ino) {
+        if let Some(cookie) = cookie {
+            for (reason, n) in loaded.of(cookie) {
                 out.push(&metrics::PACKET_DROPS, &[("reason", reason)], n as f64);
             }
         }
