@@ -10,45 +10,23 @@
 # Usage (root, after `cargo build`): tests/vm/old-kernel.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source tests/vm/lib.sh
 EXPORTER=target/debug/netpressure_exporter
-CACHE=target/vm-cache
-KPKG=linux-image-5.10.0-32-cloud-amd64
-mkdir -p "$CACHE"
 
-# Bullseye's kernel package, fetched once with a private apt configuration (the
-# machine's own sources are left alone).
-if ! ls "$CACHE"/${KPKG}_*.deb >/dev/null 2>&1; then
-  apt_dir=$(mktemp -d)
-  mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
-  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bullseye main" \
-    > "$apt_dir/sources.list"
-  apt_opts=(-o APT::Sandbox::User=root -o Dir::Etc::sourcelist="$apt_dir/sources.list" -o Dir::Etc::sourceparts=/dev/null
-            -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache="$apt_dir/cache")
-  apt-get "${apt_opts[@]}" -qq update
-  (cd "$CACHE" && apt-get "${apt_opts[@]}" -qq download "$KPKG" 2>/dev/null)
-  rm -rf "$apt_dir"
-fi
+deb=$(vm_kernel_deb 5.10)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-dpkg-deb -x "$CACHE"/${KPKG}_*.deb "$work/k"
-mods=$(ls -d "$work"/k/lib/modules/*)
+dpkg-deb -x "$deb" "$work/k"
 
 ir="$work/ir"
-mkdir -p "$ir/bin" "$ir/m" "$ir/usr/sbin"
+mkdir -p "$ir/bin"
 cp /usr/bin/busybox "$ir/bin/"
-for m in lib/libcrc32c net/ipv4/netfilter/nf_defrag_ipv4 net/ipv6/netfilter/nf_defrag_ipv6 \
-         net/netfilter/nf_conntrack net/netfilter/nfnetlink net/netfilter/nf_conntrack_netlink \
-         net/netfilter/nf_tables net/netfilter/nft_ct; do
-  cp "$mods/kernel/$m.ko" "$ir/m/"
-done
-cp /usr/sbin/nft "$ir/usr/sbin/"
+modules=$(vm_copy_modules "$work/k" "$ir" nf_conntrack nfnetlink nf_conntrack_netlink nf_tables nft_ct | tr '\n' ' ')
+vm_copy_binaries "$ir" /usr/sbin/nft
 cp "$EXPORTER" "$ir/bin/netpressure_exporter"
-for bin in /usr/sbin/nft "$EXPORTER"; do
-  for lib in $(ldd "$bin" | awk '/=>/ {print $3} /ld-linux/ {print $1}'); do
-    mkdir -p "$ir$(dirname "$lib")"
-    cp -L "$lib" "$ir$lib"
-  done
-done
+strip --strip-debug "$ir/bin/netpressure_exporter"
+vm_copy_libs "$ir" "$EXPORTER"
+echo "MODULES=\"$modules\"" > "$ir/modules"
 cat > "$ir/init" <<'INIT'
 #!/bin/busybox sh
 B=/bin/busybox
@@ -58,7 +36,8 @@ $B mount -t devtmpfs dev /dev
 $B mount -t sysfs sys /sys
 $B ip link set lo up
 if $B grep -q np.conntrack=1 /proc/cmdline; then
-  for m in libcrc32c nf_defrag_ipv4 nf_defrag_ipv6 nf_conntrack nfnetlink nf_conntrack_netlink nf_tables nft_ct; do
+  . /modules
+  for m in $MODULES; do
     $B insmod /m/$m.ko
   done
   /usr/sbin/nft add table inet t
