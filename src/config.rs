@@ -719,6 +719,26 @@ impl Config {
                 self.peak_window, self.sample_interval
             )));
         }
+        // Two listeners on one address and port would fail to bind ("Address already in
+        // use", exit 1) as if another process held it: say which flags collide.
+        let split = |a: &str| a.rsplit_once(':').map(|(h, p)| (h.to_string(), p.parse::<u16>().ok()));
+        for (i, a) in self.listen_addresses.iter().enumerate() {
+            for b in &self.listen_addresses[..i] {
+                let (Some((ha, pa)), Some((hb, pb))) = (split(a), split(b)) else {
+                    continue;
+                };
+                if pa == pb && (ha == hb || ha.is_empty() || hb.is_empty()) {
+                    let why = if ha == hb {
+                        "the same address twice"
+                    } else {
+                        ":PORT is already every address"
+                    };
+                    return Err(CliExit::Usage(format!(
+                        "netpressure_exporter: --web.listen-address {b} and --web.listen-address {a} overlap ({why}); give each address and port once"
+                    )));
+                }
+            }
+        }
         Ok(self)
     }
 
@@ -830,6 +850,22 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(two.listen_addresses, ["127.0.0.1:1", "[::1]:2"]);
+        // The same address and port twice, or :PORT beside HOST:PORT: a usage error
+        // naming both, not "Address already in use" at bind.
+        for (a, b) in [("127.0.0.1:9", "127.0.0.1:9"), (":9", "127.0.0.1:9"), ("[::1]:9", ":9")] {
+            let flags = [format!("--web.listen-address={a}"), format!("--web.listen-address={b}")];
+            let Err(CliExit::Usage(e)) = Config::from_args(std::iter::once("x".to_string()).chain(flags)) else {
+                panic!("{a} and {b} accepted");
+            };
+            assert!(
+                e.contains(&format!(
+                    "--web.listen-address {a} and --web.listen-address {b} overlap"
+                )),
+                "{e}"
+            );
+        }
+        let ok = [":9", "127.0.0.1:10"].map(|a| format!("--web.listen-address={a}"));
+        assert!(Config::from_args(std::iter::once("x".to_string()).chain(ok)).is_ok());
         assert_eq!(c.sample_interval, Duration::from_millis(250));
         assert!(c.enabled("conntrack"));
     }

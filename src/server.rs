@@ -781,13 +781,28 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
         .any(|item| {
             let mut parts = item.split(';').map(str::trim);
             let coding = parts.next().unwrap_or("");
-            let refused = parts.any(|p| {
-                p.strip_prefix("q=")
-                    .and_then(|q| q.parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
+            // A weight of 0, or one outside RFC 9110's grammar (`q=NaN`, `q=2`), is no.
+            let refused = parts.any(|p| p.strip_prefix("q=").is_some_and(|q| qvalue(q).is_none_or(|q| q == 0)));
             (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
         })
+}
+
+/// An RFC 9110 `qvalue` in thousandths: `0` to `1`, at most three decimals.
+fn qvalue(q: &str) -> Option<u16> {
+    let (int, frac) = q.split_once('.').unwrap_or((q, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths = frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(3)
+        .fold(0u16, |a, b| a * 10 + u16::from(b - b'0'));
+    match int {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -1011,6 +1026,14 @@ mod tests {
         assert!(accepts_gzip(&h("gzip")));
         assert!(accepts_gzip(&h("deflate, gzip;q=1.0, *;q=0.5")));
         assert!(!accepts_gzip(&h("gzip;q=0")));
+        assert!(accepts_gzip(&h("gzip;q=0.001")));
+        assert!(!accepts_gzip(&h("gzip;q=0.000")));
+        // Weights outside the grammar are refusals, not gzip (q=NaN was served gzipped).
+        for q in [
+            "NaN", "nan", "inf", "-1", "1.5", "2", "0.0001", "", ".5", "1.001", "0x1",
+        ] {
+            assert!(!accepts_gzip(&h(&format!("gzip;q={q}"))), "q={q}");
+        }
         assert!(!accepts_gzip(&h("identity")));
         assert!(!accepts_gzip(&HeaderMap::new()));
     }

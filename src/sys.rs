@@ -291,12 +291,14 @@ pub fn systemd_listeners() -> Result<Vec<std::net::TcpListener>, String> {
         "no sockets passed (LISTEN_FDS is unset): start it from a .socket unit, or with systemd-socket-activate",
     )?;
     let n: i32 = fds.parse().map_err(|_| format!("LISTEN_FDS={fds} is not a number"))?;
-    if let Some(pid) = var("LISTEN_PID") {
-        if pid.parse::<u32>().ok() != Some(std::process::id()) {
-            return Err(format!(
-                "LISTEN_PID={pid} names another process: the sockets are not for this one"
-            ));
-        }
+    // As sd_listen_fds(3): without LISTEN_PID the descriptors are not known to be ours.
+    let pid = var("LISTEN_PID").ok_or(
+        "LISTEN_FDS is set but LISTEN_PID is not, so the sockets are not known to be this process's (systemd sets both)",
+    )?;
+    if pid.parse::<u32>().ok() != Some(std::process::id()) {
+        return Err(format!(
+            "LISTEN_PID={pid} names another process: the sockets are not for this one"
+        ));
     }
     if !(1..=64).contains(&n) {
         return Err(format!("LISTEN_FDS={n}: expected 1 to 64 sockets"));
@@ -316,6 +318,12 @@ pub fn systemd_listeners() -> Result<Vec<std::net::TcpListener>, String> {
         };
         if int_opt(libc::SO_TYPE) != Some(libc::SOCK_STREAM) || int_opt(libc::SO_ACCEPTCONN) != Some(1) {
             return Err(format!("descriptor {fd} from systemd is not a listening stream socket"));
+        }
+        if !matches!(int_opt(libc::SO_DOMAIN), Some(libc::AF_INET | libc::AF_INET6)) {
+            return Err(format!(
+                "descriptor {fd} from systemd is not a TCP socket (a unix-domain one?): the exporter serves HTTP over TCP; \
+                 use ListenStream=PORT or ADDRESS:PORT in the .socket unit"
+            ));
         }
         // SAFETY: systemd passed this descriptor to this process (LISTEN_PID) and nothing
         // else here owns it; close-on-exec so that no child inherits it.

@@ -81,6 +81,65 @@ fn systemd_socket_without_sockets_says_what_to_do() {
     );
 }
 
+/// A unix-domain socket from systemd, and LISTEN_FDS without LISTEN_PID (which
+/// sd_listen_fds ignores): each refused with what to do, not "invalid argument" or
+/// descriptors used that may not be ours. Two listen addresses that overlap: a usage
+/// error (2) naming both flags, not "Address already in use" at bind.
+#[test]
+fn systemd_sockets_that_are_not_ours_or_not_tcp_and_overlapping_addresses_are_refused_clearly() {
+    let ns = Netns::new("sockbad");
+    let path = std::env::temp_dir().join(format!("np-sock-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let child = ns
+        .cmd("systemd-socket-activate")
+        .args([
+            "-l",
+            path.to_str().unwrap(),
+            EXPORTER,
+            "--web.systemd-socket",
+            "--no-collector.netns",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // systemd-socket-activate starts the service at the first connection.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&path).is_err() {
+        assert!(std::time::Instant::now() < deadline, "no socket at {}", path.display());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not a TCP socket") && err.contains("ListenStream="),
+        "{err}"
+    );
+
+    let out = std::process::Command::new(EXPORTER)
+        .args(["--web.systemd-socket", "--no-collector.netns"])
+        .env("LISTEN_FDS", "1")
+        .env_remove("LISTEN_PID")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("LISTEN_PID is not"), "{err}");
+
+    let out = std::process::Command::new(EXPORTER)
+        .args(["--web.listen-address=:19861", "--web.listen-address=127.0.0.1:19861"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--web.listen-address :19861 and --web.listen-address 127.0.0.1:19861 overlap"),
+        "{err}"
+    );
+}
+
 /// A client that fills one address with connections that never send a byte cannot lock
 /// the other address out: the connection cap and its eviction hold for the exporter as a
 /// whole, and the listeners are accepted from in turn.
