@@ -369,7 +369,7 @@ def main():
         f'sample duration: mean {hist_sum / hist_n * 1000:.2f} ms over {int(hist_n)} samples' if hist_n else 'sample duration: ?',
         'slowest sources (last run): ' + ', '.join(f'{k} {v * 1000:.1f} ms' for k, v in sorted(dur.items(), key=lambda x: -x[1])[:4]),
         f'sources down: {down or "none"}',
-        f'guest wall time: {times.get("wall", "?")} s (software emulation: costs are the emulator\'s, not a node\'s)',
+        f'wall time of the run: {times.get("wall", "?")} s (in a guest, under software emulation: the emulator\'s costs, not a node\'s)',
     ]
     with open(f'{r}/report.txt', 'w') as f:
         f.write('\n'.join(report) + '\n')

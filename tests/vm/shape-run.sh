@@ -108,6 +108,10 @@ cat /sys/devices/system/cpu/online /sys/devices/system/cpu/possible > "$OUT/cpus
 uname -r > "$OUT/kernel"
 wc -l < /proc/self/mountinfo > "$OUT/mounts"
 ls -d /proc/[0-9]* | wc -l > "$OUT/processes"
+# Where the exporter's memory is (a 64-CPU guest showed 93-139 MiB resident against 20 on
+# the 2-CPU host with the same shape): kept with the results.
+cat "/proc/$exporter/smaps" > "$OUT/exporter-smaps" 2>/dev/null
+cat "/proc/$exporter/status" > "$OUT/exporter-status" 2>/dev/null
 kill "$exporter" 2>/dev/null
 wait "$exporter" 2>/dev/null
 cp "$OUT/log" "$OUT/log.final" 2>/dev/null
