@@ -109,3 +109,16 @@ PY
     echo "$name"
   done
 }
+
+# Sets `work`, a directory removed at exit, with the kernel of `version` extracted in
+# $work/k, and `ir`, an initramfs root $work/ir holding busybox.
+vm_begin() { # version
+  local deb
+  deb=$(vm_kernel_deb "$1")
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  dpkg-deb -x "$deb" "$work/k"
+  ir="$work/ir"
+  mkdir -p "$ir/bin"
+  cp /usr/bin/busybox "$ir/bin/"
+}

@@ -81,13 +81,7 @@ if [ "$version" = host ]; then
   exit
 fi
 
-deb=$(vm_kernel_deb "$version")
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-dpkg-deb -x "$deb" "$work/k"
-ir="$work/ir"
-mkdir -p "$ir/bin"
-cp /usr/bin/busybox "$ir/bin/"
+vm_begin "$version"
 # What a node's modprobe would load on demand (this initramfs has none): sock_diag's TCP
 # module among them.
 modules=$(vm_copy_modules "$work/k" "$ir" virtio_pci virtio_blk nf_conntrack nfnetlink nf_conntrack_netlink \

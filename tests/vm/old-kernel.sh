@@ -13,14 +13,7 @@ cd "$(dirname "$0")/../.."
 source tests/vm/lib.sh
 EXPORTER=target/debug/netpressure_exporter
 
-deb=$(vm_kernel_deb 5.10)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-dpkg-deb -x "$deb" "$work/k"
-
-ir="$work/ir"
-mkdir -p "$ir/bin"
-cp /usr/bin/busybox "$ir/bin/"
+vm_begin 5.10
 modules=$(vm_copy_modules "$work/k" "$ir" nf_conntrack nfnetlink nf_conntrack_netlink nf_tables nft_ct | tr '\n' ' ')
 vm_copy_binaries "$ir" /usr/sbin/nft
 cp "$EXPORTER" "$ir/bin/netpressure_exporter"
