@@ -268,7 +268,10 @@ def main():
             if (q, lim) != (queue, limit):
                 bad.append((label(ino), addr, port, (queue, limit), (q, lim)))
     full = sum(1 for b in before.values() for q, lim in b['listen'].values() if q > lim)
-    check(f'{n} listeners\' queues and limits equal ss -ltn ({full} full)', not bad and n > args.pods, bad[:5])
+    counts = [(label(i), len(b['listen']), value('netpressure_tcp_listeners', netns=label(i))) for i, b in before.items()]
+    bad += [c for c in counts if c[1] != c[2]]
+    check(f'{n} listeners\' queues and limits, and each namespace\'s count of them, equal ss -ltn ({full} full)',
+          not bad and n > args.pods, bad[:5])
     # SYN_RECV per listener.
     bad, total = [], 0
     for ino, b in before.items():
@@ -351,6 +354,9 @@ def main():
     check(f'{args.mounts} mounts or more in the table ({mounts})', mounts >= args.mounts, mounts)
     check(f'{args.procs} processes or more ({procs})', procs >= args.procs, procs)
     down = sorted(l['source'] for l, v in series('netpressure_source_up') if v == 0)
+    # Every source runs in every other namespace too, but those the kernel lacks.
+    failing = [(l['source'], v) for l, v in series('netpressure_netns_source_down') if v and l['source'] not in down]
+    check('no source down in any of the other namespaces', not failing, failing)
     print(f'COULD NOT sources down: {down or "none"}')
 
     # The report: costs as measured in this run.
