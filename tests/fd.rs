@@ -277,3 +277,38 @@ fn a_pods_fullest_process_is_its_one_series() {
     drop(cg);
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+/// A process moved from one pod's cgroup to another's is counted in the new pod within
+/// the re-read cadence of its cgroup (it kept its first pod for good).
+#[test]
+fn a_process_moved_to_another_pods_cgroup_is_counted_there() {
+    use common::{pod_cgroup_layout, Cgroup, Killed};
+    let ns = Netns::new("fdmove");
+    let logs = std::env::temp_dir().join(format!("np-fd-move-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&logs).unwrap();
+    let (root, rel, uid) = pod_cgroup_layout();
+    let uid2 = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a";
+    let rel2 = rel
+        .replace(&uid.replace('-', "_"), &uid2.replace('-', "_"))
+        .replace(uid, uid2);
+    std::fs::create_dir_all(logs.join(format!("shop_api-0_{uid}"))).unwrap();
+    std::fs::create_dir_all(logs.join(format!("shop_api-1_{uid2}"))).unwrap();
+    let proc = Killed(child_with_fds(40, 100, 100));
+    let (first, second) = (Cgroup::create(&root, &rel), Cgroup::create(&root, &rel2));
+    first.add(proc.0.id());
+    let logs_flag = format!("--path.pod-logs={}", logs.display());
+    let exp = Exporter::start(&ns, &["--scan.interval=1s", &logs_flag]);
+    let (api0, api1) = (r#"namespace="shop",pod="api-0""#, r#"namespace="shop",pod="api-1""#);
+    scrape_until(&exp, "the first pod's ratio", |b| {
+        metric(b, "netpressure_pod_fd_usage_ratio", api0).is_some()
+    });
+    second.add(proc.0.id());
+    // Re-read once in 6 scans of 1 s.
+    scrape_until(&exp, "the process counted in its new pod only", |b| {
+        metric(b, "netpressure_pod_fd_usage_ratio", api1).is_some()
+            && metric(b, "netpressure_pod_fd_usage_ratio", api0).is_none()
+    });
+    drop(proc);
+    drop((first, second));
+    let _ = std::fs::remove_dir_all(&logs);
+}

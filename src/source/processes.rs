@@ -24,7 +24,8 @@
 //!
 //! Per pod, the fullest process against its own limit (`netpressure_pod_fd_usage_ratio`,
 //! one series per pod and no PID): a process's pod comes from its cgroup path (the pod
-//! UID, `crate::pods`), read once in its life (cached by PID and `/proc/PID` inode), and
+//! UID, `crate::pods`), cached by PID and `/proc/PID` inode and read again once in
+//! [`POD_REREAD_SCANS`] scans (a process can be moved to another pod's cgroup), and
 //! the pod's name from the kubelet's log directories, listed again when a scan finds a
 //! pod UID the last listing did not name. A process outside any pod, or a pod without its log directory, is counted in
 //! no pod: never a wrong one.
@@ -61,6 +62,11 @@ impl Entry {
 /// container's first process is briefly outside its pod's cgroup (the runtime's init
 /// moves itself in, then execs the container's command under the same PID).
 const NO_POD_REREAD_SCANS: u64 = 12;
+
+/// A process in a pod has its cgroup read again once in this many scans (30 s at the
+/// default `--scan.interval`), each at a scan of its own (by PID), not all at once: a
+/// process moved to another pod's cgroup is counted in the new pod from then on.
+const POD_REREAD_SCANS: u64 = 6;
 
 #[derive(Debug)]
 struct PodOf {
@@ -142,12 +148,16 @@ impl Processes {
     }
 
     /// The pod UID of `pid` (whose `/proc/PID` has inode `ino`): from the cache, or read
-    /// from `/proc/PID/cgroup` once in the process's life (a process in no pod again
-    /// every [`NO_POD_REREAD_SCANS`]).
+    /// from `/proc/PID/cgroup` when the process is new, once in [`POD_REREAD_SCANS`] while
+    /// it is in a pod, and every [`NO_POD_REREAD_SCANS`] while it is in none.
     fn pod(&mut self, pid: u32, ino: u64) -> Option<std::sync::Arc<str>> {
         let scan = self.scans;
         if let Some(p) = self.pod_of.get_mut(&pid) {
-            if p.ino == ino && (p.uid.is_some() || scan - p.read < NO_POD_REREAD_SCANS) {
+            let fresh = match p.uid {
+                Some(_) => scan == p.read || !(scan + u64::from(pid)).is_multiple_of(POD_REREAD_SCANS),
+                None => scan - p.read < NO_POD_REREAD_SCANS,
+            };
+            if p.ino == ino && fresh {
                 p.seen = scan;
                 return p.uid.clone();
             }
