@@ -63,6 +63,7 @@ tests/vm/old-kernel.sh
 # 5,000 processes, 100,000 conntrack entries, ...), every family compared with the
 # kernel's own tools: on this machine's kernel, and on bookworm's 6.1 booted with 64 CPUs
 # online of 128 possible. `tests/vm/node-shape.sh all` adds 5.10 and 6.12.
+cargo build --locked --examples # `cargo test` builds examples as tests only
 tests/vm/node-shape.sh host
 tests/vm/node-shape.sh 6.1
 
