@@ -90,7 +90,11 @@ truth() { # dir [per-namespace]
   cat /proc/net/stat/nf_conntrack > "$1/stat_nf_conntrack" 2>/dev/null
   conntrack -S > "$1/conntrack-S" 2>&1
   conntrack -C > "$1/conntrack-C" 2>&1
-  bpftool -j map dump name drops > "$1/drops.json" 2>/dev/null
+  # The exporter's own map, by the id its descriptors hold: another program on the
+  # machine may have a map of the same name.
+  id=$(for f in /proc/"$exporter"/fdinfo/*; do sed -n 's/^map_id:[[:space:]]*//p' "$f"; done | sort -u \
+    | while read -r m; do bpftool map show id "$m" 2>/dev/null | grep -q ' name drops ' && echo "$m"; done | head -n 1)
+  if [ -n "$id" ]; then bpftool -j map dump id "$id" > "$1/drops.json" 2>/dev/null; fi
   [ -n "${2:-}" ] || return 0
   cat "$OUT/ns.pids" "$OUT/ns.binds" | sort -n -u -k1,1 | while read -r ino path; do
     echo "== $ino"
