@@ -733,32 +733,30 @@ fn client_allowed_sans_fails_closed_at_start_at_reload_and_without_a_certificate
         // No certificate: no handshake (curl reports 000), whatever the password.
         assert_eq!(code(&["-u", "prom:s3cret"]), "000", "{policy}: no certificate");
         assert_eq!(code(&stranger), "000", "{policy}: a SAN not allowed");
-        if policy == "RequireAndVerifyClientCert" {
-            // The self-metrics tell these apart: two failed handshakes (no certificate,
-            // a SAN not allowed); plain HTTP to the TLS port counted on its own; a
-            // connection closed before a byte counted nowhere.
-            let plain = ns
-                .cmd("curl")
-                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"])
-                .arg(format!("http://127.0.0.1:{PORT}/metrics"))
-                .output()
-                .unwrap();
-            assert_eq!(status(&plain), "400");
-            ns.enter(|| drop(std::net::TcpStream::connect(("127.0.0.1", PORT)).unwrap()));
-            let mut args = cert_args.clone();
-            args.insert(0, "-sS");
-            scrape_until(&ns, &pki, &args, "the handshake failures counted", |b| {
-                metric(b, "netpressure_http_tls_handshake_errors_total", "") == Some(2.0)
-                    && metric(b, "netpressure_http_tls_plaintext_requests_total", "") == Some(1.0)
-            });
-            // At reload: the same refusal, and the last good configuration stays.
-            let text = std::fs::read_to_string(&config)
-                .unwrap()
-                .replace(policy, "VerifyClientCertIfGiven");
-            std::fs::write(&config, text).unwrap();
-            assert_eq!(code(&["-u", "prom:s3cret"]), "000", "after the refused reload");
-            exp.wait_log(REFUSAL);
-            assert_eq!(code(&cert_args), "200");
-        }
+        // The self-metrics tell these apart: two failed handshakes (no certificate,
+        // a SAN not allowed); plain HTTP to the TLS port counted on its own; a
+        // connection closed before a byte counted nowhere.
+        let plain = ns
+            .cmd("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"])
+            .arg(format!("http://127.0.0.1:{PORT}/metrics"))
+            .output()
+            .unwrap();
+        assert_eq!(status(&plain), "400");
+        ns.enter(|| drop(std::net::TcpStream::connect(("127.0.0.1", PORT)).unwrap()));
+        let mut args = cert_args.clone();
+        args.insert(0, "-sS");
+        scrape_until(&ns, &pki, &args, "the handshake failures counted", |b| {
+            metric(b, "netpressure_http_tls_handshake_errors_total", "") == Some(2.0)
+                && metric(b, "netpressure_http_tls_plaintext_requests_total", "") == Some(1.0)
+        });
+        // At reload: the same refusal, and the last good configuration stays.
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(policy, "VerifyClientCertIfGiven");
+        std::fs::write(&config, text).unwrap();
+        assert_eq!(code(&["-u", "prom:s3cret"]), "000", "after the refused reload");
+        exp.wait_log(REFUSAL);
+        assert_eq!(code(&cert_args), "200");
     }
 }
