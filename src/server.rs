@@ -2,9 +2,10 @@
 //! `/-/ready`, and 404 elsewhere. Handlers only read the published snapshot.
 //!
 //! The endpoint cannot be starved ([`serve`]): at most `--web.max-connections`
-//! connections are held. At the cap, an idle connection, or one that has not finished
-//! its TLS handshake or request headers, is closed to make room, the quietest first
-//! and strangers before clients that passed basic auth; a response whose client has
+//! connections are held. At the cap, one is closed to make room, the quietest first
+//! ([`Connections::victim`]): a request basic auth refused or has yet to verify, then an
+//! idle connection or one that has not finished its TLS handshake or request headers,
+//! strangers before clients that passed basic auth; a response whose client has
 //! read nothing for [`STALLED`] goes after those; a response being read, or a
 //! connection not yet read at all, is never cut (new connections then wait in the
 //! kernel's accept queue until one ends). Request
@@ -145,12 +146,29 @@ struct Activity {
     /// Its task has begun to read from it: what the client sent by then is being
     /// served. Until then it is never closed for another.
     served: std::sync::atomic::AtomicBool,
+    /// Requests in flight that basic auth refused or that wait for a verification.
+    doubted: std::sync::atomic::AtomicU32,
 }
 
 impl Activity {
+    fn new(now: u64) -> Self {
+        Self {
+            last: now.into(),
+            ..Self::default()
+        }
+    }
+
     fn in_flight(&self) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         self.busy.load(Relaxed) > 0 || self.writing.load(Relaxed)
+    }
+
+    /// Every request in flight on it was refused by basic auth or waits for a
+    /// verification.
+    fn only_doubted(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let busy = self.busy.load(Relaxed);
+        busy > 0 && self.doubted.load(Relaxed) >= busy
     }
 }
 
@@ -169,31 +187,42 @@ struct Connections {
 
 impl Connections {
     /// The connection to close for a new one, among those whose task has begun to
-    /// serve them: the one quiet longest among those with no response in flight (idle keep-alive, a handshake or headers not yet sent),
-    /// strangers' before those that passed basic auth (Prometheus's kept-alive scrape
-    /// connection outlasts a password spray); failing that, a response whose client
-    /// has stopped reading for [`STALLED`]. Never a response that is being read.
+    /// serve them, the one quiet longest in the first of these that has one:
+    /// 1. requests that basic auth refused or that wait for a verification (worth
+    ///    nothing to keep, or a stranger's guess: a client that sent a password known
+    ///    to be right is never among them);
+    /// 2. strangers' idle connections (between requests, a handshake or headers not
+    ///    sent: a new client's request may be a round trip away, and goes after 1);
+    /// 3. idle connections that passed basic auth (Prometheus's kept-alive scrape
+    ///    connection outlasts a password spray), unless one not yet served will soon
+    ///    be closable;
+    /// 4. responses whose client has stopped reading for [`STALLED`], strangers' first.
+    ///
+    /// Never a response that is being read.
     fn victim(&self, now: u64) -> Option<u64> {
         use std::sync::atomic::Ordering::Relaxed;
-        let quietest = |busy: bool, trusted: bool| {
+        let quietest = |pick: &dyn Fn(&Activity) -> bool| {
             self.held
                 .iter()
-                .filter(|(_, h)| {
-                    let a = &h.activity;
-                    a.served.load(Relaxed) && a.in_flight() == busy && a.trusted.load(Relaxed) == trusted
-                })
+                .filter(|(_, h)| h.activity.served.load(Relaxed) && pick(&h.activity))
                 .map(|(id, h)| (h.activity.last.load(Relaxed), *id))
                 .min()
         };
+        let trusted = |a: &Activity| a.trusted.load(Relaxed);
         let stalled_ms = u64::try_from(STALLED.as_millis()).unwrap_or(u64::MAX);
         let stalled = |(last, _): &(u64, u64)| now.saturating_sub(*last) >= stalled_ms;
-        // A connection not yet served will soon be closable: wait for it rather than
-        // close a client that proved who it is.
         let unserved = self.held.values().any(|h| !h.activity.served.load(Relaxed));
-        quietest(false, false)
-            .or_else(|| if unserved { None } else { quietest(false, true) })
-            .or_else(|| quietest(true, false).filter(stalled))
-            .or_else(|| quietest(true, true).filter(stalled))
+        quietest(&|a| !trusted(a) && a.only_doubted())
+            .or_else(|| quietest(&|a| !a.in_flight() && !trusted(a)))
+            .or_else(|| {
+                if unserved {
+                    None
+                } else {
+                    quietest(&|a| !a.in_flight() && trusted(a))
+                }
+            })
+            .or_else(|| quietest(&|a| a.in_flight() && !trusted(a)).filter(stalled))
+            .or_else(|| quietest(&|a| a.in_flight() && trusted(a)).filter(stalled))
             .map(|(_, id)| id)
     }
 }
@@ -212,6 +241,8 @@ fn stamp(origin: std::time::Instant) -> u64 {
 struct InFlight {
     activity: Arc<Activity>,
     origin: std::time::Instant,
+    /// Refused by basic auth, or waiting for a verification ([`Activity::doubted`]).
+    doubted: bool,
 }
 
 impl InFlight {
@@ -222,7 +253,24 @@ impl InFlight {
         Self {
             activity: Arc::clone(activity),
             origin,
+            doubted: false,
         }
+    }
+
+    fn doubt(&mut self, doubted: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if doubted && !self.doubted {
+            self.activity.doubted.fetch_add(1, Relaxed);
+        } else if !doubted && self.doubted {
+            self.activity.doubted.fetch_sub(1, Relaxed);
+        }
+        self.doubted = doubted;
+    }
+
+    /// It passed basic auth: its client proved who it is.
+    fn passed(&mut self) {
+        self.doubt(false);
+        self.activity.trusted.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -230,6 +278,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         use std::sync::atomic::Ordering::Relaxed;
         self.activity.last.store(stamp(self.origin), Relaxed);
+        self.doubt(false);
         self.activity.busy.fetch_sub(1, Relaxed);
     }
 }
@@ -449,13 +498,7 @@ pub async fn serve(
             let id = c.next;
             c.next += 1;
             let held = Held {
-                activity: Arc::new(Activity {
-                    last: now.into(),
-                    busy: 0.into(),
-                    writing: false.into(),
-                    trusted: false.into(),
-                    served: false.into(),
-                }),
+                activity: Arc::new(Activity::new(now)),
                 close: Arc::new(tokio::sync::Notify::new()),
             };
             let pair = (Arc::clone(&held.activity), Arc::clone(&held.close));
@@ -482,26 +525,29 @@ pub async fn serve(
             let req_web = Arc::clone(&web);
             let conn_activity = Arc::clone(&activity);
             let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let in_flight = InFlight::begin(&activity, origin);
+                let mut in_flight = InFlight::begin(&activity, origin);
+                let current = req_web.current();
+                let gated = current.auth.is_some() && !is_probe(req.uri().path());
+                // Doubted from the start, unless its password is known to be right: it
+                // waits below for the configuration check, and a stranger's guess
+                // waiting there must not outrank a new client's connection.
+                in_flight.doubt(gated && !known(&current, &req));
                 // Counted from now on, even if the client leaves before the gate.
-                let attempt = crate::webconfig::auth::Attempt::arm(
-                    req_web.current().auth.is_some() && !is_probe(req.uri().path()),
-                    &req_stats,
-                );
+                let attempt = crate::webconfig::auth::Attempt::arm(gated, &req_stats);
                 let mut app = app.clone();
                 let (web, verifier, stats) = (Arc::clone(&req_web), Arc::clone(&verifier), Arc::clone(&req_stats));
                 async move {
                     // Per request, as the toolkit: a changed password or header applies
                     // to a kept-alive connection too.
                     let active = web.refresh().await;
-                    let mut resp = match gate(&active, &req, &verifier, &stats, attempt).await {
-                        Some(refused) => refused,
+                    let mut resp = match gate(&active, &req, &verifier, &stats, attempt, &mut in_flight).await {
+                        Some(refused) => {
+                            in_flight.doubt(true);
+                            refused
+                        }
                         None => {
                             if active.auth.is_some() && !is_probe(req.uri().path()) {
-                                in_flight
-                                    .activity
-                                    .trusted
-                                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                                in_flight.passed();
                             }
                             tower_service::Service::call(&mut app, req).await?
                         }
@@ -639,6 +685,7 @@ async fn gate(
     verifier: &crate::webconfig::auth::Verifier,
     stats: &crate::metrics::HttpStats,
     mut attempt: crate::webconfig::auth::Attempt,
+    in_flight: &mut InFlight,
 ) -> Option<Response> {
     // Every way out below counts the request's fate itself (or hands it to the
     // verifier, which does): the attempt is disarmed, except if this future is
@@ -647,9 +694,18 @@ async fn gate(
         attempt.disarm();
         return None;
     }
-    let decided = gate_inner(active, req, verifier, stats, &mut attempt).await;
+    let decided = gate_inner(active, req, verifier, stats, &mut attempt, in_flight).await;
     attempt.disarm();
     decided
+}
+
+/// The request's credentials are ones basic auth has verified right.
+fn known(active: &Active, req: &hyper::Request<hyper::body::Incoming>) -> bool {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| crate::webconfig::auth::credentials(h.as_bytes()));
+    matches!((&active.auth, given), (Some(auth), Some(c)) if auth.cached(&c) == Some(true))
 }
 
 /// `/-/healthy` and `/-/ready`: no credentials, no rate limit.
@@ -663,6 +719,7 @@ async fn gate_inner(
     verifier: &crate::webconfig::auth::Verifier,
     stats: &crate::metrics::HttpStats,
     attempt: &mut crate::webconfig::auth::Attempt,
+    in_flight: &mut InFlight,
 ) -> Option<Response> {
     let limited = || {
         Some(
@@ -709,6 +766,7 @@ async fn gate_inner(
         Ok(answer) => {
             // The verifier counts a refusal, or the job of a client gone by then.
             attempt.disarm();
+            in_flight.doubt(true);
             match answer.await {
                 Ok(true) if spent(|l| &l.authenticated) => limited(),
                 Ok(true) => None,
