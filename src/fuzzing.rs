@@ -20,6 +20,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("rtnetlink", rtnetlink),
     ("procfs", procfs),
     ("web_config", web_config),
+    ("kube_proxy_config", kube_proxy_config),
     ("exposition", exposition),
     ("authorization", authorization),
     ("certificate", certificate),
@@ -121,6 +122,13 @@ pub fn procfs(data: &[u8]) {
 pub fn web_config(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = crate::webconfig::parse(text, Path::new("/nonexistent"));
+    }
+}
+
+/// kube-proxy's `--config` file, as doctor reads it.
+pub fn kube_proxy_config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = crate::doctor::kube_proxy_conntrack(text);
     }
 }
 

@@ -234,6 +234,21 @@ fn sample_here(args: &Args) -> Result<(String, String, f64), String> {
     Ok((first, last, seconds))
 }
 
+/// `conntrack.maxPerCore` and `conntrack.min` of a kube-proxy `--config` file
+/// (KubeProxyConfiguration). Any local user can start a process that looks like
+/// kube-proxy: the file is hostile input (no aliases, [`crate::yaml`]; fuzzed as
+/// `kube_proxy_config`).
+pub fn kube_proxy_conntrack(text: &str) -> (Option<u64>, Option<u64>) {
+    let Ok(docs) = crate::yaml::load(text) else {
+        return (None, None);
+    };
+    let Some(ct) = docs.first().map(|d| &d["conntrack"]) else {
+        return (None, None);
+    };
+    let count = |v: &yaml_rust2::Yaml| v.as_i64().and_then(|v| u64::try_from(v).ok());
+    (count(&ct["maxPerCore"]), count(&ct["min"]))
+}
+
 /// kube-proxy on this node, if it runs here: its conntrack flags (command line, or
 /// the `conntrack:` section of its `--config` file), else its defaults.
 pub fn find_kube_proxy(procfs: &std::path::Path) -> Option<KubeProxy> {
@@ -270,14 +285,9 @@ pub fn find_kube_proxy(procfs: &std::path::Path) -> Option<KubeProxy> {
                 .join(config.trim_start_matches('/'));
             let text = crate::procfs::read(&path).ok().and_then(|b| String::from_utf8(b).ok());
             if let Some(text) = text {
-                // Any local user can start a process that looks like kube-proxy: its file
-                // is hostile input (no aliases, `crate::yaml`).
-                if let Ok(docs) = crate::yaml::load(&text) {
-                    if let Some(ct) = docs.first().map(|d| &d["conntrack"]) {
-                        per_core = per_core.or(ct["maxPerCore"].as_i64().and_then(|v| u64::try_from(v).ok()));
-                        min = min.or(ct["min"].as_i64().and_then(|v| u64::try_from(v).ok()));
-                    }
-                }
+                let (file_per_core, file_min) = kube_proxy_conntrack(&text);
+                per_core = per_core.or(file_per_core);
+                min = min.or(file_min);
             }
         }
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
@@ -483,4 +493,32 @@ pub fn run(args: &Args, colour: bool) -> Result<(String, bool), String> {
         Format::Json => render_json(&findings, &ev, &source),
     };
     Ok((text, critical))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kube_proxy_conntrack;
+
+    fn seed(name: &str) -> String {
+        let path = format!("{}/fuzz/corpus/kube_proxy_config/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    #[test]
+    fn kube_proxy_config_files_give_their_conntrack_settings() {
+        // kubeadm's defaults leave both null: kube-proxy's own defaults apply.
+        assert_eq!(kube_proxy_conntrack(&seed("kubeadm-defaults.yaml")), (None, None));
+        assert_eq!(kube_proxy_conntrack(&seed("tuned.yaml")), (Some(65536), Some(262_144)));
+        assert_eq!(kube_proxy_conntrack("conntrack:\n  maxPerCore: -1\n"), (None, None));
+    }
+
+    #[test]
+    fn a_kube_proxy_config_with_aliases_is_not_expanded() {
+        let path = format!(
+            "{}/fuzz/regressions/kube_proxy_config/alias-bomb.yml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bomb = std::fs::read_to_string(path).unwrap();
+        assert_eq!(kube_proxy_conntrack(&bomb), (None, None));
+    }
 }
