@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use netpressure_exporter::config::{CliExit, Config};
+use netpressure_exporter::http::{app, AppState};
 use netpressure_exporter::sampler::Sampler;
-use netpressure_exporter::server::{app, AppState};
 use netpressure_exporter::webconfig::live::Web;
 use tokio::net::TcpListener;
 
@@ -117,7 +117,7 @@ fn doctor(args: Vec<std::ffi::OsString>) -> ExitCode {
 }
 
 fn run(cfg: Config) -> anyhow::Result<()> {
-    // Blocking threads encode scrapes (server::metrics): two at most, as the machine
+    // Blocking threads encode scrapes (http::routes::metrics): two at most, as the machine
     // rarely has cores to spare for more; --web.max-requests bounds those waiting.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -176,8 +176,7 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.sample_interval,
             cfg.peak_window
         );
-        netpressure_exporter::server::serve(listeners, app(state), cfg.max_connections, http_stats, web, signals)
-            .await?;
+        netpressure_exporter::http::serve(listeners, app(state), cfg.max_connections, http_stats, web, signals).await?;
         drop(stop_tx);
         // A sample stuck in the kernel must not keep the process from exiting.
         if done_rx.recv_timeout(Duration::from_secs(5)).is_err() {

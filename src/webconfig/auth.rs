@@ -32,7 +32,7 @@ pub const REFUSED_MAX: usize = 1024;
 /// is never reached with fewer users; past it the memory of successes starts afresh.
 pub const ACCEPTED_MAX: usize = 256;
 /// Verifications waiting for the verifier; a request that finds the queue full is
-/// answered 503 at once (see `server::gate`).
+/// answered 503 at once (see `http::gate`).
 pub const QUEUE: usize = 8;
 
 /// Credentials from an `Authorization: Basic` header.
