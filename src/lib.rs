@@ -24,6 +24,7 @@ pub mod procfs;
 pub mod sampler;
 pub mod snapshot;
 pub mod source;
+pub mod sync;
 pub mod sys;
 pub mod top;
 pub mod webconfig;

@@ -36,6 +36,21 @@ impl Repeats {
         self.last = Some((msg.to_string(), now));
         Some(std::mem::take(&mut self.suppressed))
     }
+
+    /// Logs `msg` at `level` if [`allow`](Self::allow)ed, saying how many repeats were
+    /// kept quiet since; a repeat kept quiet goes to debug. Whether it went out at
+    /// `level`.
+    pub fn log(&mut self, level: log::Level, msg: &str) -> bool {
+        match self.allow(msg, std::time::Instant::now()) {
+            Some(0) => log::log!(level, "{msg}"),
+            Some(n) => log::log!(level, "{msg} ({n} more like it since the last one)"),
+            None => {
+                log::debug!("{msg}");
+                return false;
+            }
+        }
+        true
+    }
 }
 
 /// Installs the logger. Safe to call more than once (later calls only set the level).

@@ -144,10 +144,6 @@ impl Connections {
     }
 }
 
-pub(super) fn lock(m: &std::sync::Mutex<Connections>) -> std::sync::MutexGuard<'_, Connections> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Milliseconds since `origin`, for activity stamps.
 pub(super) fn stamp(origin: std::time::Instant) -> u64 {
     u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)

@@ -24,8 +24,9 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::Router;
 
+use crate::sync::lock;
 use crate::webconfig::live::Web;
-use connections::{lock, stamp, Connections, InFlight, Tracked, Watched};
+use connections::{stamp, Connections, InFlight, Tracked, Watched};
 use gate::{gate, is_probe, known};
 pub use routes::{accepts_gzip, app, AppState, Bodies, CONTENT_TYPE};
 
@@ -91,12 +92,7 @@ pub async fn serve(
             r = accept_any(&listeners, &mut next) => match r {
                 Ok(stream) => stream,
                 Err(e) => {
-                    let msg = format!("accepting a connection: {e}; retrying");
-                    match accept_errors.allow(&msg, std::time::Instant::now()) {
-                        Some(0) => log::warn!("{msg}"),
-                        Some(n) => log::warn!("{msg} ({n} more like it since the last warning)"),
-                        None => log::debug!("{msg}"),
-                    }
+                    accept_errors.log(log::Level::Warn, &format!("accepting a connection: {e}; retrying"));
                     // EMFILE and the like: give the descriptors a moment to come back.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;

@@ -57,7 +57,7 @@ struct Encoded {
 
 impl Bodies {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Encoded>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.0)
     }
 
     /// The body for the sample taken at `taken`, if encoded already.

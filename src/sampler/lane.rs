@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::metrics::{self, Desc};
@@ -101,9 +101,7 @@ impl Group {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::sync::lock;
 
 /// Which families are served for namespaces other than the exporter's own.
 pub type Families = Arc<dyn Fn(&'static Desc) -> bool + Send + Sync>;

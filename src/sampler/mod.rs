@@ -28,7 +28,7 @@ use std::fs::File;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
@@ -72,11 +72,7 @@ pub fn record_panic(what: &'static str) {
     static REPEATS: Mutex<BTreeMap<&'static str, crate::logging::Repeats>> = Mutex::new(BTreeMap::new());
     *lock(&PANICS).entry(what).or_default() += 1;
     let msg = format!("{what} panicked; this is a bug, please report it (the sampler goes on)");
-    match lock(&REPEATS).entry(what).or_default().allow(&msg, Instant::now()) {
-        Some(0) => log::error!("{msg}"),
-        Some(n) => log::error!("{msg}; {n} more since the last report"),
-        None => log::debug!("{msg}"),
-    }
+    lock(&REPEATS).entry(what).or_default().log(log::Level::Error, &msg);
 }
 
 fn emit_panics(snap: &mut Snapshot) {
@@ -241,9 +237,7 @@ impl Builder {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::sync::lock;
 
 /// Which families other namespaces serve (`--netns.families`).
 fn families(cfg: &Config) -> Families {

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
@@ -175,7 +175,7 @@ pub struct Owners {
 
 impl Owners {
     pub fn get(&self, a: &IpAddr) -> Option<Arc<Owner>> {
-        self.map.read().unwrap_or_else(PoisonError::into_inner).get(a).cloned()
+        crate::sync::read(&self.map).get(a).cloned()
     }
 
     /// Whether `a` could name an owner on this node but names none yet.
@@ -216,11 +216,11 @@ impl Owners {
         for a in ambiguous {
             map.remove(&a);
         }
-        *self.map.write().unwrap_or_else(PoisonError::into_inner) = map;
+        *crate::sync::write(&self.map) = map;
     }
 
     pub fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(PoisonError::into_inner).len()
+        crate::sync::read(&self.map).len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -19,7 +19,7 @@
 //! before 5.17, without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), or with BPF locked
 //! down, the source is down with the kernel's answer, and nothing else changes.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::bpf::{BpfError, DropCounter, DropKey, MAX_ENTRIES};
@@ -60,7 +60,7 @@ type Found = (Vec<u32>, Instant);
 /// it started: keys of an inode it did not find, seen before it started, are of a
 /// namespace that is gone.
 pub fn note_found(inodes: impl Iterator<Item = u64>, started: Instant) {
-    let mut g = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut g = crate::sync::lock(&SHARED);
     let list = inodes.filter_map(|i| u32::try_from(i).ok()).collect();
     g.found = Some((list, started));
 }
@@ -272,7 +272,7 @@ impl DropReasons {
 impl Drop for DropReasons {
     fn drop(&mut self) {
         let Some(cookie) = self.cookie else { return };
-        let mut g = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut g = crate::sync::lock(&SHARED);
         if let Some(pos) = g.sampled.iter().position(|(c, _, _)| *c == cookie) {
             g.sampled[pos].2 -= 1;
             if g.sampled[pos].2 == 0 {
@@ -295,7 +295,7 @@ impl Source for DropReasons {
     }
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
-        let mut g = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut g = crate::sync::lock(&SHARED);
         let g = &mut *g;
         if matches!(g.state, State::NotLoaded) {
             g.state = match Loaded::load(&self.btf) {

@@ -187,7 +187,7 @@ impl Listeners {
     /// Tells the scan what this sample saw, and attributes the last scan's request
     /// sockets to the listeners that own them.
     fn exchange_with_scan(&mut self) {
-        let mut shared = self.ctx.syn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut shared = crate::sync::lock(&self.ctx.syn);
         let any_v6 = self.listeners.iter().any(|l| l.addr.is_ipv6());
         shared.listeners = Some((self.listeners.len(), any_v6));
         shared.smallest_backlog = self.listeners.iter().map(|l| l.limit).min();
@@ -244,12 +244,7 @@ impl Source for SynScan {
     }
 
     fn want(&self) -> Want {
-        let smallest = self
-            .ctx
-            .syn
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .smallest_backlog;
+        let smallest = crate::sync::lock(&self.ctx.syn).smallest_backlog;
         match (self.quiet_since, self.ctx.tcp_in_segs(), smallest) {
             (Some(then), Some(now), Some(backlog))
                 if now.wrapping_sub(then) < u64::from((backlog / SYN_EVIDENCE_SHARE).max(1)) =>
@@ -261,12 +256,7 @@ impl Source for SynScan {
     }
 
     fn sample(&mut self, _out: &mut Snapshot) -> Result<(), SourceError> {
-        let seen = self
-            .ctx
-            .syn
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .listeners;
+        let seen = crate::sync::lock(&self.ctx.syn).listeners;
         self.counts.clear();
         if seen.is_none_or(|(n, _)| n > 0) {
             self.syn_dump.skip_v6 = seen.is_some_and(|(_, any_v6)| !any_v6);
@@ -284,7 +274,7 @@ impl Source for SynScan {
         } else {
             None
         };
-        let mut shared = self.ctx.syn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut shared = crate::sync::lock(&self.ctx.syn);
         let counts = shared.counts.get_or_insert_with(HashMap::new);
         std::mem::swap(counts, &mut self.counts);
         Ok(())
@@ -300,10 +290,7 @@ pub fn with_slow_diag(
     ctx: &NsContext,
     f: impl FnOnce(&mut SockDiag) -> Result<(), NetlinkError>,
 ) -> Result<(), NetlinkError> {
-    ctx.slow_diag
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .with(f)
+    crate::sync::lock(&ctx.slow_diag).with(f)
 }
 
 fn port_wanted(ranges: Option<&[(u16, u16)]>, port: u16) -> bool {

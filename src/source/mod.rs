@@ -16,7 +16,7 @@ pub mod softnet;
 pub mod sysctl;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -115,12 +115,12 @@ pub struct Wake {
 impl Wake {
     /// The calling thread is the one to wake.
     pub fn register(&self) {
-        *self.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(std::thread::current());
+        *crate::sync::lock(&self.thread) = Some(std::thread::current());
     }
 
     pub fn ask(&self) {
         self.asked.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+        if let Some(t) = crate::sync::lock(&self.thread).as_ref() {
             t.unpark();
         }
     }
@@ -254,7 +254,7 @@ impl NsContext {
             breakdown_threshold: cfg.breakdown_threshold,
             ..Self::default()
         };
-        *ctx.settings.lock().unwrap_or_else(PoisonError::into_inner) = settings::SettingsReader::new(cfg).read()?;
+        *crate::sync::lock(&ctx.settings) = settings::SettingsReader::new(cfg).read()?;
         Ok(Arc::new(ctx))
     }
 
@@ -276,7 +276,7 @@ impl NsContext {
     }
 
     pub fn conntrack_fill(&self) -> Option<(u64, u64)> {
-        *self.conntrack_fill.lock().unwrap_or_else(PoisonError::into_inner)
+        *crate::sync::lock(&self.conntrack_fill)
     }
 
     /// Whether `fill` is at or above the breakdown's threshold.
@@ -297,10 +297,7 @@ impl NsContext {
     /// Records the table's fill; wakes the slow lane when it reaches the breakdown's
     /// threshold.
     pub fn set_conntrack_fill(&self, fill: Option<(u64, u64)>) {
-        let before = std::mem::replace(
-            &mut *self.conntrack_fill.lock().unwrap_or_else(PoisonError::into_inner),
-            fill,
-        );
+        let before = std::mem::replace(&mut *crate::sync::lock(&self.conntrack_fill), fill);
         if self.breakdown_pressure(fill) && !self.breakdown_pressure(before) {
             self.wake.ask();
         }
@@ -336,17 +333,13 @@ impl NsContext {
     /// The fewest TCP sockets that make the remotes scan worth its walk, once the port
     /// range is known.
     pub fn remotes_evidence(&self) -> Option<u64> {
-        let range = self
-            .settings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .port_range?;
+        let range = crate::sync::lock(&self.settings).port_range?;
         Some(remotes::range_size(range).div_ceil(REMOTES_EVIDENCE_SHARE))
     }
 
     /// The last sysctl values read in this namespace.
     pub fn settings(&self) -> settings::Settings {
-        self.settings.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        crate::sync::lock(&self.settings).clone()
     }
 }
 
@@ -491,18 +484,16 @@ impl SourceStatus {
                 }
                 let msg = e.to_string();
                 if self.last_error.as_deref() != Some(msg.as_str()) {
-                    let allowed = if absent || self.quiet {
-                        None
+                    self.warned = if absent {
+                        log::debug!("source {name} is down: not available on this kernel: {msg}");
+                        false
+                    } else if self.quiet {
+                        log::debug!("source {name} is down: {msg}");
+                        false
                     } else {
-                        self.repeats.allow(&msg, Instant::now())
+                        self.repeats
+                            .log(log::Level::Warn, &format!("source {name} is down: {msg}"))
                     };
-                    match allowed {
-                        Some(0) => log::warn!("source {name} is down: {msg}"),
-                        Some(n) => log::warn!("source {name} is down: {msg} ({n} more times since the last warning)"),
-                        None if absent => log::debug!("source {name} is down: not available on this kernel: {msg}"),
-                        None => log::debug!("source {name} is down: {msg}"),
-                    }
-                    self.warned = allowed.is_some();
                     self.last_error = Some(msg);
                 }
             }

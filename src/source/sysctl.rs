@@ -37,13 +37,7 @@ impl Source for Sysctl {
     }
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
-        if let Some(e) = self
-            .ctx
-            .settings_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-        {
+        if let Some(e) = crate::sync::lock(&self.ctx.settings_error).clone() {
             return Err(SourceError::Other(e));
         }
         let settings = self.ctx.settings();

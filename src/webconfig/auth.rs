@@ -85,7 +85,7 @@ impl Cache {
     }
 
     fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
-        self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.memory)
     }
 
     fn key(&self, c: &Credentials) -> u64 {
@@ -361,7 +361,7 @@ impl RateLimiter {
     }
 
     fn allow_at(&self, now: Instant) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = crate::sync::lock(&self.state);
         let elapsed = now.saturating_duration_since(s.1);
         let refill = elapsed.as_secs_f64() / self.limit.interval.max(Duration::from_nanos(1)).as_secs_f64();
         s.0 = (s.0 + refill).min(f64::from(self.limit.burst));

@@ -116,7 +116,7 @@ impl Checks {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, CheckState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 }
 
@@ -199,7 +199,7 @@ impl Web {
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.inner)
     }
 
     /// The configuration in force.
