@@ -1,0 +1,50 @@
+//! Panics caught in the sampler, counted per source or step, and the faults tests
+//! inject to cause them.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use crate::metrics;
+use crate::snapshot::Snapshot;
+use crate::sync::lock;
+
+/// Panics caught in the sampler, by source (or slow-lane step), for
+/// `netpressure_source_panics_total`. Process-wide: both lanes count here.
+static PANICS: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());
+
+/// Counts a caught panic of `what` and logs it (at most once per ten minutes per
+/// `what`, through the repeat limiter).
+pub fn record_panic(what: &'static str) {
+    static REPEATS: Mutex<BTreeMap<&'static str, crate::logging::Repeats>> = Mutex::new(BTreeMap::new());
+    *lock(&PANICS).entry(what).or_default() += 1;
+    let msg = format!("{what} panicked; this is a bug, please report it (the sampler goes on)");
+    lock(&REPEATS).entry(what).or_default().log(log::Level::Error, &msg);
+}
+
+pub(super) fn emit_panics(snap: &mut Snapshot) {
+    for (what, n) in lock(&PANICS).iter() {
+        snap.push(&metrics::SOURCE_PANICS, &[("source", what)], *n as f64);
+    }
+}
+
+/// A fault injected by a test at a named point of the slow lane (`cfg(test)` only;
+/// a no-op in the binary).
+#[cfg(test)]
+pub(crate) mod fault {
+    use std::cell::Cell;
+    thread_local! {
+        pub static AT: Cell<Option<&'static str>> = const { Cell::new(None) };
+    }
+
+    pub fn point(name: &'static str) {
+        if AT.with(Cell::get) == Some(name) {
+            panic!("fault injected at {name}");
+        }
+    }
+}
+
+#[cfg(not(test))]
+pub(crate) mod fault {
+    #[inline(always)]
+    pub fn point(_: &'static str) {}
+}
