@@ -1,9 +1,13 @@
 //! netpressure_exporter: conntrack, socket and file-descriptor pressure of a Linux node,
 //! sampled sub-second, with sliding-window peaks, served to Prometheus.
 //!
-//! Layout: `netlink/` and `procfs/` are the only modules doing kernel I/O; `source/`
-//! turns their records into series; `sampler` runs the clock and publishes immutable
-//! [`snapshot::Snapshot`]s; `server` encodes the latest one per scrape.
+//! Layout (`docs/architecture.md`): kernel I/O happens in `netlink/` (sockets),
+//! `procfs/` (files under `/proc`), `sys`, `netns` and `bpf` (system calls, namespace
+//! handles, the BPF program and its map), each decoding into plain records; `source/`
+//! turns records into series; `sampler` runs the clock and publishes immutable
+//! [`snapshot::Snapshot`]s; `http` encodes the latest one per scrape and never touches
+//! the kernel. `webconfig` and `doctor` read their files through `procfs::read` for its
+//! bounds (no FIFO, no endless file).
 
 pub mod bpf;
 pub mod btf;

@@ -117,6 +117,13 @@ fn doctor(args: Vec<std::ffi::OsString>) -> ExitCode {
 }
 
 fn run(cfg: Config) -> anyhow::Result<()> {
+    // systemd's sockets are taken while this is the only thread: taking them removes
+    // their environment variables (see `systemd_listeners`).
+    let passed = if cfg.systemd_socket {
+        Some(netpressure_exporter::sys::systemd_listeners().map_err(|e| anyhow::anyhow!("--web.systemd-socket: {e}"))?)
+    } else {
+        None
+    };
     // Blocking threads encode scrapes (http::routes::metrics): two at most, as the machine
     // rarely has cores to spare for more; --web.max-requests bounds those waiting.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -131,7 +138,7 @@ fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let web = std::sync::Arc::new(web);
     rt.block_on(async {
-        let listeners = listeners(&cfg).await?;
+        let listeners = listeners(&cfg, passed).await?;
         let local = listeners
             .iter()
             .map(|l| l.local_addr().map(|a| a.to_string()))
@@ -207,10 +214,8 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// The sockets to serve on: systemd's (`--web.systemd-socket`), or one bound for each
 /// `--web.listen-address`.
-async fn listeners(cfg: &Config) -> anyhow::Result<Vec<TcpListener>> {
-    if cfg.systemd_socket {
-        let passed =
-            netpressure_exporter::sys::systemd_listeners().map_err(|e| anyhow::anyhow!("--web.systemd-socket: {e}"))?;
+async fn listeners(cfg: &Config, passed: Option<Vec<std::net::TcpListener>>) -> anyhow::Result<Vec<TcpListener>> {
+    if let Some(passed) = passed {
         return passed
             .into_iter()
             .map(|l| {

@@ -281,6 +281,10 @@ pub fn release_free_heap() {
 /// descriptors from 3, for this process (`LISTEN_PID`). The variables are removed, so
 /// that no child inherits them. Each must be a listening stream socket.
 ///
+/// Call it while the process has one thread: removing a variable races with any other
+/// thread that reads the environment (glibc does not lock `environ` against `getenv`),
+/// which is why `remove_var` is `unsafe` from Rust 2024 on.
+///
 /// # Errors
 /// Not socket-activated, or a descriptor that is not a listening stream socket.
 pub fn systemd_listeners() -> Result<Vec<std::net::TcpListener>, String> {
