@@ -12,7 +12,6 @@ use tokio::sync::watch;
 use super::discovery::Discovery;
 use super::home::{self, Home};
 use super::lane::{Group, Lane};
-use super::panics::{emit_panics, record_panic};
 use super::slow::SlowLane;
 use super::stop::StopReceiver;
 use super::wiring::{families, own_namespace, Builder};
@@ -210,14 +209,14 @@ impl Sampler {
         // A source's panic is caught in its slot; this catches the rest (a visit to a
         // namespace), so that the sampler thread never dies with its series frozen.
         if catch_unwind(AssertUnwindSafe(|| self.fast.run(start))).is_err() {
-            record_panic("fast_lane");
+            self.builder.panics.record("fast_lane");
         }
         self.fast.append(snap);
         let slow = Arc::clone(&lock(&self.slow_out));
         snap.extend_from(&slow);
         snap.slow_round = if self.has_slow { slow.taken } else { None };
         drop(slow);
-        emit_panics(snap);
+        self.builder.panics.emit(snap);
         self.peaks.apply(snap, start);
         self.fast.emit_status(snap);
         snap.push(&metrics::SAMPLER_OVERRUNS, &[], self.overruns as f64);
@@ -275,7 +274,7 @@ impl Sampler {
         // it the first round would walk the hash for nothing, and the series that say
         // so would change a second after start.
         if catch_unwind(AssertUnwindSafe(|| self.fast.run(Instant::now()))).is_err() {
-            record_panic("fast_lane");
+            self.builder.panics.record("fast_lane");
         }
         let scanner = self.slow.take().and_then(|slow| {
             let stopping = Arc::clone(&stopping);

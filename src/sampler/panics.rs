@@ -8,22 +8,36 @@ use crate::metrics;
 use crate::snapshot::Snapshot;
 use crate::sync::lock;
 
-/// Panics caught in the sampler, by source (or slow-lane step), for
-/// `netpressure_source_panics_total`. Process-wide: both lanes count here.
-static PANICS: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());
-
-/// Counts a caught panic of `what` and logs it (at most once per ten minutes per
-/// `what`, through the repeat limiter).
-pub fn record_panic(what: &'static str) {
-    static REPEATS: Mutex<BTreeMap<&'static str, crate::logging::Repeats>> = Mutex::new(BTreeMap::new());
-    *lock(&PANICS).entry(what).or_default() += 1;
-    let msg = format!("{what} panicked; this is a bug, please report it (the sampler goes on)");
-    lock(&REPEATS).entry(what).or_default().log(log::Level::Error, &msg);
+/// Panics caught in one sampler, by source (or lane step), for
+/// `netpressure_source_panics_total`: both lanes and every slot of one sampler count
+/// in the same one (two samplers in one process, as in tests, count apart).
+#[derive(Debug, Default)]
+pub struct Panics {
+    counts: Mutex<BTreeMap<&'static str, u64>>,
+    repeats: Mutex<BTreeMap<&'static str, crate::logging::Repeats>>,
 }
 
-pub(super) fn emit_panics(snap: &mut Snapshot) {
-    for (what, n) in lock(&PANICS).iter() {
-        snap.push(&metrics::SOURCE_PANICS, &[("source", what)], *n as f64);
+impl Panics {
+    /// Counts a caught panic of `what` and logs it (at most once per ten minutes per
+    /// `what`, through the repeat limiter).
+    pub fn record(&self, what: &'static str) {
+        *lock(&self.counts).entry(what).or_default() += 1;
+        let msg = format!("{what} panicked; this is a bug, please report it (the sampler goes on)");
+        lock(&self.repeats)
+            .entry(what)
+            .or_default()
+            .log(log::Level::Error, &msg);
+    }
+
+    pub(super) fn emit(&self, snap: &mut Snapshot) {
+        for (what, n) in lock(&self.counts).iter() {
+            snap.push(&metrics::SOURCE_PANICS, &[("source", what)], *n as f64);
+        }
+    }
+
+    /// The panics of `what` counted so far.
+    pub fn count(&self, what: &str) -> u64 {
+        lock(&self.counts).get(what).copied().unwrap_or(0)
     }
 }
 

@@ -25,6 +25,8 @@ pub struct Slot {
     pub namespaced: bool,
     /// The output of the last run.
     pub cache: Snapshot,
+    /// Where a panic of its source is counted.
+    panics: std::sync::Arc<super::Panics>,
 }
 
 /// How many ticks of `tick` make up `interval` (at least one).
@@ -49,7 +51,13 @@ pub enum Run {
 impl Slot {
     /// `quiet`: one of many instances in other namespaces, whose state changes are
     /// logged at debug only (the lanes report them in aggregate).
-    pub fn new(mut source: Box<dyn Source>, every_ticks: u64, namespaced: bool, quiet: bool) -> Self {
+    pub fn new(
+        mut source: Box<dyn Source>,
+        every_ticks: u64,
+        namespaced: bool,
+        quiet: bool,
+        panics: std::sync::Arc<super::Panics>,
+    ) -> Self {
         if quiet {
             source.set_quiet();
         }
@@ -61,6 +69,7 @@ impl Slot {
             window: None,
             namespaced,
             cache: Snapshot::new(),
+            panics,
         }
     }
 
@@ -93,7 +102,7 @@ impl Slot {
         let t = Instant::now();
         let (cache, source) = (&mut self.cache, &mut self.source);
         let result = catch_unwind(AssertUnwindSafe(|| source.sample(cache))).unwrap_or_else(|_| {
-            super::record_panic(source.name());
+            self.panics.record(source.name());
             Err(SourceError::Other(
                 "the source panicked; this is a bug, please report it".into(),
             ))

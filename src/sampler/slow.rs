@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::discovery::{Discovery, Failure, Target};
 use super::home::Home;
 use super::lane::{Group, Lane};
-use super::panics::{fault, record_panic};
+use super::panics::fault;
 use super::slot::{self, ticks_for};
 use super::wiring::Builder;
 use super::{Change, OWNERS_ASKED, SLOW_MAX_SLEEP, SLOW_TICK};
@@ -174,7 +174,7 @@ impl SlowLane {
     /// on with its next step (a visit that panics has already brought the thread home).
     fn guarded(&mut self, what: &'static str, f: impl FnOnce(&mut Self)) {
         if catch_unwind(AssertUnwindSafe(|| f(self))).is_err() {
-            record_panic(what);
+            self.builder.panics.record(what);
         }
     }
 

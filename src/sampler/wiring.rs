@@ -22,6 +22,8 @@ pub(super) struct Builder {
     /// Other namespaces: their scans follow `--netns.scan-interval`, their counters
     /// `--netns.interval`.
     other: Config,
+    /// The sampler's, given to every slot.
+    pub(super) panics: Arc<super::Panics>,
 }
 
 impl Builder {
@@ -35,6 +37,7 @@ impl Builder {
                 other_namespace: true,
                 ..cfg.clone()
             },
+            panics: Arc::default(),
         }
     }
 
@@ -53,7 +56,13 @@ impl Builder {
                     (Cadence::Sample, false) => ticks_for(cfg.netns_sample_interval, tick),
                     (Cadence::Counter, false) => ticks_for(cfg.netns_interval, tick),
                 };
-                Some(Slot::new(build(cfg, ctx), every, s.namespaced, !own))
+                Some(Slot::new(
+                    build(cfg, ctx),
+                    every,
+                    s.namespaced,
+                    !own,
+                    Arc::clone(&self.panics),
+                ))
             })
             .collect()
     }
@@ -71,7 +80,13 @@ impl Builder {
                     SlowCadence::Scan => scan,
                     SlowCadence::Evidence => u64::MAX,
                 };
-                Some(Slot::new(build(cfg, ctx), every, s.namespaced, !own))
+                Some(Slot::new(
+                    build(cfg, ctx),
+                    every,
+                    s.namespaced,
+                    !own,
+                    Arc::clone(&self.panics),
+                ))
             })
             .collect()
     }
