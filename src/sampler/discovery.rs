@@ -103,6 +103,12 @@ impl Discovery {
         }
     }
 
+    /// The inodes of every namespace the last run found (the own one and those past
+    /// `--netns.max` included).
+    pub fn found(&self) -> impl Iterator<Item = u64> + '_ {
+        self.found.keys().map(|k| k.1).chain(std::iter::once(self.own.1))
+    }
+
     /// Finds the node's namespaces and returns the ones to sample, in priority order:
     /// pods first, then those already sampled (so that the set does not churn), then by
     /// inode. The rest are counted in `omitted`.
@@ -117,8 +123,6 @@ impl Discovery {
                 _ => Failure::Other(e),
             });
         }
-        // The drop counter tells a gone namespace's keys by this list.
-        crate::source::drop_reasons::note_found(self.found.keys().map(|k| k.1), t);
         self.found.remove(&self.own);
         let index = pods::index(&self.pod_logs);
         let found = &self.found;

@@ -77,7 +77,8 @@ impl Sampler {
             _ => None,
         };
         let wake = Arc::new(Wake::default());
-        let ctx = Arc::new(NsContext::shared(&owners, &wake, cfg, own_key));
+        let drops = Arc::new(crate::source::drop_reasons::NodeDrops::default());
+        let ctx = Arc::new(NsContext::shared(&owners, &wake, &drops, cfg, own_key));
         let own_group = |slots, settings, owner: Option<Arc<Owner>>| Group {
             labels: own_label.clone(),
             phase: 0,
@@ -130,6 +131,7 @@ impl Sampler {
             Arc::clone(&slow_out),
             builder.clone(),
             owners,
+            drops,
             breakdown,
             wake,
             cfg,

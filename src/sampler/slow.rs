@@ -38,6 +38,8 @@ pub struct SlowLane {
     failing: bool,
     /// The node's address owners, refreshed after each discovery when `breakdown`.
     owners: Arc<crate::source::breakdown::Owners>,
+    /// The node's drop counter, told what each discovery found.
+    drops: Arc<crate::source::drop_reasons::NodeDrops>,
     /// When a breakdown last brought the owners' refresh forward.
     owners_asked: Option<Instant>,
     breakdown: bool,
@@ -58,6 +60,7 @@ impl SlowLane {
         out: Arc<Mutex<Arc<Snapshot>>>,
         builder: Builder,
         owners: Arc<crate::source::breakdown::Owners>,
+        drops: Arc<crate::source::drop_reasons::NodeDrops>,
         breakdown: bool,
         wake: Arc<Wake>,
         cfg: &Config,
@@ -73,6 +76,7 @@ impl SlowLane {
             builder,
             failing: false,
             owners,
+            drops,
             owners_asked: None,
             breakdown,
             wake,
@@ -187,9 +191,12 @@ impl SlowLane {
         if !self.lane.home.as_mut().is_some_and(Home::at_home) {
             return;
         }
+        let started = Instant::now();
         let targets = match d.run(&self.lane.others) {
             Ok(t) => {
                 self.failing = false;
+                // The drop counter tells a gone namespace's keys by what was found.
+                self.drops.note_found(d.found(), started);
                 t
             }
             Err(Failure::NoDescriptors(e)) => {
@@ -293,7 +300,13 @@ impl SlowLane {
                 return;
             }
         };
-        let ctx = Arc::new(NsContext::shared(&self.owners, &self.wake, &self.cfg, Some(t.key)));
+        let ctx = Arc::new(NsContext::shared(
+            &self.owners,
+            &self.wake,
+            &self.drops,
+            &self.cfg,
+            Some(t.key),
+        ));
         let group = Group {
             labels: t.labels.clone(),
             phase: t.key.1,

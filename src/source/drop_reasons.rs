@@ -39,13 +39,12 @@ const UNSAMPLED_GRACE: Duration = Duration::from_secs(30);
 /// How often the map is read (at most; every namespace's instance serves the last read).
 pub const READ_EVERY: Duration = Duration::from_secs(1);
 
-/// The node's one drop counter, shared by every namespace's instance.
-static SHARED: Mutex<Shared> = Mutex::new(Shared {
-    state: State::NotLoaded,
-    sampled: Vec::new(),
-    found: None,
-});
+/// The node's one drop counter, shared by every namespace's instance of one sampler
+/// (through [`NsContext::drops`]).
+#[derive(Default)]
+pub struct NodeDrops(Mutex<Shared>);
 
+#[derive(Default)]
 struct Shared {
     state: State,
     /// The namespaces an instance serves: (cookie, inode, how many instances).
@@ -59,13 +58,17 @@ type Found = (Vec<u32>, Instant);
 /// Records what a discovery found (every namespace on the node, sampled or not) and when
 /// it started: keys of an inode it did not find, seen before it started, are of a
 /// namespace that is gone.
-pub fn note_found(inodes: impl Iterator<Item = u64>, started: Instant) {
-    let mut g = crate::sync::lock(&SHARED);
-    let list = inodes.filter_map(|i| u32::try_from(i).ok()).collect();
-    g.found = Some((list, started));
+impl NodeDrops {
+    pub fn note_found(&self, inodes: impl Iterator<Item = u64>, started: Instant) {
+        let mut g = crate::sync::lock(&self.0);
+        let list = inodes.filter_map(|i| u32::try_from(i).ok()).collect();
+        g.found = Some((list, started));
+    }
 }
 
+#[derive(Default)]
 enum State {
+    #[default]
     NotLoaded,
     /// Why not, and whether the kernel lacks the feature (rather than refusing it).
     Down(String, bool),
@@ -224,6 +227,7 @@ pub struct DropReasons {
     max_age: Duration,
     /// The kernel's BTF, under `--path.sysfs`.
     btf: std::path::PathBuf,
+    node: std::sync::Arc<NodeDrops>,
 }
 
 impl DropReasons {
@@ -244,6 +248,7 @@ impl DropReasons {
             own: !cfg.other_namespace,
             max_age,
             btf: cfg.roots.sysfs.join("kernel/btf/vmlinux"),
+            node: std::sync::Arc::clone(&ctx.drops),
         }
     }
 
@@ -272,7 +277,7 @@ impl DropReasons {
 impl Drop for DropReasons {
     fn drop(&mut self) {
         let Some(cookie) = self.cookie else { return };
-        let mut g = crate::sync::lock(&SHARED);
+        let mut g = crate::sync::lock(&self.node.0);
         if let Some(pos) = g.sampled.iter().position(|(c, _, _)| *c == cookie) {
             g.sampled[pos].2 -= 1;
             if g.sampled[pos].2 == 0 {
@@ -295,7 +300,8 @@ impl Source for DropReasons {
     }
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
-        let mut g = crate::sync::lock(&SHARED);
+        let node = std::sync::Arc::clone(&self.node);
+        let mut g = crate::sync::lock(&node.0);
         let g = &mut *g;
         if matches!(g.state, State::NotLoaded) {
             g.state = match Loaded::load(&self.btf) {

@@ -217,6 +217,8 @@ pub struct NsContext {
     /// The namespace's identity (nsfs device and inode), where known: the drop counter's
     /// key.
     pub netns: Option<crate::netns::NsKey>,
+    /// The node's drop counter (one per sampler, shared by every namespace's context).
+    pub drops: Arc<drop_reasons::NodeDrops>,
 }
 
 impl Default for NsContext {
@@ -233,6 +235,7 @@ impl Default for NsContext {
             wake: Arc::default(),
             breakdown_threshold: 1.0,
             netns: None,
+            drops: Arc::default(),
         }
     }
 }
@@ -263,12 +266,14 @@ impl NsContext {
     pub fn shared(
         owners: &Arc<breakdown::Owners>,
         wake: &Arc<Wake>,
+        drops: &Arc<drop_reasons::NodeDrops>,
         cfg: &Config,
         netns: Option<crate::netns::NsKey>,
     ) -> Self {
         Self {
             owners: Arc::clone(owners),
             wake: Arc::clone(wake),
+            drops: Arc::clone(drops),
             breakdown_threshold: cfg.breakdown_threshold,
             netns,
             ..Self::default()
