@@ -11,6 +11,7 @@
 
 pub mod bpf;
 pub mod btf;
+pub mod cadence;
 pub mod collectors;
 pub mod config;
 pub mod cputotals;

@@ -62,8 +62,6 @@ pub struct Config {
     pub netns_max: usize,
     /// `--netns.families`: the families served for other namespaces; `None` for all.
     pub netns_families: Option<Vec<String>>,
-    /// Not a flag: the sources are built for a namespace other than the exporter's own.
-    pub other_namespace: bool,
     pub pod_logs: PathBuf,
     pub log_level: log::LevelFilter,
     pub log_format: LogFormat,
@@ -112,7 +110,6 @@ impl Default for Config {
                     .map(str::to_string)
                     .collect(),
             ),
-            other_namespace: false,
             pod_logs: PathBuf::from("/var/log/pods"),
             log_level: log::LevelFilter::Info,
             log_format: LogFormat::Logfmt,
@@ -198,7 +195,6 @@ impl Config {
             netns_scan_interval: get(&m, "netns.scan-interval").unwrap_or(d.netns_scan_interval),
             netns_max: get(&m, "netns.max").unwrap_or(d.netns_max),
             netns_families: get::<Families>(&m, "netns.families").map_or(d.netns_families, |f| f.0),
-            other_namespace: false,
             pod_logs: get(&m, "path.pod-logs").unwrap_or(d.pod_logs),
             log_level: get(&m, "log.level").unwrap_or(d.log_level),
             log_format: get(&m, "log.format").unwrap_or(d.log_format),

@@ -15,7 +15,8 @@ use super::lane::{Group, Lane};
 use super::slow::SlowLane;
 use super::stop::StopReceiver;
 use super::wiring::{families, own_namespace, Builder};
-use super::{Change, Published, FIRST_ROUND_WAIT};
+use super::{Change, Published};
+use crate::cadence::FIRST_ROUND_WAIT;
 use crate::config::Config;
 use crate::metrics;
 use crate::peak::Peaks;
@@ -78,7 +79,14 @@ impl Sampler {
         };
         let wake = Arc::new(Wake::default());
         let drops = Arc::new(crate::source::drop_reasons::NodeDrops::default());
-        let ctx = Arc::new(NsContext::shared(&owners, &wake, &drops, cfg, own_key));
+        let ctx = Arc::new(NsContext::shared(
+            &owners,
+            &wake,
+            &drops,
+            cfg,
+            own_key,
+            crate::cadence::Scope::Own,
+        ));
         let own_group = |slots, settings, owner: Option<Arc<Owner>>| Group {
             labels: own_label.clone(),
             phase: 0,

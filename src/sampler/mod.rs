@@ -37,6 +37,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::cadence::SLOW_TICK;
 use crate::config::Config;
 use crate::netns::NsKey;
 use crate::snapshot::Snapshot;
@@ -48,14 +49,6 @@ pub use panics::Panics;
 pub use slow::SlowLane;
 pub use stop::{stop_pair, StopReceiver, StopSender};
 
-/// The slow lane's tick: its cadences (`--scan.interval`, `--netns.interval`,
-/// `--netns.scan-interval`) are whole seconds.
-const SLOW_TICK: Duration = Duration::from_secs(1);
-
-/// The most ticks the slow lane sleeps through when nothing is due (it wakes earlier
-/// when due work or evidence asks).
-const SLOW_MAX_SLEEP: u64 = 10;
-
 /// How far past its next due round the slow lane may be before `/-/healthy` fails:
 /// three ticks beyond the longest a round may take on purpose (a conntrack breakdown's
 /// dump, cut at `--collector.conntrack.breakdown-timeout`). The slow lane publishes when
@@ -63,13 +56,6 @@ const SLOW_MAX_SLEEP: u64 = 10;
 pub fn slow_round_deadline(cfg: &Config) -> Duration {
     3 * SLOW_TICK + cfg.breakdown_timeout
 }
-
-/// How often a breakdown's unknown source may bring discovery and the owners'
-/// refresh forward.
-const OWNERS_ASKED: Duration = Duration::from_secs(2);
-
-/// How long the first published snapshot waits for the slow lane's first round.
-const FIRST_ROUND_WAIT: Duration = Duration::from_secs(5);
 
 /// What scrapes read: `None` until the first sample.
 pub type Published = watch::Receiver<Option<Arc<Snapshot>>>;

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 use crate::snapshot::Snapshot;
 use crate::source::{Source, SourceError, SourceStatus, Want};
 
-/// How long a source the kernel lacks is left alone before it is tried again (a module
-/// such as nf_conntrack may be loaded later).
-const ABSENT_RETRY: Duration = Duration::from_secs(10);
+use crate::cadence::ABSENT_RETRY;
 
 pub struct Slot {
     pub source: Box<dyn Source>,
@@ -27,12 +25,6 @@ pub struct Slot {
     pub cache: Snapshot,
     /// Where a panic of its source is counted.
     panics: std::sync::Arc<super::Panics>,
-}
-
-/// How many ticks of `tick` make up `interval` (at least one).
-pub fn ticks_for(interval: Duration, tick: Duration) -> u64 {
-    let n = interval.as_nanos().div_ceil(tick.as_nanos().max(1));
-    u64::try_from(n).unwrap_or(u64::MAX).max(1)
 }
 
 /// The window of `every` ticks that tick `ticks` (offset by `phase`) falls in.

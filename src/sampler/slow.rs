@@ -11,9 +11,10 @@ use super::discovery::{Discovery, Failure, Target};
 use super::home::Home;
 use super::lane::{Group, Lane};
 use super::panics::fault;
-use super::slot::{self, ticks_for};
+use super::slot;
 use super::wiring::Builder;
-use super::{Change, OWNERS_ASKED, SLOW_MAX_SLEEP, SLOW_TICK};
+use super::Change;
+use crate::cadence::{Cadences, OWNERS_ASKED, SLOW_MAX_SLEEP, SLOW_TICK};
 use crate::config::Config;
 use crate::metrics;
 use crate::netns::{self, NsKey};
@@ -68,7 +69,7 @@ impl SlowLane {
         Self {
             lane,
             discovery,
-            discovery_every: ticks_for(cfg.netns_interval, SLOW_TICK),
+            discovery_every: Cadences::new(cfg).discovery_ticks(),
             discovery_window: None,
             changes,
             out,
@@ -306,6 +307,7 @@ impl SlowLane {
             &self.drops,
             &self.cfg,
             Some(t.key),
+            crate::cadence::Scope::Other,
         ));
         let group = Group {
             labels: t.labels.clone(),

@@ -4,24 +4,22 @@
 use std::fs::File;
 use std::sync::Arc;
 
+use super::discovery;
 use super::lane::Families;
-use super::slot::{ticks_for, Slot};
-use super::{discovery, SLOW_TICK};
+use super::slot::Slot;
+use crate::cadence::{Cadences, Scope};
 use crate::config::Config;
 use crate::metrics::Desc;
 use crate::netns::{self, NsKey};
 use crate::source::settings::SettingsReader;
-use crate::source::{Cadence, NsContext, SlowCadence, SourceInfo};
+use crate::source::{NsContext, SourceInfo};
 
 /// Builds the groups of one lane for one namespace from the registry.
 #[derive(Clone)]
 pub(super) struct Builder {
     pub(super) sources: Vec<&'static SourceInfo>,
-    /// Own namespace: the flags as given.
-    own: Config,
-    /// Other namespaces: their scans follow `--netns.scan-interval`, their counters
-    /// `--netns.interval`.
-    other: Config,
+    cfg: Config,
+    cadences: Cadences,
     /// The sampler's, given to every slot.
     pub(super) panics: Arc<super::Panics>,
 }
@@ -30,13 +28,8 @@ impl Builder {
     pub(super) fn new(cfg: &Config) -> Self {
         Self {
             sources: crate::source::enabled(&cfg.sources),
-            own: cfg.clone(),
-            other: Config {
-                scan_interval: cfg.netns_scan_interval,
-                counter_interval: cfg.netns_interval,
-                other_namespace: true,
-                ..cfg.clone()
-            },
+            cfg: cfg.clone(),
+            cadences: Cadences::new(cfg),
             panics: Arc::default(),
         }
     }
@@ -44,21 +37,15 @@ impl Builder {
     /// The fast lane's slots: `own` for the exporter's namespace (node-wide sources
     /// included), else another namespace's.
     pub(super) fn fast_slots(&self, own: bool, ctx: &Arc<NsContext>) -> Vec<Slot> {
-        let (cfg, tick) = (if own { &self.own } else { &self.other }, self.own.sample_interval);
+        let scope = if own { Scope::Own } else { Scope::Other };
         self.sources
             .iter()
             .filter(|s| own || s.namespaced)
             .filter_map(|s| {
                 let (cadence, build) = s.fast?;
-                let every = match (cadence, own) {
-                    (Cadence::Sample, true) => 1,
-                    (Cadence::Counter, true) => ticks_for(cfg.counter_interval, tick),
-                    (Cadence::Sample, false) => ticks_for(cfg.netns_sample_interval, tick),
-                    (Cadence::Counter, false) => ticks_for(cfg.netns_interval, tick),
-                };
                 Some(Slot::new(
-                    build(cfg, ctx),
-                    every,
+                    build(&self.cfg, ctx),
+                    self.cadences.fast_ticks(cadence, scope),
                     s.namespaced,
                     !own,
                     Arc::clone(&self.panics),
@@ -69,20 +56,15 @@ impl Builder {
 
     /// The slow lane's slots, run every scan.
     pub(super) fn slow_slots(&self, own: bool, ctx: &Arc<NsContext>) -> Vec<Slot> {
-        let cfg = if own { &self.own } else { &self.other };
-        let scan = ticks_for(cfg.scan_interval, SLOW_TICK);
+        let scope = if own { Scope::Own } else { Scope::Other };
         self.sources
             .iter()
             .filter(|s| own || s.namespaced)
             .filter_map(|s| {
                 let (cadence, build) = s.slow?;
-                let every = match cadence {
-                    SlowCadence::Scan => scan,
-                    SlowCadence::Evidence => u64::MAX,
-                };
                 Some(Slot::new(
-                    build(cfg, ctx),
-                    every,
+                    build(&self.cfg, ctx),
+                    self.cadences.slow_ticks(cadence, scope),
                     s.namespaced,
                     !own,
                     Arc::clone(&self.panics),
@@ -92,11 +74,13 @@ impl Builder {
     }
 
     pub(super) fn settings(&self, own: bool) -> Option<(SettingsReader, u64)> {
-        let cfg = if own { &self.own } else { &self.other };
-        self.sources
-            .iter()
-            .any(|s| s.namespaced)
-            .then(|| (SettingsReader::new(cfg), ticks_for(cfg.scan_interval, SLOW_TICK)))
+        let scope = if own { Scope::Own } else { Scope::Other };
+        self.sources.iter().any(|s| s.namespaced).then(|| {
+            (
+                SettingsReader::new(&self.cfg),
+                self.cadences.slow_ticks(crate::cadence::SlowCadence::Scan, scope),
+            )
+        })
     }
 }
 

@@ -64,7 +64,7 @@ impl Conntrack {
             max: nf("nf_conntrack_max"),
             stat: ProcFile::new(cfg.roots.proc_net("stat/nf_conntrack")),
             ctx: Arc::clone(ctx),
-            counters_every: Every::new(cfg.counter_interval),
+            counters_every: Every::new(crate::cadence::Cadences::new(cfg).counters(ctx.scope)),
             per_cpu: cfg.conntrack_per_cpu,
             cpus: Vec::new(),
             totals: CpuTotals::new(),

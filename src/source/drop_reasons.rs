@@ -36,9 +36,6 @@ use crate::source::{NsContext, Source, SourceError};
 /// when it is found.
 const UNSAMPLED_GRACE: Duration = Duration::from_secs(30);
 
-/// How often the map is read (at most; every namespace's instance serves the last read).
-pub const READ_EVERY: Duration = Duration::from_secs(1);
-
 /// The node's one drop counter, shared by every namespace's instance of one sampler
 /// (through [`NsContext::drops`]).
 #[derive(Default)]
@@ -233,7 +230,7 @@ pub struct DropReasons {
 impl DropReasons {
     pub fn new(cfg: &Config, ctx: &std::sync::Arc<NsContext>) -> Self {
         let key = ctx.netns.or_else(|| {
-            if cfg.other_namespace {
+            if ctx.scope == crate::cadence::Scope::Other {
                 None
             } else {
                 crate::netns::key_of(std::path::Path::new("/proc/thread-self/ns/net")).ok()
@@ -241,11 +238,11 @@ impl DropReasons {
         });
         // A read this much younger than a second serves: every namespace due within the
         // second shares one read, whichever tick of it each falls on.
-        let max_age = READ_EVERY.saturating_sub(cfg.sample_interval / 2);
+        let max_age = crate::cadence::Cadences::new(cfg).drop_map_max_age();
         Self {
             ino: key.and_then(|k| u32::try_from(k.1).ok()),
             cookie: None,
-            own: !cfg.other_namespace,
+            own: ctx.scope == crate::cadence::Scope::Own,
             max_age,
             btf: cfg.roots.sysfs.join("kernel/btf/vmlinux"),
             node: std::sync::Arc::clone(&ctx.drops),

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use crate::cadence::{Cadence, Scope, SlowCadence};
 use crate::config::Config;
 use crate::metrics;
 use crate::netlink::NetlinkError;
@@ -146,21 +147,6 @@ impl Wake {
 /// the same whatever the namespace holds (the hash is the node's).
 pub const REMOTES_EVIDENCE_SHARE: u64 = 8;
 
-/// How often the fast lane runs a source's fast part. Between runs it serves the
-/// source's last output, so a scrape always sees every source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cadence {
-    /// Every `--sample.interval` (other namespaces: `--netns.sample-interval`): sources
-    /// with pressure gauges and their peaks.
-    Sample,
-    /// Every `--sample.counter-interval` (other namespaces: `--netns.interval`): sources
-    /// that serve only counters and slow-moving values. A counter loses nothing between
-    /// reads (it is cumulative) and Prometheus takes its rate over minutes, so reading it
-    /// every 250 ms would only cost: `/proc/net/netstat` and `snmp` alone are about
-    /// 60 µs a read, formatted by the kernel field by field.
-    Counter,
-}
-
 /// Builds a source for one namespace, with what it shares with that namespace's other
 /// sources.
 pub type Build = fn(&Config, &Arc<NsContext>) -> Box<dyn Source>;
@@ -178,16 +164,6 @@ pub struct SourceInfo {
     pub namespaced: bool,
     pub fast: Option<(Cadence, Build)>,
     pub slow: Option<(SlowCadence, Build)>,
-}
-
-/// How often the slow lane runs a source's slow part.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlowCadence {
-    /// Every `--scan.interval` (other namespaces: `--netns.scan-interval`).
-    Scan,
-    /// When the source's evidence asks for it ([`Source::want`]), checked every round of
-    /// the slow lane: the conntrack breakdown, which watches the table's fill.
-    Evidence,
 }
 
 /// What the sources of one namespace share, across both lanes: the sysctls (read once,
@@ -219,6 +195,8 @@ pub struct NsContext {
     pub netns: Option<crate::netns::NsKey>,
     /// The node's drop counter (one per sampler, shared by every namespace's context).
     pub drops: Arc<drop_reasons::NodeDrops>,
+    /// The exporter's own namespace, or another.
+    pub scope: Scope,
 }
 
 impl Default for NsContext {
@@ -236,6 +214,7 @@ impl Default for NsContext {
             breakdown_threshold: 1.0,
             netns: None,
             drops: Arc::default(),
+            scope: Scope::Own,
         }
     }
 }
@@ -269,8 +248,10 @@ impl NsContext {
         drops: &Arc<drop_reasons::NodeDrops>,
         cfg: &Config,
         netns: Option<crate::netns::NsKey>,
+        scope: Scope,
     ) -> Self {
         Self {
+            scope,
             owners: Arc::clone(owners),
             wake: Arc::clone(wake),
             drops: Arc::clone(drops),

@@ -23,10 +23,10 @@ pub struct Sysctl {
 }
 
 impl Sysctl {
-    pub fn new(cfg: &Config, ctx: &Arc<NsContext>) -> Self {
+    pub fn new(_: &Config, ctx: &Arc<NsContext>) -> Self {
         Self {
             ctx: Arc::clone(ctx),
-            other_namespace: cfg.other_namespace,
+            other_namespace: ctx.scope == crate::cadence::Scope::Other,
         }
     }
 }
