@@ -3,7 +3,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,7 +15,7 @@ use super::lane::{Group, Lane};
 use super::slow::SlowLane;
 use super::stop::StopReceiver;
 use super::wiring::{families, own_namespace, Builder};
-use super::{Change, Published};
+use super::{registry, Published};
 use crate::cadence::FIRST_ROUND_WAIT;
 use crate::config::Config;
 use crate::metrics;
@@ -32,7 +32,9 @@ pub struct Sampler {
     /// There is a slow lane (its rounds are watched by `/-/healthy`).
     has_slow: bool,
     slow_out: Arc<Mutex<Arc<Snapshot>>>,
-    changes: Receiver<Change>,
+    /// The namespaces the slow lane tracks, and the registry this lane last followed.
+    registry: Arc<registry::Latest>,
+    followed: Arc<registry::Registry>,
     builder: Builder,
     peaks: Peaks,
     interval: Duration,
@@ -127,7 +129,7 @@ impl Sampler {
                 nofile,
             )
         });
-        let (changes_tx, changes_rx) = mpsc::channel();
+        let registry = Arc::new(registry::Latest::default());
         // Before the slow lane's first round, its start stands for its last round.
         let mut before_first = Snapshot::new();
         before_first.taken = Some(Instant::now());
@@ -135,7 +137,7 @@ impl Sampler {
         let slow = SlowLane::new(
             slow_lane,
             discovery,
-            changes_tx,
+            Arc::clone(&registry),
             Arc::clone(&slow_out),
             builder.clone(),
             owners,
@@ -149,7 +151,8 @@ impl Sampler {
             slow: Some(slow),
             has_slow: true,
             slow_out,
-            changes: changes_rx,
+            followed: registry.get(),
+            registry,
             builder,
             peaks: Peaks::new(cfg.peak_window),
             interval: cfg.sample_interval,
@@ -169,40 +172,43 @@ impl Sampler {
         self
     }
 
-    /// Applies what the slow lane decided about other namespaces.
-    fn apply_changes(&mut self) {
-        while let Ok(change) = self.changes.try_recv() {
-            match change {
-                Change::Add { key, labels, ns, ctx } => {
-                    let slots = self.builder.fast_slots(false, &ctx);
-                    let group = Group {
-                        labels,
-                        phase: key.1,
-                        slots,
-                        ns: Some(ns),
-                        ctx,
-                        settings: None,
-                        settings_window: None,
-                        owner: None,
-                        addresses: None,
-                    };
-                    self.fast.others.insert(key, group);
-                }
-                Change::Relabel { key, labels } => {
-                    if let Some(g) = self.fast.others.get_mut(&key) {
-                        g.labels = labels;
-                    }
-                }
-                Change::Remove(key) => self.fast.remove(&key),
+    /// Follows the namespaces the slow lane tracks, when it has published a change.
+    fn follow_registry(&mut self) {
+        let latest = self.registry.get();
+        if Arc::ptr_eq(&latest, &self.followed) {
+            return;
+        }
+        let (gone, new, relabelled) = registry::diff(&self.fast.others, &latest, |g| (&g.ctx, g.labels.as_str()));
+        for key in gone {
+            self.fast.remove(&key);
+        }
+        for (key, t) in new {
+            let group = Group {
+                labels: t.labels.clone(),
+                phase: key.1,
+                slots: self.builder.fast_slots(false, &t.ctx),
+                ns: Some(Arc::clone(&t.ns)),
+                ctx: Arc::clone(&t.ctx),
+                settings: None,
+                settings_window: None,
+                owner: None,
+                addresses: None,
+            };
+            self.fast.others.insert(key, group);
+        }
+        for (key, labels) in relabelled {
+            if let Some(g) = self.fast.others.get_mut(&key) {
+                g.labels = labels.to_string();
             }
         }
+        self.followed = latest;
     }
 
     /// Takes one sample of the fast lane, merges the slow lane's latest output, and
     /// publishes the snapshot.
     pub fn tick(&mut self) {
         let start = Instant::now();
-        self.apply_changes();
+        self.follow_registry();
         if Arc::get_mut(&mut self.spare).is_none() {
             // A slow scrape still holds the spare: let it keep it.
             self.spare = Arc::new(Snapshot::new());

@@ -11,7 +11,8 @@
 //!   process: SYN_RECV and remote-port dumps, the process scan, every `--scan.interval`
 //!   (other namespaces: `--netns.scan-interval`, spread by inode).
 //!
-//! The slow lane tells the fast lane which namespaces to add and drop ([`Change`]).
+//! The slow lane publishes which namespaces are tracked ([`registry::Registry`]); the
+//! fast lane follows it.
 //! A scrape only encodes the latest snapshot; it never touches the kernel.
 //!
 //! Files: `fast.rs` and `slow.rs` (the two lanes), `wiring.rs` (which slots a lane
@@ -23,6 +24,7 @@
 pub mod discovery;
 pub mod home;
 pub mod lane;
+pub mod registry;
 pub mod slot;
 
 mod fast;
@@ -31,7 +33,6 @@ mod slow;
 mod stop;
 mod wiring;
 
-use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,9 +40,7 @@ use tokio::sync::watch;
 
 use crate::cadence::SLOW_TICK;
 use crate::config::Config;
-use crate::netns::NsKey;
 use crate::snapshot::Snapshot;
-use crate::source::NsContext;
 
 pub use fast::Sampler;
 pub(crate) use panics::fault;
@@ -60,22 +59,6 @@ pub fn slow_round_deadline(cfg: &Config) -> Duration {
 /// What scrapes read: `None` until the first sample.
 pub type Published = watch::Receiver<Option<Arc<Snapshot>>>;
 
-/// What the slow lane tells the fast lane.
-pub enum Change {
-    /// Sample this namespace: its labels, the namespace to enter, its shared context.
-    Add {
-        key: NsKey,
-        labels: String,
-        ns: Arc<File>,
-        ctx: Arc<NsContext>,
-    },
-    Relabel {
-        key: NsKey,
-        labels: String,
-    },
-    Remove(NsKey),
-}
-
 #[cfg(test)]
 mod tests {
     //! The lanes' namespace switching against the real kernel, with failures injected
@@ -84,6 +67,7 @@ mod tests {
 
     use super::*;
     use crate::netns;
+    use std::fs::File;
     use std::os::unix::fs::MetadataExt;
     use std::process::Command;
     use std::sync::atomic::AtomicU64;

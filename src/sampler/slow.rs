@@ -11,9 +11,9 @@ use super::discovery::{Discovery, Failure, Target};
 use super::home::Home;
 use super::lane::{Group, Lane};
 use super::panics::fault;
+use super::registry::{self, Registry, Tracked};
 use super::slot;
 use super::wiring::Builder;
-use super::Change;
 use crate::cadence::{Cadences, OWNERS_ASKED, SLOW_MAX_SLEEP, SLOW_TICK};
 use crate::config::Config;
 use crate::metrics;
@@ -29,7 +29,9 @@ pub struct SlowLane {
     discovery_every: u64,
     /// The window of `discovery_every` ticks in which discovery last ran.
     discovery_window: Option<u64>,
-    changes: Sender<Change>,
+    /// The namespaces tracked, as last published ([`registry::Registry`]).
+    tracked: BTreeMap<NsKey, Arc<Tracked>>,
+    registry: Arc<registry::Latest>,
     out: Arc<Mutex<Arc<Snapshot>>>,
     /// The snapshot the next round fills: the one published two rounds ago, once the
     /// fast lane has let go of it (no allocation a round in the steady state).
@@ -57,7 +59,7 @@ impl SlowLane {
     pub(super) fn new(
         lane: Lane,
         discovery: Option<Discovery>,
-        changes: Sender<Change>,
+        registry: Arc<registry::Latest>,
         out: Arc<Mutex<Arc<Snapshot>>>,
         builder: Builder,
         owners: Arc<crate::source::breakdown::Owners>,
@@ -71,7 +73,8 @@ impl SlowLane {
             discovery,
             discovery_every: Cadences::new(cfg).discovery_ticks(),
             discovery_window: None,
-            changes,
+            tracked: BTreeMap::new(),
+            registry,
             out,
             spare: Arc::new(Snapshot::new()),
             builder,
@@ -209,6 +212,7 @@ impl SlowLane {
                 for key in keys {
                     self.drop_namespace(key);
                 }
+                self.publish();
                 return;
             }
             Err(Failure::Other(e)) => {
@@ -227,6 +231,7 @@ impl SlowLane {
             .filter(|k| !wanted.contains_key(k))
             .copied()
             .collect();
+        let mut changed = !gone.is_empty();
         for key in gone {
             self.drop_namespace(key);
         }
@@ -237,15 +242,29 @@ impl SlowLane {
                     if self.breakdown {
                         g.owner = Some(Arc::new(t.owner.clone()));
                     }
-                    let _ = self.changes.send(Change::Relabel {
-                        key: t.key,
-                        labels: t.labels,
-                    });
+                    if let Some(old) = self.tracked.get_mut(&t.key) {
+                        *old = Arc::new(Tracked {
+                            labels: t.labels,
+                            ns: Arc::clone(&old.ns),
+                            ctx: Arc::clone(&old.ctx),
+                        });
+                    }
+                    changed = true;
                 }
                 Some(_) => {}
-                None => self.add_namespace(t),
+                None => changed |= self.add_namespace(t),
             }
         }
+        if changed {
+            self.publish();
+        }
+    }
+
+    /// Publishes the tracked namespaces for the fast lane.
+    fn publish(&self) {
+        self.registry.publish(Registry {
+            namespaces: self.tracked.clone(),
+        });
     }
 
     /// Opens the address socket of every namespace that has none yet (a namespace
@@ -289,7 +308,8 @@ impl SlowLane {
         self.owners.replace(all);
     }
 
-    fn add_namespace(&mut self, t: Target) {
+    /// Tracks a namespace discovery found; false if it could not be opened.
+    fn add_namespace(&mut self, t: Target) -> bool {
         let found = netns::Found {
             pid: None,
             path: t.path.clone(),
@@ -298,7 +318,7 @@ impl SlowLane {
             Ok(f) => Arc::new(f),
             Err(e) => {
                 log::debug!("namespace {}: cannot open {}: {e}", t.key.1, t.path.display());
-                return;
+                return false;
             }
         };
         let ctx = Arc::new(NsContext::shared(
@@ -321,16 +341,19 @@ impl SlowLane {
             addresses: None,
         };
         self.lane.others.insert(t.key, group);
-        let _ = self.changes.send(Change::Add {
-            key: t.key,
-            labels: t.labels,
-            ns,
-            ctx,
-        });
+        self.tracked.insert(
+            t.key,
+            Arc::new(Tracked {
+                labels: t.labels,
+                ns,
+                ctx,
+            }),
+        );
+        true
     }
 
     fn drop_namespace(&mut self, key: NsKey) {
         self.lane.remove(&key);
-        let _ = self.changes.send(Change::Remove(key));
+        self.tracked.remove(&key);
     }
 }
