@@ -156,7 +156,10 @@ pub fn run(args: &Args) -> Result<Report, String> {
         }
     };
 
-    // Every namespace's addresses, to name the owner of each source.
+    // Every namespace's addresses, to name the owner of each source. The slow lane
+    // builds the same map (`SlowLane::refresh_owners`) from address sockets it keeps
+    // open in each namespace across rounds; this runs once, without a sampler, so it
+    // enters each namespace found by the same discovery and reads its addresses there.
     let mut all: Vec<(IpAddr, Arc<Owner>)> = Vec::new();
     let mut buf = Vec::new();
     let own_owner = Arc::new(Owner {

@@ -309,9 +309,7 @@ fn process_pods(last: &expo::Exposition, args: &Args) -> BTreeMap<String, (Strin
     last.family("netpressure_process_open_fds")
         .filter_map(|s| {
             let pid = s.label("pid");
-            let cgroup = crate::procfs::read(&args.procfs.join(pid).join("cgroup")).ok()?;
-            let cgroup = String::from_utf8_lossy(&cgroup);
-            let pod = index.get(&crate::pods::pod_uid(&cgroup)?)?;
+            let pod = index.get(&crate::pods::uid_of_process(&args.procfs, pid.parse().ok()?)?)?;
             Some((pid.to_string(), (pod.namespace.clone(), pod.name.clone())))
         })
         .collect()

@@ -134,10 +134,7 @@ impl Discovery {
                 Some(pid) => self
                     .uids
                     .entry((*key, pid))
-                    .or_insert_with(|| {
-                        let cgroup = crate::procfs::read(&self.procfs.join(pid.to_string()).join("cgroup")).ok()?;
-                        pods::pod_uid(&String::from_utf8_lossy(&cgroup))
-                    })
+                    .or_insert_with(|| pods::uid_of_process(&self.procfs, pid))
                     .as_deref(),
                 None => None,
             };
