@@ -4,6 +4,11 @@
 //! node here for `--duration`, every namespace the exporter would sample, or by
 //! scraping a running exporter (`--from URL`, no privileges needed). The checks
 //! ([`checks`]) turn it into findings with the setting to change.
+//!
+//! Sampling here, the doctor encodes each snapshot in the text format and reads it back
+//! ([`expo`]): the checks then see exactly what a scrape serves, through the one path
+//! `--from` takes too, at the cost of a parse a few times per run. Its errors are the
+//! one-line `String`s it prints (exit 3): nothing branches on their kind.
 
 pub mod checks;
 pub mod client;

@@ -95,9 +95,7 @@ impl Slot {
         let (cache, source) = (&mut self.cache, &mut self.source);
         let result = catch_unwind(AssertUnwindSafe(|| source.sample(cache))).unwrap_or_else(|_| {
             self.panics.record(source.name());
-            Err(SourceError::Other(
-                "the source panicked; this is a bug, please report it".into(),
-            ))
+            Err(SourceError::Panicked)
         });
         match &result {
             Err(e) if e.needs_entering() => {
@@ -118,7 +116,7 @@ impl Slot {
     /// Records a run that could not happen (the namespace could not be entered).
     pub fn fail(&mut self, why: &str) {
         self.cache.clear();
-        let err = SourceError::Other(why.to_string());
+        let err = SourceError::NotRun(why.to_string());
         self.status.record(self.source.name(), Err(&err), Duration::ZERO);
     }
 }

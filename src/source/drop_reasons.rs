@@ -260,8 +260,10 @@ impl DropReasons {
             // A socket must be made inside: the lane enters and runs this again.
             return Err(NetlinkError::NotEntered { protocol: 0 }.into());
         }
-        let cookie = crate::sys::netns_cookie()
-            .map_err(|e| SourceError::Other(format!("the namespace's cookie (SO_NETNS_COOKIE): {e}")))?;
+        let cookie = crate::sys::netns_cookie().map_err(|source| SourceError::Io {
+            what: "the namespace's cookie (SO_NETNS_COOKIE)".into(),
+            source,
+        })?;
         match g.sampled.iter_mut().find(|(c, _, _)| *c == cookie) {
             Some((_, _, n)) => *n += 1,
             None => g.sampled.push((cookie, ino, 1)),
@@ -312,14 +314,12 @@ impl Source for DropReasons {
         match &g.state {
             State::Up(_) => {}
             State::Down(e, true) => return Err(SourceError::Absent(e.clone())),
-            State::Down(e, false) => return Err(SourceError::Other(e.clone())),
+            State::Down(e, false) => return Err(crate::bpf::BpfError::Load(e.clone()).into()),
             State::NotLoaded => return Ok(()),
         }
         let cookie = self.learn_cookie(g)?;
         let State::Up(loaded) = &mut g.state else { return Ok(()) };
-        loaded
-            .refresh(self.max_age, &g.sampled, g.found.as_ref())
-            .map_err(|e| SourceError::Other(e.to_string()))?;
+        loaded.refresh(self.max_age, &g.sampled, g.found.as_ref())?;
         if let Some(cookie) = cookie {
             for (reason, n) in loaded.of(cookie) {
                 out.push(&metrics::PACKET_DROPS, &[("reason", reason)], n as f64);

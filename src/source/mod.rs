@@ -33,8 +33,29 @@ pub enum SourceError {
     Proc(#[from] ProcError),
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Bpf(#[from] crate::bpf::BpfError),
+    /// A file or call the source names failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// What the other lane provides has not come yet (the sysctls, read on the slow
+    /// lane's first round).
+    #[error("{0} has not been read yet")]
+    NotYetRead(&'static str),
+    /// The slow lane's read of this namespace's sysctls failed, with its message (kept
+    /// as text: it is shared between both lanes' sources and shown, never matched).
+    #[error("reading the sysctls: {0}")]
+    Settings(String),
+    /// The source panicked (counted in `netpressure_source_panics_total`).
+    #[error("the source panicked; this is a bug, please report it")]
+    Panicked,
+    /// The lane could not run it in its namespace (which it could not enter), and why.
     #[error("{0}")]
-    Other(String),
+    NotRun(String),
     /// The kernel lacks what the source needs (a feature of a later version, a
     /// configuration option): down, logged at debug, no error counted.
     #[error("{0}")]
@@ -57,7 +78,12 @@ impl SourceError {
         match self {
             Self::Proc(e) => e.is_not_found(),
             Self::Netlink(e) => e.is_unsupported(),
-            Self::Other(_) => false,
+            Self::Bpf(_)
+            | Self::Io { .. }
+            | Self::NotYetRead(_)
+            | Self::Settings(_)
+            | Self::Panicked
+            | Self::NotRun(_) => false,
             Self::Absent(_) => true,
         }
     }

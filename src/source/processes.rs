@@ -234,7 +234,10 @@ impl Processes {
         self.entries.clear();
         self.worst.clear();
         self.unreadable = 0;
-        let dir = fs::read_dir(&self.root).map_err(|e| SourceError::Other(format!("{}: {e}", self.root.display())))?;
+        let dir = fs::read_dir(&self.root).map_err(|source| SourceError::Io {
+            what: self.root.display().to_string(),
+            source,
+        })?;
         for entry in dir.flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;

@@ -113,7 +113,7 @@ impl Remotes {
             .ctx
             .settings()
             .port_range
-            .ok_or_else(|| SourceError::Other("ip_local_port_range has not been read in this namespace".into()))?;
+            .ok_or(SourceError::NotYetRead("ip_local_port_range in this namespace"))?;
         if self.range != Some(range) {
             let f = Filter::LocalPortRange(range.0, range.1);
             self.dump = Some(TcpDump::new(DUMP, STATES, f));

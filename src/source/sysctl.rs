@@ -38,11 +38,11 @@ impl Source for Sysctl {
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
         if let Some(e) = crate::sync::lock(&self.ctx.settings_error).clone() {
-            return Err(SourceError::Other(e));
+            return Err(SourceError::Settings(e));
         }
         let settings = self.ctx.settings();
         if !settings.read {
-            return Err(SourceError::Other("the sysctls have not been read yet".into()));
+            return Err(SourceError::NotYetRead("the sysctls"));
         }
         for s in Setting::ALL {
             if self.other_namespace && matches!(s, Setting::TcpMaxSynBacklog | Setting::TcpMaxTwBuckets) {

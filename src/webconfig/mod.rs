@@ -12,6 +12,10 @@
 //! [`live::Web`] holds the parsed file while the server runs and re-reads it when it
 //! or a file it names changes; [`tls`] turns [`TlsSettings`] into a rustls config;
 //! [`auth`] checks basic-auth credentials.
+//!
+//! Errors here are `String`s on purpose: each is the one line an operator reads (the
+//! key's path, the value, what is accepted), printed at start or logged at a refused
+//! reload, and no caller branches on its kind.
 
 pub mod auth;
 pub mod live;
