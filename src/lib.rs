@@ -16,6 +16,11 @@ pub mod collectors;
 pub mod config;
 pub mod cputotals;
 pub mod doctor;
+// The fuzz targets' entry points (`fuzz/`), replayed by `tests/fuzz_corpora.rs`: public
+// for those crates, never called by the binary (and so not linked into it). The same
+// holds for `Sampler::step_all`, `NsContext::read_here` and
+// `Processes::without_prlimit`, which benches, tests and examples use; a cargo feature
+// would hide them at the price of a second build of the crate in the suite.
 pub mod fuzzing;
 pub mod http;
 pub mod logging;

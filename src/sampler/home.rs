@@ -18,8 +18,9 @@ use crate::netns::NsKey;
 pub const DISPLACED: &str =
     "the sampler thread could not return to the exporter's own network namespace; not sampled until it does";
 
-/// Moves the calling thread into a network namespace (`setns`); a test replaces it to
-/// inject failures.
+/// Stands in for `setns` in the unit tests, which inject failures through it (the
+/// binary calls `setns` directly).
+#[cfg(test)]
 pub type Switch = Box<dyn FnMut(&File) -> io::Result<()> + Send>;
 
 /// Entries into other namespaces, shared by the lanes (one series each).
@@ -31,6 +32,7 @@ pub struct Entries {
 
 pub struct Home {
     own_file: File,
+    #[cfg(test)]
     pub switch: Switch,
     displaced: bool,
     entries: Arc<Entries>,
@@ -41,6 +43,7 @@ impl Home {
     pub fn new(own_file: File, entries: Arc<Entries>) -> Self {
         Self {
             own_file,
+            #[cfg(test)]
             switch: Box::new(|f: &File| crate::sys::setns_net(f)),
             displaced: false,
             entries,
@@ -54,7 +57,11 @@ impl Home {
     }
 
     fn go_home(&mut self) -> bool {
-        match (self.switch)(&self.own_file) {
+        #[cfg(test)]
+        let moved = (self.switch)(&self.own_file);
+        #[cfg(not(test))]
+        let moved = crate::sys::setns_net(&self.own_file);
+        match moved {
             Ok(()) => {
                 if self.displaced {
                     log::info!("the sampler thread is back in the exporter's own network namespace");
@@ -92,7 +99,11 @@ impl Home {
         if !self.at_home() {
             return Err(Refused::Displaced);
         }
-        if let Err(e) = (self.switch)(ns) {
+        #[cfg(test)]
+        let moved = (self.switch)(ns);
+        #[cfg(not(test))]
+        let moved = crate::sys::setns_net(ns);
+        if let Err(e) = moved {
             self.entries.failed.fetch_add(1, Ordering::Relaxed);
             if e.raw_os_error() == Some(libc::EPERM) && !self.denied_logged {
                 log::warn!(
