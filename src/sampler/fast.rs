@@ -22,7 +22,7 @@ use crate::metrics;
 use crate::peak::Peaks;
 use crate::snapshot::Snapshot;
 use crate::source::breakdown::Owner;
-use crate::source::{NsContext, Wake};
+use crate::source::{Node, NsContext};
 use crate::sync::lock;
 
 pub struct Sampler {
@@ -79,16 +79,11 @@ impl Sampler {
             }
             _ => None,
         };
-        let wake = Arc::new(Wake::default());
-        let drops = Arc::new(crate::source::drop_reasons::NodeDrops::default());
-        let ctx = Arc::new(NsContext::shared(
-            &owners,
-            &wake,
-            &drops,
-            cfg,
-            own_key,
-            crate::cadence::Scope::Own,
-        ));
+        let node = Arc::new(Node {
+            owners,
+            ..Node::default()
+        });
+        let ctx = Arc::new(NsContext::shared(&node, cfg, own_key, crate::cadence::Scope::Own));
         let own_group = |slots, settings, owner: Option<Arc<Owner>>| Group {
             labels: own_label.clone(),
             phase: 0,
@@ -140,10 +135,8 @@ impl Sampler {
             Arc::clone(&registry),
             Arc::clone(&slow_out),
             builder.clone(),
-            owners,
-            drops,
+            node,
             breakdown,
-            wake,
             cfg,
         );
         let sampler = Self {

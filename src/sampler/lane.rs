@@ -49,7 +49,8 @@ impl Group {
     fn settings_due(&self, ticks: u64) -> bool {
         match &self.settings {
             Some((_, every)) => {
-                self.settings_window != Some(window(ticks, self.phase, *every)) || !lock(&self.ctx.settings).read
+                self.settings_window != Some(window(ticks, self.phase, *every))
+                    || !lock(&self.ctx.from_slow.settings).read
             }
             None => false,
         }
@@ -79,10 +80,10 @@ impl Group {
             return;
         };
         let result = reader.read();
-        let mut err = lock(&self.ctx.settings_error);
+        let mut err = lock(&self.ctx.from_slow.settings_error);
         match result {
             Ok(s) => {
-                *lock(&self.ctx.settings) = s;
+                *lock(&self.ctx.from_slow.settings) = s;
                 *err = None;
             }
             Err(e) => *err = Some(e.to_string()),

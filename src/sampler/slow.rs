@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::metrics;
 use crate::netns::{self, NsKey};
 use crate::snapshot::Snapshot;
-use crate::source::{NsContext, Wake};
+use crate::source::{Node, NsContext};
 use crate::sync::lock;
 
 /// The slow lane: discovery, sysctls, and every scan.
@@ -39,15 +39,13 @@ pub struct SlowLane {
     builder: Builder,
     /// Discovery could not list procfs, or ran out of descriptors (logged once).
     failing: bool,
-    /// The node's address owners, refreshed after each discovery when `breakdown`.
-    owners: Arc<crate::source::breakdown::Owners>,
-    /// The node's drop counter, told what each discovery found.
-    drops: Arc<crate::source::drop_reasons::NodeDrops>,
+    /// What every namespace's context shares: the address owners, refreshed after each
+    /// discovery when `breakdown`; the wake the fast lane's sources ring when evidence
+    /// turns; the drop counter, told what each discovery found.
+    node: Arc<Node>,
     /// When a breakdown last brought the owners' refresh forward.
     owners_asked: Option<Instant>,
     breakdown: bool,
-    /// Woken by the fast lane's sources when evidence turns.
-    wake: Arc<Wake>,
     cfg: Config,
     /// The ticks after the last round with nothing due ([`SlowLane::idle_ticks`]), as
     /// that round computed them for the next due round it published.
@@ -62,10 +60,8 @@ impl SlowLane {
         registry: Arc<registry::Latest>,
         out: Arc<Mutex<Arc<Snapshot>>>,
         builder: Builder,
-        owners: Arc<crate::source::breakdown::Owners>,
-        drops: Arc<crate::source::drop_reasons::NodeDrops>,
+        node: Arc<Node>,
         breakdown: bool,
-        wake: Arc<Wake>,
         cfg: &Config,
     ) -> Self {
         Self {
@@ -79,11 +75,9 @@ impl SlowLane {
             spare: Arc::new(Snapshot::new()),
             builder,
             failing: false,
-            owners,
-            drops,
+            node,
             owners_asked: None,
             breakdown,
-            wake,
             cfg: cfg.clone(),
             idle: 0,
         }
@@ -94,7 +88,7 @@ impl SlowLane {
     /// thread). In between it sleeps, up to [`SLOW_MAX_SLEEP`] ticks: an idle exporter
     /// pays mostly for wake-ups.
     pub(super) fn run(mut self, stopping: &AtomicBool, first: Sender<()>) {
-        self.wake.register();
+        self.node.wake.register();
         // The lane's clock is the time since it started, in ticks: a round woken early
         // by evidence falls in the window of the round before it, where whatever ran on
         // its cadence does not run again (the sources' windows, `slot::window`).
@@ -111,7 +105,7 @@ impl SlowLane {
             // The round left the clock at the next tick; sleep past the ticks with
             // nothing due to the start of the first that has something.
             let next = start + SLOW_TICK * u32::try_from(self.lane.ticks + self.idle).unwrap_or(u32::MAX);
-            self.wake.sleep_until(next, stopping);
+            self.node.wake.sleep_until(next, stopping);
         }
     }
 
@@ -123,7 +117,7 @@ impl SlowLane {
     /// How many ticks from the lane's next one have nothing due (at most
     /// [`SLOW_MAX_SLEEP`] - 1).
     fn idle_ticks(&self) -> u64 {
-        if self.owners.wanted() {
+        if self.node.owners.wanted() {
             return 0;
         }
         let base = self.lane.ticks;
@@ -140,7 +134,7 @@ impl SlowLane {
     pub fn step(&mut self, now: Instant) {
         // A breakdown that found a source without an owner asks for the namespaces
         // and addresses now, not at the next discovery (at most every OWNERS_ASKED).
-        let asked = self.owners.take_wanted()
+        let asked = self.node.owners.take_wanted()
             && self
                 .owners_asked
                 .is_none_or(|at| now.saturating_duration_since(at) >= OWNERS_ASKED);
@@ -200,7 +194,7 @@ impl SlowLane {
             Ok(t) => {
                 self.failing = false;
                 // The drop counter tells a gone namespace's keys by what was found.
-                self.drops.note_found(d.found(), started);
+                self.node.drops.note_found(d.found(), started);
                 t
             }
             Err(Failure::NoDescriptors(e)) => {
@@ -305,7 +299,7 @@ impl SlowLane {
                 }
             }
         }
-        self.owners.replace(all);
+        self.node.owners.replace(all);
     }
 
     /// Tracks a namespace discovery found; false if it could not be opened.
@@ -322,9 +316,7 @@ impl SlowLane {
             }
         };
         let ctx = Arc::new(NsContext::shared(
-            &self.owners,
-            &self.wake,
-            &self.drops,
+            &self.node,
             &self.cfg,
             Some(t.key),
             crate::cadence::Scope::Other,

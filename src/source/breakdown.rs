@@ -320,7 +320,7 @@ impl Breakdown {
             );
         }
         for (addr, n) in &r.sources {
-            let owner = self.ctx.owners.get(addr);
+            let owner = self.ctx.node.owners.get(addr);
             let (a, _) = self.labels.format(*addr, 0);
             let mut labels = vec![("source_address", a)];
             if let Some(o) = &owner {
@@ -393,8 +393,8 @@ impl Source for Breakdown {
         if due {
             self.take(now)?;
             if let Some(t) = &self.last {
-                if t.ranked.sources.iter().any(|(a, _)| self.ctx.owners.unknown(a)) {
-                    self.ctx.owners.want_refresh();
+                if t.ranked.sources.iter().any(|(a, _)| self.ctx.node.owners.unknown(a)) {
+                    self.ctx.node.owners.want_refresh();
                     // Once: a source no namespace on the node owns (a client outside
                     // the node) must not hold every breakdown back.
                     self.held = !was_held;

@@ -245,7 +245,7 @@ impl DropReasons {
             own: ctx.scope == crate::cadence::Scope::Own,
             max_age,
             btf: cfg.roots.sysfs.join("kernel/btf/vmlinux"),
-            node: std::sync::Arc::clone(&ctx.drops),
+            node: std::sync::Arc::clone(&ctx.node.drops),
         }
     }
 

@@ -187,7 +187,7 @@ impl Listeners {
     /// Tells the scan what this sample saw, and attributes the last scan's request
     /// sockets to the listeners that own them.
     fn exchange_with_scan(&mut self) {
-        let mut shared = crate::sync::lock(&self.ctx.syn);
+        let mut shared = crate::sync::lock(&self.ctx.from_slow.syn);
         let any_v6 = self.listeners.iter().any(|l| l.addr.is_ipv6());
         shared.listeners = Some((self.listeners.len(), any_v6));
         shared.smallest_backlog = self.listeners.iter().map(|l| l.limit).min();
@@ -244,7 +244,7 @@ impl Source for SynScan {
     }
 
     fn want(&self) -> Want {
-        let smallest = crate::sync::lock(&self.ctx.syn).smallest_backlog;
+        let smallest = crate::sync::lock(&self.ctx.from_slow.syn).smallest_backlog;
         match (self.quiet_since, self.ctx.tcp_in_segs(), smallest) {
             (Some(then), Some(now), Some(backlog))
                 if now.wrapping_sub(then) < u64::from((backlog / SYN_EVIDENCE_SHARE).max(1)) =>
@@ -256,7 +256,7 @@ impl Source for SynScan {
     }
 
     fn sample(&mut self, _out: &mut Snapshot) -> Result<(), SourceError> {
-        let seen = crate::sync::lock(&self.ctx.syn).listeners;
+        let seen = crate::sync::lock(&self.ctx.from_slow.syn).listeners;
         self.counts.clear();
         if seen.is_none_or(|(n, _)| n > 0) {
             self.syn_dump.skip_v6 = seen.is_some_and(|(_, any_v6)| !any_v6);
@@ -274,7 +274,7 @@ impl Source for SynScan {
         } else {
             None
         };
-        let mut shared = crate::sync::lock(&self.ctx.syn);
+        let mut shared = crate::sync::lock(&self.ctx.from_slow.syn);
         let counts = shared.counts.get_or_insert_with(HashMap::new);
         std::mem::swap(counts, &mut self.counts);
         Ok(())

@@ -192,57 +192,71 @@ pub struct SourceInfo {
     pub slow: Option<(SlowCadence, Build)>,
 }
 
-/// What the sources of one namespace share, across both lanes: the sysctls (read once,
-/// on the slow lane), the SYN_RECV counts the slow lane's scan leaves for the fast
-/// lane's listeners, and the slow lane's sock_diag socket.
-pub struct NsContext {
+/// What every namespace's context shares: one per sampler.
+#[derive(Default)]
+pub struct Node {
+    /// Which namespace on the node owns which address (the breakdown's names).
+    pub owners: Arc<breakdown::Owners>,
+    /// The slow lane's thread, woken when evidence turns.
+    pub wake: Arc<Wake>,
+    /// The node's drop counter.
+    pub drops: Arc<drop_reasons::NodeDrops>,
+}
+
+/// What the slow lane leaves in a namespace's context for the fast lane's sources: the
+/// sysctls (read at the scan cadence) and the SYN_RECV scan's counts. The slow lane
+/// writes, the fast lane reads.
+#[derive(Default)]
+pub struct FromSlow {
     pub settings: Mutex<settings::Settings>,
+    /// Why the last sysctl read failed, if it did.
     pub settings_error: Mutex<Option<String>>,
     pub syn: Mutex<listeners::SynShared>,
-    pub slow_diag: Mutex<crate::netlink::sock_diag::LazySockDiag>,
+}
+
+/// What the fast lane's sources leave for the slow lane's scans to decide by: the fast
+/// lane writes, the slow lane reads (and is woken when it turns).
+pub struct Evidence {
     /// The table's entries and limit, as the conntrack source last read them: the
     /// breakdown's trigger.
-    pub conntrack_fill: Mutex<Option<(u64, u64)>>,
-    /// Which namespace on the node owns which address (one map for the node, shared
-    /// by every namespace's context).
-    pub owners: Arc<breakdown::Owners>,
+    conntrack_fill: Mutex<Option<(u64, u64)>>,
     /// TCP sockets in use plus TIME_WAIT, as sockstat last read them (`u64::MAX` before
     /// the first read, or without the sockstat source): the remotes scan's evidence.
     tcp_sockets: AtomicU64,
     /// TCP segments received (snmp `Tcp InSegs`), as netstat last read them (`u64::MAX`
     /// before): the SYN_RECV scan's evidence.
     tcp_in_segs: AtomicU64,
-    /// The slow lane's thread, woken when evidence turns (one for the node).
-    pub wake: Arc<Wake>,
     /// `--collector.conntrack.breakdown-threshold`.
     breakdown_threshold: f64,
+}
+
+impl Default for Evidence {
+    fn default() -> Self {
+        Self {
+            conntrack_fill: Mutex::default(),
+            tcp_sockets: AtomicU64::new(u64::MAX),
+            tcp_in_segs: AtomicU64::new(u64::MAX),
+            breakdown_threshold: 1.0,
+        }
+    }
+}
+
+/// What the sources of one namespace share, across both lanes, each part with one
+/// writer: the node's shared state, what the slow lane leaves for the fast lane, the
+/// evidence the fast lane leaves for the slow lane, and the slow lane's own sock_diag
+/// socket.
+#[derive(Default)]
+pub struct NsContext {
     /// The namespace's identity (nsfs device and inode), where known: the drop counter's
     /// key.
     pub netns: Option<crate::netns::NsKey>,
-    /// The node's drop counter (one per sampler, shared by every namespace's context).
-    pub drops: Arc<drop_reasons::NodeDrops>,
     /// The exporter's own namespace, or another.
     pub scope: Scope,
-}
-
-impl Default for NsContext {
-    fn default() -> Self {
-        Self {
-            settings: Mutex::default(),
-            settings_error: Mutex::default(),
-            syn: Mutex::default(),
-            slow_diag: Mutex::default(),
-            conntrack_fill: Mutex::default(),
-            owners: Arc::default(),
-            tcp_sockets: AtomicU64::new(u64::MAX),
-            tcp_in_segs: AtomicU64::new(u64::MAX),
-            wake: Arc::default(),
-            breakdown_threshold: 1.0,
-            netns: None,
-            drops: Arc::default(),
-            scope: Scope::Own,
-        }
-    }
+    pub node: Arc<Node>,
+    pub from_slow: FromSlow,
+    pub evidence: Evidence,
+    /// The slow lane's scans' socket in this namespace (only they use it).
+    pub slow_diag: Mutex<crate::netlink::sock_diag::LazySockDiag>,
 }
 
 impl std::fmt::Debug for NsContext {
@@ -259,41 +273,37 @@ impl NsContext {
     /// The settings cannot be read.
     pub fn read_here(cfg: &Config) -> Result<Arc<Self>, crate::procfs::ProcError> {
         let ctx = Self {
-            breakdown_threshold: cfg.breakdown_threshold,
+            evidence: Evidence {
+                breakdown_threshold: cfg.breakdown_threshold,
+                ..Evidence::default()
+            },
             ..Self::default()
         };
-        *crate::sync::lock(&ctx.settings) = settings::SettingsReader::new(cfg).read()?;
+        *crate::sync::lock(&ctx.from_slow.settings) = settings::SettingsReader::new(cfg).read()?;
         Ok(Arc::new(ctx))
     }
 
-    /// A context for the namespace `netns`, sharing the node's address owners and the
-    /// slow lane's wake.
-    pub fn shared(
-        owners: &Arc<breakdown::Owners>,
-        wake: &Arc<Wake>,
-        drops: &Arc<drop_reasons::NodeDrops>,
-        cfg: &Config,
-        netns: Option<crate::netns::NsKey>,
-        scope: Scope,
-    ) -> Self {
+    /// A context for the namespace `netns`, sharing the `node`'s state.
+    pub fn shared(node: &Arc<Node>, cfg: &Config, netns: Option<crate::netns::NsKey>, scope: Scope) -> Self {
         Self {
             scope,
-            owners: Arc::clone(owners),
-            wake: Arc::clone(wake),
-            drops: Arc::clone(drops),
-            breakdown_threshold: cfg.breakdown_threshold,
+            node: Arc::clone(node),
+            evidence: Evidence {
+                breakdown_threshold: cfg.breakdown_threshold,
+                ..Evidence::default()
+            },
             netns,
             ..Self::default()
         }
     }
 
     pub fn conntrack_fill(&self) -> Option<(u64, u64)> {
-        *crate::sync::lock(&self.conntrack_fill)
+        *crate::sync::lock(&self.evidence.conntrack_fill)
     }
 
     /// Whether `fill` is at or above the breakdown's threshold.
     pub fn breakdown_pressure(&self, fill: Option<(u64, u64)>) -> bool {
-        let t = self.breakdown_threshold;
+        let t = self.evidence.breakdown_threshold;
         if t >= 1.0 {
             return false;
         }
@@ -309,35 +319,35 @@ impl NsContext {
     /// Records the table's fill; wakes the slow lane when it reaches the breakdown's
     /// threshold.
     pub fn set_conntrack_fill(&self, fill: Option<(u64, u64)>) {
-        let before = std::mem::replace(&mut *crate::sync::lock(&self.conntrack_fill), fill);
+        let before = std::mem::replace(&mut *crate::sync::lock(&self.evidence.conntrack_fill), fill);
         if self.breakdown_pressure(fill) && !self.breakdown_pressure(before) {
-            self.wake.ask();
+            self.node.wake.ask();
         }
     }
 
     /// TCP segments received in the namespace, if netstat has read them.
     pub fn tcp_in_segs(&self) -> Option<u64> {
-        Some(self.tcp_in_segs.load(Ordering::Relaxed)).filter(|n| *n != u64::MAX)
+        Some(self.evidence.tcp_in_segs.load(Ordering::Relaxed)).filter(|n| *n != u64::MAX)
     }
 
     pub fn set_tcp_in_segs(&self, n: u64) {
-        self.tcp_in_segs.store(n, Ordering::Relaxed);
+        self.evidence.tcp_in_segs.store(n, Ordering::Relaxed);
     }
 
     /// TCP sockets in use plus TIME_WAIT, if sockstat has read them.
     pub fn tcp_sockets(&self) -> Option<u64> {
-        Some(self.tcp_sockets.load(Ordering::Relaxed)).filter(|n| *n != u64::MAX)
+        Some(self.evidence.tcp_sockets.load(Ordering::Relaxed)).filter(|n| *n != u64::MAX)
     }
 
     /// Records sockstat's count; wakes the slow lane when it reaches the remotes scan's
     /// evidence share of the port range.
     pub fn set_tcp_sockets(&self, n: u64) {
-        let before = self.tcp_sockets.swap(n, Ordering::Relaxed);
+        let before = self.evidence.tcp_sockets.swap(n, Ordering::Relaxed);
         // The first count decides the scan's state either way; later, only a rise to
         // the share is urgent (a fall is served at the next round).
         if let Some(min) = self.remotes_evidence() {
             if before == u64::MAX || (n >= min && before < min) {
-                self.wake.ask();
+                self.node.wake.ask();
             }
         }
     }
@@ -345,13 +355,13 @@ impl NsContext {
     /// The fewest TCP sockets that make the remotes scan worth its walk, once the port
     /// range is known.
     pub fn remotes_evidence(&self) -> Option<u64> {
-        let range = crate::sync::lock(&self.settings).port_range?;
+        let range = crate::sync::lock(&self.from_slow.settings).port_range?;
         Some(remotes::range_size(range).div_ceil(REMOTES_EVIDENCE_SHARE))
     }
 
     /// The last sysctl values read in this namespace.
     pub fn settings(&self) -> settings::Settings {
-        crate::sync::lock(&self.settings).clone()
+        crate::sync::lock(&self.from_slow.settings).clone()
     }
 }
 

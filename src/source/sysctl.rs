@@ -37,7 +37,7 @@ impl Source for Sysctl {
     }
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
-        if let Some(e) = crate::sync::lock(&self.ctx.settings_error).clone() {
+        if let Some(e) = crate::sync::lock(&self.ctx.from_slow.settings_error).clone() {
             return Err(SourceError::Settings(e));
         }
         let settings = self.ctx.settings();
