@@ -180,6 +180,14 @@ pub fn discover(procfs: &Path, out: &mut HashMap<NsKey, Found>) -> io::Result<()
     Ok(())
 }
 
+// Why a thread-local and an error rather than a parameter: the handles are opened deep
+// in the I/O layer (a netlink socket's first use, a proc file's first read) on behalf of
+// any of a dozen sources, and what they must know is a fact about the calling thread
+// (which namespace it is in). The lane marks the thread ([`without_entering`]); a layer
+// that would open a handle answers `NotEntered`, and the lane, which alone can enter a
+// namespace, runs that source again inside it. Threading a flag through every source's
+// `sample` would carry it through code that never opens anything. The node pass
+// (issue 28) removes most entering, and with it most of this path.
 thread_local! {
     /// Set while a thread samples another namespace's sources without having entered it.
     static OPENING_FORBIDDEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
