@@ -290,13 +290,19 @@ impl Drop for Spray {
     }
 }
 
+/// An exporter in a namespace of its own whose one user, prom, has a cost-10 hash (as
+/// htpasswd's users are told to use: 58 ms a verification here), and prom's
+/// `Authorization` header.
+fn with_prometheus(tag: &str) -> (Netns, WebConfig, Exporter, String) {
+    let ns = Netns::new(tag);
+    let web = WebConfig::new(tag, &[("prom", htpasswd(10, "s3cret"))]);
+    let exp = Exporter::start(&ns, &[&web.flag(), "--no-collector.netns"]);
+    (ns, web, exp, basic("prom", "s3cret"))
+}
+
 #[test]
 fn clients_that_hang_up_cannot_multiply_bcrypt_and_every_attempt_is_counted() {
-    let ns = Netns::new("spray");
-    // Cost 10, as htpasswd's users are told to use: 58 ms a verification here.
-    let web = WebConfig::new("spray", &[("prom", htpasswd(10, "s3cret"))]);
-    let exp = Exporter::start(&ns, &[&web.flag(), "--no-collector.netns"]);
-    let auth = basic("prom", "s3cret");
+    let (ns, _web, exp, auth) = with_prometheus("spray");
     let pid = exp.pid();
     let idle_threads = status_field(pid, "Threads:");
 
@@ -401,10 +407,7 @@ fn clients_that_hang_up_cannot_multiply_bcrypt_and_every_attempt_is_counted() {
 
 #[test]
 fn a_new_connection_with_the_password_is_served_while_strangers_hold_the_cap() {
-    let ns = Netns::new("newconn");
-    let web = WebConfig::new("newconn", &[("prom", htpasswd(10, "s3cret"))]);
-    let exp = Exporter::start(&ns, &[&web.flag(), "--no-collector.netns"]);
-    let auth = basic("prom", "s3cret");
+    let (ns, _web, exp, auth) = with_prometheus("newconn");
     scrape_as_until(&exp, &auth, "the first verification", |b| {
         metric(b, "netpressure_http_auth_verifications_total", "") == Some(1.0)
     });

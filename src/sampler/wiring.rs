@@ -37,34 +37,37 @@ impl Builder {
     /// The fast lane's slots: `own` for the exporter's namespace (node-wide sources
     /// included), else another namespace's.
     pub(super) fn fast_slots(&self, own: bool, ctx: &Arc<NsContext>) -> Vec<Slot> {
-        let scope = if own { Scope::Own } else { Scope::Other };
-        self.sources
-            .iter()
-            .filter(|s| own || s.namespaced)
-            .filter_map(|s| {
-                let (cadence, build) = s.fast?;
-                Some(Slot::new(
-                    build(&self.cfg, ctx),
-                    self.cadences.fast_ticks(cadence, scope),
-                    s.namespaced,
-                    !own,
-                    Arc::clone(&self.panics),
-                ))
-            })
-            .collect()
+        self.slots(own, ctx, |s, scope| {
+            s.fast
+                .map(|(cadence, build)| (self.cadences.fast_ticks(cadence, scope), build))
+        })
     }
 
     /// The slow lane's slots, run every scan.
     pub(super) fn slow_slots(&self, own: bool, ctx: &Arc<NsContext>) -> Vec<Slot> {
+        self.slots(own, ctx, |s, scope| {
+            s.slow
+                .map(|(cadence, build)| (self.cadences.slow_ticks(cadence, scope), build))
+        })
+    }
+
+    /// A slot for each enabled source that has the `part` a lane runs (its period in
+    /// that lane's ticks, and how to build it).
+    fn slots(
+        &self,
+        own: bool,
+        ctx: &Arc<NsContext>,
+        part: impl Fn(&SourceInfo, Scope) -> Option<(u64, crate::source::Build)>,
+    ) -> Vec<Slot> {
         let scope = if own { Scope::Own } else { Scope::Other };
         self.sources
             .iter()
             .filter(|s| own || s.namespaced)
             .filter_map(|s| {
-                let (cadence, build) = s.slow?;
+                let (every, build) = part(s, scope)?;
                 Some(Slot::new(
                     build(&self.cfg, ctx),
-                    self.cadences.slow_ticks(cadence, scope),
+                    every,
                     s.namespaced,
                     !own,
                     Arc::clone(&self.panics),
