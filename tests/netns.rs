@@ -372,6 +372,36 @@ fn an_idle_pod_namespace_costs_23_series_by_default() {
     assert_eq!(count(&body), 2, "entries and its peak");
 }
 
+#[test]
+fn per_cpu_conntrack_counters_are_the_nodes_and_pods_get_sums() {
+    let _s = serial();
+    let home = Netns::with_conntrack("percpu-home");
+    let pod = Netns::with_conntrack("percpu-pod");
+    let mut args = FAST.to_vec();
+    args.push("--collector.conntrack.per-cpu");
+    let exp = Exporter::start(&home, &args);
+    // Per CPU in every pod would be pods x possible CPUs x 3 default families: 115,584
+    // series at 301 namespaces and 128 possible CPUs (an 11.8 MB scrape).
+    let body = scrape_until(&exp, "the pod's summed and the node's per-CPU counters", |b| {
+        metric(b, "netpressure_conntrack_drop_total", &pod.label("")).is_some()
+            && b.lines().any(|l| {
+                l.starts_with("netpressure_conntrack_drop_total{")
+                    && l.contains(&home.label(""))
+                    && l.contains("cpu=\"")
+            })
+    });
+    let per_cpu_in_pod: Vec<&str> = body
+        .lines()
+        .filter(|l| l.contains(&pod.label("")) && l.contains("cpu=\""))
+        .collect();
+    assert!(per_cpu_in_pod.is_empty(), "{per_cpu_in_pod:#?}");
+    assert_eq!(
+        metric(&body, "netpressure_conntrack_drop_total", &home.label("")),
+        None,
+        "the node's counters are per CPU only"
+    );
+}
+
 /// The exporter in `home` (fast cadences) with RLIMIT_NOFILE `limit`, soft and hard.
 fn start_with_nofile(home: &Netns, limit: u64) -> Exporter {
     let mut cmd = home.cmd("prlimit");

@@ -65,7 +65,10 @@ impl Conntrack {
             stat: ProcFile::new(cfg.roots.proc_net("stat/nf_conntrack")),
             ctx: Arc::clone(ctx),
             counters_every: Every::new(crate::cadence::Cadences::new(cfg).counters(ctx.scope)),
-            per_cpu: cfg.conntrack_per_cpu,
+            // The node's namespace only: per CPU in every pod would be pods x possible
+            // CPUs x counters (115,584 series at 301 namespaces and 128 possible CPUs,
+            // an 11.8 MB scrape and some 100 MB of memory, tests/vm/node-shape.sh).
+            per_cpu: cfg.conntrack_per_cpu && ctx.scope == crate::cadence::Scope::Own,
             cpus: Vec::new(),
             totals: CpuTotals::new(),
             possible: cfg.roots.sysfs.join("devices/system/cpu/possible"),
