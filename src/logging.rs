@@ -16,7 +16,9 @@ pub const REPEAT_QUIET: std::time::Duration = std::time::Duration::from_secs(600
 
 /// Keeps a warning that comes back (a source that flaps between up and down, a failure
 /// that returns every second) to one line per [`REPEAT_QUIET`]; the repeats in between
-/// go to debug and are counted in the next line that is logged.
+/// go to debug and are counted in the next line that is logged. A warning about
+/// something that holds for the life of the process (the descriptor budget, a missing
+/// capability) is said once, by a flag beside it: repeating it would add nothing.
 #[derive(Debug, Default, Clone)]
 pub struct Repeats {
     last: Option<(String, std::time::Instant)>,
