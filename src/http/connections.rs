@@ -25,7 +25,9 @@ pub(super) struct Activity {
     /// Its task has begun to read from it: what the client sent by then is being
     /// served. Until then it is never closed for another.
     served: std::sync::atomic::AtomicBool,
-    /// Requests in flight that basic auth refused or that wait for a verification.
+    /// Requests in flight whose client has not shown a password known to be right: from
+    /// their start (while the configuration is checked) unless it has, while they wait
+    /// for a verification, and once the gate refused them.
     doubted: std::sync::atomic::AtomicU32,
 }
 
@@ -47,8 +49,7 @@ impl Activity {
         self.busy.load(Relaxed) > 0 || self.writing.load(Relaxed)
     }
 
-    /// Every request in flight on it was refused by basic auth or waits for a
-    /// verification.
+    /// Every request in flight on it is doubted ([`Activity::doubted`]).
     fn only_doubted(&self) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         let busy = self.busy.load(Relaxed);
@@ -105,9 +106,10 @@ impl Connections {
 
     /// The connection to close for a new one, among those whose task has begun to
     /// serve them, the one quiet longest in the first of these that has one:
-    /// 1. requests that basic auth refused or that wait for a verification (worth
-    ///    nothing to keep, or a stranger's guess: a client that sent a password known
-    ///    to be right is never among them);
+    /// 1. doubted requests: refused at the gate, waiting for a verification, or not yet
+    ///    past the gate with a password not known to be right (worth nothing to keep,
+    ///    or a stranger's guess: a client that sent a password known right is never
+    ///    among them);
     /// 2. strangers' idle connections (between requests, a handshake or headers not
     ///    sent: a new client's request may be a round trip away, and goes after 1);
     /// 3. idle connections that passed basic auth (Prometheus's kept-alive scrape
@@ -154,7 +156,7 @@ pub(super) fn stamp(origin: std::time::Instant) -> u64 {
 pub(super) struct InFlight {
     activity: Arc<Activity>,
     origin: std::time::Instant,
-    /// Refused by basic auth, or waiting for a verification ([`Activity::doubted`]).
+    /// Counted in [`Activity::doubted`].
     doubted: bool,
 }
 

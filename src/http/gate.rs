@@ -7,6 +7,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::connections::InFlight;
+use crate::webconfig::auth::Credentials;
 use crate::webconfig::live::Active;
 
 /// The checks before a request reaches the routes: the rate limit (429) and basic
@@ -17,6 +18,7 @@ pub(super) async fn gate(
     req: &hyper::Request<hyper::body::Incoming>,
     verifier: &crate::webconfig::auth::Verifier,
     stats: &crate::metrics::HttpStats,
+    given: Option<Credentials>,
     mut attempt: crate::webconfig::auth::Attempt,
     in_flight: &mut InFlight,
 ) -> Option<Response> {
@@ -27,18 +29,21 @@ pub(super) async fn gate(
         attempt.disarm();
         return None;
     }
-    let decided = gate_inner(active, req, verifier, stats, &mut attempt, in_flight).await;
+    let decided = gate_inner(active, given, verifier, stats, &mut attempt, in_flight).await;
     attempt.disarm();
     decided
 }
 
-/// The request's credentials are ones basic auth has verified right.
-pub(super) fn known(active: &Active, req: &hyper::Request<hyper::body::Incoming>) -> bool {
-    let given = req
-        .headers()
+/// The request's `Authorization: Basic` credentials, decoded once for the request.
+pub(super) fn credentials(req: &hyper::Request<hyper::body::Incoming>) -> Option<Credentials> {
+    req.headers()
         .get(header::AUTHORIZATION)
-        .and_then(|h| crate::webconfig::auth::credentials(h.as_bytes()));
-    matches!((&active.auth, given), (Some(auth), Some(c)) if auth.cached(&c) == Some(true))
+        .and_then(|h| crate::webconfig::auth::credentials(h.as_bytes()))
+}
+
+/// `given` are credentials basic auth has verified right.
+pub(super) fn known(active: &Active, given: Option<&Credentials>) -> bool {
+    matches!((&active.auth, given), (Some(auth), Some(c)) if auth.cached(c) == Some(true))
 }
 
 /// `/-/healthy` and `/-/ready`: no credentials, no rate limit.
@@ -48,7 +53,7 @@ pub(super) fn is_probe(path: &str) -> bool {
 
 async fn gate_inner(
     active: &Arc<Active>,
-    req: &hyper::Request<hyper::body::Incoming>,
+    given: Option<Credentials>,
     verifier: &crate::webconfig::auth::Verifier,
     stats: &crate::metrics::HttpStats,
     attempt: &mut crate::webconfig::auth::Attempt,
@@ -70,10 +75,6 @@ async fn gate_inner(
     let Some(auth) = active.auth.as_ref() else {
         return if spent(|l| &l.authenticated) { limited() } else { None };
     };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|h| crate::webconfig::auth::credentials(h.as_bytes()));
     // Refusals answered from memory are counted here; the verifier counts its own
     // (also those of clients that left before the answer).
     let refused = |stats: &crate::metrics::HttpStats| {

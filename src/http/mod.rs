@@ -27,7 +27,7 @@ use axum::Router;
 use crate::sync::lock;
 use crate::webconfig::live::Web;
 use connections::{stamp, Connections, InFlight, Tracked, Watched};
-use gate::{gate, is_probe, known};
+use gate::{credentials, gate, is_probe, known};
 pub use routes::{accepts_gzip, app, AppState, Bodies, CONTENT_TYPE};
 
 /// How long a client has to send a request's headers.
@@ -169,7 +169,8 @@ pub async fn serve(
                 // Doubted from the start, unless its password is known to be right: it
                 // waits below for the configuration check, and a stranger's guess
                 // waiting there must not outrank a new client's connection.
-                in_flight.doubt(gated && !known(&current, &req));
+                let given = credentials(&req);
+                in_flight.doubt(gated && !known(&current, given.as_ref()));
                 // Counted from now on, even if the client leaves before the gate.
                 let attempt = crate::webconfig::auth::Attempt::arm(gated, &req_stats);
                 let mut app = app.clone();
@@ -178,7 +179,7 @@ pub async fn serve(
                     // Per request, as the toolkit: a changed password or header applies
                     // to a kept-alive connection too.
                     let active = web.refresh().await;
-                    let mut resp = match gate(&active, &req, &verifier, &stats, attempt, &mut in_flight).await {
+                    let mut resp = match gate(&active, &req, &verifier, &stats, given, attempt, &mut in_flight).await {
                         Some(refused) => {
                             in_flight.doubt(true);
                             refused
