@@ -29,8 +29,6 @@ pub struct SlowLane {
     discovery_every: u64,
     /// The window of `discovery_every` ticks in which discovery last ran.
     discovery_window: Option<u64>,
-    /// The namespaces tracked, as last published ([`registry::Registry`]).
-    tracked: BTreeMap<NsKey, Arc<Tracked>>,
     registry: Arc<registry::Latest>,
     out: Arc<Mutex<Arc<Snapshot>>>,
     /// The snapshot the next round fills: the one published two rounds ago, once the
@@ -69,7 +67,6 @@ impl SlowLane {
             discovery,
             discovery_every: Cadences::new(cfg).discovery_ticks(),
             discovery_window: None,
-            tracked: BTreeMap::new(),
             registry,
             out,
             spare: Arc::new(Snapshot::new()),
@@ -236,13 +233,6 @@ impl SlowLane {
                     if self.breakdown {
                         g.owner = Some(Arc::new(t.owner.clone()));
                     }
-                    if let Some(old) = self.tracked.get_mut(&t.key) {
-                        *old = Arc::new(Tracked {
-                            labels: t.labels,
-                            ns: Arc::clone(&old.ns),
-                            ctx: Arc::clone(&old.ctx),
-                        });
-                    }
                     changed = true;
                 }
                 Some(_) => {}
@@ -254,11 +244,22 @@ impl SlowLane {
         }
     }
 
-    /// Publishes the tracked namespaces for the fast lane.
+    /// Publishes the namespaces this lane tracks for the fast lane.
     fn publish(&self) {
-        self.registry.publish(Registry {
-            namespaces: self.tracked.clone(),
-        });
+        let namespaces = self
+            .lane
+            .others
+            .iter()
+            .filter_map(|(key, g)| {
+                let tracked = Tracked {
+                    labels: g.labels.clone(),
+                    ns: Arc::clone(g.ns.as_ref()?),
+                    ctx: Arc::clone(&g.ctx),
+                };
+                Some((*key, Arc::new(tracked)))
+            })
+            .collect();
+        self.registry.publish(Registry { namespaces });
     }
 
     /// Opens the address socket of every namespace that has none yet (a namespace
@@ -322,30 +323,21 @@ impl SlowLane {
             crate::cadence::Scope::Other,
         ));
         let group = Group {
-            labels: t.labels.clone(),
+            labels: t.labels,
             phase: t.key.1,
             slots: self.builder.slow_slots(false, &ctx),
-            ns: Some(Arc::clone(&ns)),
-            ctx: Arc::clone(&ctx),
+            ns: Some(ns),
+            ctx,
             settings: self.builder.settings(false),
             settings_window: None,
             owner: self.breakdown.then(|| Arc::new(t.owner.clone())),
             addresses: None,
         };
         self.lane.others.insert(t.key, group);
-        self.tracked.insert(
-            t.key,
-            Arc::new(Tracked {
-                labels: t.labels,
-                ns,
-                ctx,
-            }),
-        );
         true
     }
 
     fn drop_namespace(&mut self, key: NsKey) {
         self.lane.remove(&key);
-        self.tracked.remove(&key);
     }
 }
