@@ -429,7 +429,9 @@ fn a_new_connection_with_the_password_is_served_while_strangers_hold_the_cap() {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(10) {
         match slow_client(&auth) {
-            Ok(r) if r.status == 200 => {}
+            Ok(r) if r.status == 200 => {
+                checked(String::from_utf8(r.body).unwrap());
+            }
             Ok(r) => failed.push(format!("scrape {scrapes}: status {}", r.status)),
             Err(e) => failed.push(format!("scrape {scrapes}: {e}")),
         }
