@@ -42,7 +42,7 @@ pub struct DropKey {
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
     /// Loading or attaching failed: aya's error chain flattened into one message
-    /// ([`chain`]), with the capabilities to add where the kernel said EPERM. Text, as
+    /// (`chain`), with the capabilities to add where the kernel said EPERM. Text, as
     /// nothing branches on it: it is logged once and the source reports down.
     #[error("{0}")]
     Load(String),

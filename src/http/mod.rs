@@ -3,7 +3,7 @@
 //!
 //! The endpoint cannot be starved ([`serve`]): at most `--web.max-connections`
 //! connections are held. At the cap, one is closed to make room, the quietest first
-//! ([`Connections::victim`]): a request basic auth refused or has yet to verify, then an
+//! (`Connections::victim`): a request basic auth refused or has yet to verify, then an
 //! idle connection or one that has not finished its TLS handshake or request headers,
 //! strangers before clients that passed basic auth; a response whose client has
 //! read nothing for [`STALLED`] goes after those; a response being read, or a

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::source::Wake;
 
-/// Ends [`Sampler::run`] when dropped: the sampler stops at once (it is woken), not at
+/// Ends [`Sampler::run`](super::Sampler::run) when dropped: the sampler stops at once (it is woken), not at
 /// its next tick.
 pub struct StopSender(Arc<StopState>);
 
@@ -19,7 +19,7 @@ struct StopState {
     wake: Wake,
 }
 
-/// A stop signal for [`Sampler::run`]. The sampler sleeps as the slow lane does, with
+/// A stop signal for [`Sampler::run`](super::Sampler::run). The sampler sleeps as the slow lane does, with
 /// `park_timeout` ([`Wake`]), which costs one futex wait a tick; a channel's
 /// `recv_timeout` spun and registered wakers every tick, which showed in the idle
 /// profile.

@@ -37,7 +37,7 @@ use crate::source::{NsContext, Source, SourceError};
 const UNSAMPLED_GRACE: Duration = Duration::from_secs(30);
 
 /// The node's one drop counter, shared by every namespace's instance of one sampler
-/// (through [`NsContext::drops`]).
+/// (through [`Node::drops`](crate::source::Node::drops)).
 #[derive(Default)]
 pub struct NodeDrops(Mutex<Shared>);
 
