@@ -13,7 +13,7 @@
 //! gone are deleted at the next read that can tell: its inode now names a sampled
 //! namespace with another cookie, or a discovery that started after the key was first
 //! seen did not find the inode. The rest not sampled (a namespace past `--netns.max`)
-//! go after [`UNSAMPLED_GRACE`].
+//! go after `UNSAMPLED_GRACE`.
 //!
 //! The program is loaded on the first sample and never again: without BTF, on a kernel
 //! before 5.17, without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), or with BPF locked

@@ -25,7 +25,7 @@
 //! Per pod, the fullest process against its own limit (`netpressure_pod_fd_usage_ratio`,
 //! one series per pod and no PID): a process's pod comes from its cgroup path (the pod
 //! UID, `crate::pods`), cached by PID and `/proc/PID` inode and read again once in
-//! [`POD_REREAD_SCANS`] scans (a process can be moved to another pod's cgroup), and
+//! `POD_REREAD_SCANS` scans (a process can be moved to another pod's cgroup), and
 //! the pod's name from the kubelet's log directories, listed again when a scan finds a
 //! pod UID the last listing did not name. A process outside any pod, or a pod without its log directory, is counted in
 //! no pod: never a wrong one.
