@@ -516,7 +516,7 @@ pub static HTTP_CONNECTIONS: Desc = gauge(
 );
 pub static HTTP_EVICTED: Desc = counter(
     "netpressure_http_connections_evicted_total",
-    "Connections closed to make room at --web.max-connections, quietest first: requests refused by basic auth or awaiting a verification, then idle ones and unfinished handshakes or headers (authenticated clients' last), then a response whose client stopped reading for 5 s; never a response being read.",
+    "Connections closed to make room at --web.max-connections, quietest first: requests refused by basic auth or awaiting a verification, then idle ones and unfinished handshakes or headers (authenticated clients' last), then a response whose client stopped reading for 5 s; never a response being read. Within each, the client or listen address holding most connections gives one up first.",
 );
 pub static HTTP_REJECTED: Desc = counter(
     "netpressure_http_requests_rejected_total",

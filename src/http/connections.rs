@@ -57,17 +57,24 @@ impl Activity {
     }
 }
 
-/// One held connection: its activity, and how to close it.
+/// Where a connection came from and to: the listener that accepted it and the
+/// client's address. At the cap, the crowd holding most connections gives one up
+/// first ([`Connections::victim`]).
+pub(super) type Crowd = (usize, std::net::IpAddr);
+
+/// One held connection: its activity, its crowd, and how to close it.
 struct Held {
     activity: Arc<Activity>,
+    crowd: Crowd,
     close: Arc<tokio::sync::Notify>,
 }
 
-/// The connections being served, by accept order.
+/// The connections being served, by accept order, and how many each crowd holds.
 #[derive(Default)]
 pub(super) struct Connections {
     next: u64,
     held: std::collections::BTreeMap<u64, Held>,
+    crowds: std::collections::HashMap<Crowd, u32>,
 }
 
 impl Connections {
@@ -76,26 +83,39 @@ impl Connections {
     }
 
     /// Holds a connection accepted at `now`: its id, activity, and how to close it.
-    pub(super) fn admit(&mut self, now: u64) -> (u64, Arc<Activity>, Arc<tokio::sync::Notify>) {
+    pub(super) fn admit(&mut self, now: u64, crowd: Crowd) -> (u64, Arc<Activity>, Arc<tokio::sync::Notify>) {
         let id = self.next;
         self.next += 1;
         let held = Held {
             activity: Arc::new(Activity::new(now)),
+            crowd,
             close: Arc::new(tokio::sync::Notify::new()),
         };
         let handles = (Arc::clone(&held.activity), Arc::clone(&held.close));
         self.held.insert(id, held);
+        *self.crowds.entry(crowd).or_default() += 1;
         (id, handles.0, handles.1)
     }
 
     /// Its task is done with it.
     pub(super) fn remove(&mut self, id: u64) {
-        self.held.remove(&id);
+        self.take(id);
+    }
+
+    fn take(&mut self, id: u64) -> Option<Held> {
+        let h = self.held.remove(&id)?;
+        if let std::collections::hash_map::Entry::Occupied(mut e) = self.crowds.entry(h.crowd) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+        Some(h)
     }
 
     /// Closes the [`victim`](Self::victim), if there is one yet.
     pub(super) fn evict(&mut self, now: u64) -> bool {
-        match self.victim(now).and_then(|id| self.held.remove(&id)) {
+        match self.victim(now).and_then(|id| self.take(id)) {
             Some(h) => {
                 h.close.notify_one();
                 true
@@ -105,7 +125,10 @@ impl Connections {
     }
 
     /// The connection to close for a new one, among those whose task has begun to
-    /// serve them, the one quiet longest in the first of these that has one:
+    /// serve them, in the first of these that has one, the one quiet longest of the
+    /// [`Crowd`] that holds most connections (a flood from one client, or on one
+    /// listen address, closes its own connections before a request that comes from
+    /// elsewhere while the flood's are still being accepted):
     /// 1. doubted requests: refused at the gate, waiting for a verification, or not yet
     ///    past the gate with a password not known to be right (worth nothing to keep,
     ///    or a stranger's guess: a client that sent a password known right is never
@@ -124,8 +147,12 @@ impl Connections {
             self.held
                 .iter()
                 .filter(|(_, h)| h.activity.served.load(Relaxed) && pick(&h.activity))
-                .map(|(id, h)| (h.activity.last.load(Relaxed), *id))
+                .map(|(id, h)| {
+                    let crowd = self.crowds.get(&h.crowd).copied().unwrap_or(0);
+                    (std::cmp::Reverse(crowd), h.activity.last.load(Relaxed), *id)
+                })
                 .min()
+                .map(|(_, last, id)| (last, id))
         };
         let trusted = |a: &Activity| a.trusted.load(Relaxed);
         let stalled_ms = u64::try_from(STALLED.as_millis()).unwrap_or(u64::MAX);

@@ -8,7 +8,9 @@
 //! strangers before clients that passed basic auth; a response whose client has
 //! read nothing for [`STALLED`] goes after those; a response being read, or a
 //! connection not yet read at all, is never cut (new connections then wait in the
-//! kernel's accept queue until one ends). Request
+//! kernel's accept queue until one ends). Within each of these, the client or listen
+//! address holding most connections gives one up first, so a flood closes its own
+//! connections before a request from elsewhere that is still on its way. Request
 //! headers must arrive within [`HEADER_TIMEOUT`] and fit in [`MAX_HEADER_BYTES`]; at
 //! most `--web.max-requests` scrapes are encoded at once, off the HTTP thread (503
 //! beyond, as node_exporter); and a shutdown lets in-flight requests finish for
@@ -41,14 +43,17 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub const STALLED: Duration = Duration::from_secs(5);
 
 /// The next connection on any of `listeners`, asking them in turn from `*next`.
-async fn accept_any(listeners: &[tokio::net::TcpListener], next: &mut usize) -> std::io::Result<tokio::net::TcpStream> {
+async fn accept_any(
+    listeners: &[tokio::net::TcpListener],
+    next: &mut usize,
+) -> std::io::Result<(tokio::net::TcpStream, connections::Crowd)> {
     std::future::poll_fn(|cx| {
         let n = listeners.len();
         for i in 0..n {
             let at = (*next + i) % n;
             if let std::task::Poll::Ready(r) = listeners[at].poll_accept(cx) {
                 *next = (at + 1) % n;
-                return std::task::Poll::Ready(r.map(|(stream, _)| stream));
+                return std::task::Poll::Ready(r.map(|(stream, peer)| (stream, (at, peer.ip()))));
             }
         }
         std::task::Poll::Pending
@@ -88,9 +93,9 @@ pub async fn serve(
     // on one address does not starve the others.
     let mut next = 0usize;
     'serve: loop {
-        let stream = tokio::select! {
+        let (stream, crowd) = tokio::select! {
             r = accept_any(&listeners, &mut next) => match r {
-                Ok(stream) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_errors.log(log::Level::Warn, &format!("accepting a connection: {e}; retrying"));
                     // EMFILE and the like: give the descriptors a moment to come back.
@@ -140,7 +145,7 @@ pub async fn serve(
         let now = stamp(origin);
         let (id, activity, close) = {
             let mut c = lock(&conns);
-            let admitted = c.admit(now);
+            let admitted = c.admit(now, crowd);
             stats.connections.store(c.len() as u64, Ordering::Relaxed);
             admitted
         };

@@ -789,3 +789,32 @@ pub fn yaml_alias_bomb() -> String {
     }
     bomb
 }
+
+/// A connection from `from` (any port) to `to`, opened inside the calling thread's
+/// namespace.
+pub fn connect_from(from: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(to) = to else { unreachable!("IPv4 only") };
+    let sockaddr = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(ip) },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a new socket, owned by the stream below from here on.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is ours and open.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let (local, remote) = (sockaddr(from, 0), sockaddr(to.ip().octets(), to.port()));
+    // SAFETY: valid sockaddr_in values of the length given.
+    if unsafe { libc::bind(fd, (&raw const local).cast(), len) } != 0
+        || unsafe { libc::connect(fd, (&raw const remote).cast(), len) } != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stream)
+}
