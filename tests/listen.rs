@@ -228,7 +228,11 @@ fn a_flood_from_one_client_or_to_one_address_closes_its_own_connections_first() 
     let first = SocketAddr::from(([127, 0, 0, 1], PORT));
     let evicted = |b: &str| common::metric(b, "netpressure_http_connections_evicted_total", "").unwrap();
     let floods = [
-        ("to the other address", [127, 0, 0, 1], SocketAddr::from(([127, 0, 0, 2], 9862))),
+        (
+            "to the other address",
+            [127, 0, 0, 1],
+            SocketAddr::from(([127, 0, 0, 2], 9862)),
+        ),
         ("from another client", [127, 0, 0, 3], first),
     ];
     for (what, from, to) in floods {
@@ -252,8 +256,16 @@ fn a_flood_from_one_client_or_to_one_address_closes_its_own_connections_first() 
         let after = evicted(&exp.scrape());
         let opened = flood.stop();
         eprintln!("flood {what}: {opened} connections opened, {} evicted", after - before);
-        assert!(failed.is_empty(), "flood {what}: {} of 30 scrapes failed: {failed:?}", failed.len());
+        assert!(
+            failed.is_empty(),
+            "flood {what}: {} of 30 scrapes failed: {failed:?}",
+            failed.len()
+        );
         // The flood really held the cap while the scrapes came.
-        assert!(after - before >= 1000.0, "flood {what}: only {} evictions", after - before);
+        assert!(
+            after - before >= 1000.0,
+            "flood {what}: only {} evictions",
+            after - before
+        );
     }
 }

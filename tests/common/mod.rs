@@ -794,11 +794,15 @@ pub fn yaml_alias_bomb() -> String {
 /// namespace.
 pub fn connect_from(from: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
     use std::os::fd::FromRawFd;
-    let SocketAddr::V4(to) = to else { unreachable!("IPv4 only") };
+    let SocketAddr::V4(to) = to else {
+        unreachable!("IPv4 only")
+    };
     let sockaddr = |ip: [u8; 4], port: u16| libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: port.to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(ip) },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip),
+        },
         sin_zero: [0; 8],
     };
     let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
