@@ -1,5 +1,6 @@
 //! The kernel-side drop counter: the BPF program of `bpf/drop_reasons.bpf.c` on the
-//! `skb:kfree_skb` tracepoint, loaded with aya. The only module that sees aya's types.
+//! `skb:kfree_skb` tracepoint, loaded with aya; and the node pass ([`pass`]). The only
+//! modules that see aya's types.
 //!
 //! aya is pure Rust (no libbpf, no libelf to link), so the static binary stays static; it
 //! does the CO-RE relocations against the running kernel's BTF
@@ -11,6 +12,8 @@
 #![allow(unsafe_code)] // the raw map calls of `crate::sys`, whose sizes are checked at load
 
 use std::fmt::Write as _;
+
+pub mod pass;
 
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};

@@ -657,6 +657,38 @@ pub static NETNS_ENTER_ERRORS: Desc = counter(
     "netpressure_netns_enter_errors_total",
     "Failed attempts to enter a network namespace (setns; EPERM without CAP_SYS_ADMIN); the namespace is tried again at the next discovery.",
 );
+pub static NODE_PASS_UP: Desc = gauge(
+    "netpressure_node_pass_up",
+    "1 if the node pass (one BPF program reading every namespace's conntrack count and every listener's queues) is loaded; 0 if every namespace is read on its own (a kernel before 5.17, no BTF, no CAP_BPF and CAP_PERFMON, --no-netns.node-pass).",
+);
+pub static NODE_PASS_USED: Desc = gauge(
+    "netpressure_node_pass_used",
+    "1 if the other namespaces' field is read by the node pass, 0 if per namespace (the pass disagreed with the kernel's own interfaces in the exporter's namespace, or was not yet compared).",
+);
+pub static NODE_PASS_RUNS: Desc = counter(
+    "netpressure_node_pass_runs_total",
+    "Runs of the node pass (one per --netns.sample-interval while other namespaces are sampled).",
+);
+pub static NODE_PASS_ERRORS: Desc = counter(
+    "netpressure_node_pass_errors_total",
+    "Runs of the node pass that failed (the namespaces were read on their own that round).",
+);
+pub static NODE_PASS_SECONDS: Desc = counter(
+    "netpressure_node_pass_seconds_total",
+    "Wall time spent in the node pass, in the kernel and copying its records.",
+);
+pub static NODE_PASS_NAMESPACES: Desc = gauge(
+    "netpressure_node_pass_namespaces",
+    "Network namespaces the last node pass found on the node (all of them, sampled or not).",
+);
+pub static NODE_PASS_LISTENERS: Desc = gauge(
+    "netpressure_node_pass_listeners",
+    "TCP listening sockets the last node pass found on the node.",
+);
+pub static NODE_PASS_OMITTED: Desc = gauge(
+    "netpressure_node_pass_omitted",
+    "Namespaces and listeners the last node pass could not record (over 4,096 and 8,192): those namespaces, and with a listener left out every namespace's listeners, are read on their own that round.",
+);
 pub static NETNS_DISCOVERY_DURATION: Desc = gauge(
     "netpressure_netns_discovery_duration_seconds",
     "Time the last namespace discovery took (listing /proc/*/ns/net and PID 1's mountinfo).",

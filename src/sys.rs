@@ -232,6 +232,137 @@ pub unsafe fn bpf_map_lookup_percpu_u64<K: Copy>(
     }
 }
 
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_ITER_CREATE: libc::c_long = 33;
+const BPF_TRACE_ITER: u32 = 28;
+
+/// A command whose answer is a new descriptor.
+fn bpf_new_fd<A>(cmd: libc::c_long, attr: &A) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `attr` is a valid bpf_attr prefix for `cmd` (the callers' types mirror
+    // the kernel's) and its size is passed; it holds no pointers.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_ref(attr), std::mem::size_of::<A>()) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(rc).map_err(|_| io::Error::other("bpf returned no descriptor"))?;
+    // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// `BPF_LINK_CREATE` for an iterator program (`BPF_TRACE_ITER`, no parameters): the
+/// link that iterators are made from ([`bpf_iter_create`]), kept for the program's
+/// life. aya's own link makes one iterator only, and allocates per attach.
+///
+/// # Errors
+/// The kernel refused (not an iterator program, no capability).
+pub fn bpf_iter_link(prog: std::os::fd::BorrowedFd<'_>) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct LinkCreate {
+        prog_fd: u32,
+        target_fd: u32,
+        attach_type: u32,
+        flags: u32,
+        iter_info: u64,
+        iter_info_len: u32,
+        _pad: u32,
+    }
+    let attr = LinkCreate {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_fd: 0,
+        attach_type: BPF_TRACE_ITER,
+        flags: 0,
+        iter_info: 0,
+        iter_info_len: 0,
+        _pad: 0,
+    };
+    bpf_new_fd(BPF_LINK_CREATE, &attr)
+}
+
+/// `BPF_ITER_CREATE`: a new iterator of `link`; reading it runs the program.
+///
+/// # Errors
+/// The kernel refused.
+pub fn bpf_iter_create(link: std::os::fd::BorrowedFd<'_>) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct IterCreate {
+        link_fd: u32,
+        flags: u32,
+    }
+    let attr = IterCreate {
+        link_fd: link.as_raw_fd() as u32,
+        flags: 0,
+    };
+    bpf_new_fd(BPF_ITER_CREATE, &attr)
+}
+
+/// A `BPF_F_MMAPABLE` array map, mapped read-only: its values are read in place, with
+/// no system call (the node pass's results).
+pub struct MappedArray<T> {
+    base: std::ptr::NonNull<T>,
+    entries: usize,
+    bytes: usize,
+}
+
+// SAFETY: the mapping is read-only from here and owned by this value; reads copy out.
+unsafe impl<T> Send for MappedArray<T> {}
+
+impl<T: Copy> MappedArray<T> {
+    /// Maps `entries` values of the array `map`.
+    ///
+    /// # Safety
+    /// The map is an array created `BPF_F_MMAPABLE` with at least `entries` entries,
+    /// its value size is `size_of::<T>()` (a multiple of 8, as the kernel lays the
+    /// values out), and every bit pattern is a valid `T` (integers only).
+    ///
+    /// # Errors
+    /// `mmap` failed (a map not made mmapable: `EINVAL`).
+    pub unsafe fn new(map: std::os::fd::BorrowedFd<'_>, entries: usize) -> io::Result<Self> {
+        use std::os::fd::AsRawFd;
+        let bytes = entries
+            .checked_mul(std::mem::size_of::<T>())
+            .filter(|b| *b > 0)
+            .ok_or_else(|| io::Error::other("an empty or oversized array"))?;
+        // SAFETY: a new shared read-only mapping of the map's descriptor; the kernel
+        // checks the length against the map.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                map.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = std::ptr::NonNull::new(ptr.cast::<T>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Self { base, entries, bytes })
+    }
+
+    /// Value `i`, copied out; `None` past the end. Volatile: the kernel writes the
+    /// values (while the program runs, which is never during a read of ours).
+    pub fn get(&self, i: usize) -> Option<T> {
+        if i >= self.entries {
+            return None;
+        }
+        // SAFETY: in bounds of the mapping, aligned (page-aligned base, T-sized
+        // values), and any bits are a valid T (the contract of `new`).
+        Some(unsafe { std::ptr::read_volatile(self.base.as_ptr().add(i)) })
+    }
+}
+
+impl<T> Drop for MappedArray<T> {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.bytes) };
+    }
+}
+
 /// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`, 5.14+):
 /// unique for the boot, where its inode is reused once it is freed.
 ///

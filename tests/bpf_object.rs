@@ -1,7 +1,7 @@
-//! The committed BPF object is its source's: `scripts/build-bpf.sh` (Debian's clang)
-//! builds `bpf/drop_reasons.bpf.c` again into a temporary file, and the bytes must be
-//! the committed `bpf/drop_reasons.bpf.o`'s, which the exporter embeds. A change to the
-//! C source without rebuilding the object fails here.
+//! The committed BPF objects are their sources': `scripts/build-bpf.sh` (Debian's
+//! clang) builds `bpf/drop_reasons.bpf.c` and `bpf/node_pass.bpf.c` again into a
+//! temporary directory, and the bytes must be the committed objects', which the exporter
+//! embeds. A change to a C source without rebuilding its object fails here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
@@ -11,10 +11,9 @@ fn the_committed_object_is_built_from_the_committed_source() {
     let root = env!("CARGO_MANIFEST_DIR");
     let dir = std::env::temp_dir().join(format!("np-bpf-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join("drop_reasons.bpf.o");
     let run = Command::new("bash")
         .arg(format!("{root}/scripts/build-bpf.sh"))
-        .arg(&out)
+        .arg(&dir)
         .output()
         .expect("bash");
     assert!(
@@ -22,13 +21,15 @@ fn the_committed_object_is_built_from_the_committed_source() {
         "scripts/build-bpf.sh failed (needs clang, llvm and libbpf-dev: scripts/test.sh installs them): {}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let built = std::fs::read(&out).unwrap();
-    let committed = std::fs::read(format!("{root}/bpf/drop_reasons.bpf.o")).unwrap();
+    for name in ["drop_reasons", "node_pass"] {
+        let built = std::fs::read(dir.join(format!("{name}.bpf.o"))).unwrap();
+        let committed = std::fs::read(format!("{root}/bpf/{name}.bpf.o")).unwrap();
+        assert!(
+            built == committed,
+            "bpf/{name}.bpf.o is not what bpf/{name}.bpf.c builds to: run scripts/build-bpf.sh and commit the object ({} bytes built, {} committed)",
+            built.len(),
+            committed.len()
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        built == committed,
-        "bpf/drop_reasons.bpf.o is not what bpf/drop_reasons.bpf.c builds to: run scripts/build-bpf.sh and commit the object ({} bytes built, {} committed)",
-        built.len(),
-        committed.len()
-    );
 }

@@ -216,6 +216,20 @@ pub(super) fn command() -> Command {
                 .help("Sample only the exporter's own network namespace"),
         )
         .arg(
+            Arg::new("netns.node-pass")
+                .long("netns.node-pass")
+                .action(ArgAction::SetTrue)
+                .overrides_with("no-netns.node-pass")
+                .help("Read every namespace's conntrack count and listener queues in one BPF pass, once compared with the kernel's own answers (default: enabled; needs CAP_BPF and CAP_PERFMON, kernel 5.17+)"),
+        )
+        .arg(
+            Arg::new("no-netns.node-pass")
+                .long("no-netns.node-pass")
+                .action(ArgAction::SetTrue)
+                .overrides_with("netns.node-pass")
+                .help("Read each namespace on its own (ctnetlink and sock_diag in each)"),
+        )
+        .arg(
             Arg::new("netns.sample-interval")
                 .long("netns.sample-interval")
                 .value_name("DURATION")

@@ -56,6 +56,9 @@ pub struct Config {
     pub processes_top: usize,
     pub softnet_per_cpu: bool,
     pub netns: bool,
+    /// `--[no-]netns.node-pass`: the other namespaces' conntrack counts and listeners
+    /// from one BPF pass ([`crate::source::pass`]).
+    pub node_pass: bool,
     pub netns_sample_interval: Duration,
     pub netns_interval: Duration,
     pub netns_scan_interval: Duration,
@@ -100,6 +103,7 @@ impl Default for Config {
             processes_top: 10,
             softnet_per_cpu: false,
             netns: true,
+            node_pass: true,
             netns_sample_interval: Duration::from_secs(1),
             netns_interval: Duration::from_secs(10),
             netns_scan_interval: Duration::from_secs(300),
@@ -190,6 +194,7 @@ impl Config {
             processes_top: get(&m, "collector.processes.top").unwrap_or(d.processes_top),
             softnet_per_cpu: m.get_flag("collector.softnet.per-cpu"),
             netns: !m.get_flag("no-collector.netns"),
+            node_pass: !m.get_flag("no-netns.node-pass"),
             netns_sample_interval: get(&m, "netns.sample-interval").unwrap_or(d.netns_sample_interval),
             netns_interval: get(&m, "netns.interval").unwrap_or(d.netns_interval),
             netns_scan_interval: get(&m, "netns.scan-interval").unwrap_or(d.netns_scan_interval),

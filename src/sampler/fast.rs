@@ -22,6 +22,7 @@ use crate::metrics;
 use crate::peak::Peaks;
 use crate::snapshot::Snapshot;
 use crate::source::breakdown::Owner;
+use crate::source::pass::NodePass;
 use crate::source::{Node, NsContext};
 use crate::sync::lock;
 
@@ -44,6 +45,10 @@ pub struct Sampler {
     durations: metrics::Histogram,
     pub(super) entries: Arc<home::Entries>,
     http: Option<Arc<metrics::HttpStats>>,
+    /// The node pass (when other namespaces are sampled), run before their sources when
+    /// they are due; with it loaded they all run in the same tick (phase 0), so one pass
+    /// serves them all.
+    pass: Option<Arc<NodePass>>,
 }
 
 impl Sampler {
@@ -79,8 +84,14 @@ impl Sampler {
             }
             _ => None,
         };
+        let pass = match (&homes, cfg.node_pass) {
+            (Some((key, _, _)), true) => Some(Arc::new(NodePass::load(cfg, key.1))),
+            (Some(_), false) => Some(Arc::new(NodePass::default())),
+            (None, _) => None,
+        };
         let node = Arc::new(Node {
             owners,
+            pass: pass.clone().unwrap_or_default(),
             ..Node::default()
         });
         let ctx = Arc::new(NsContext::shared(&node, cfg, own_key, crate::cadence::Scope::Own));
@@ -155,6 +166,7 @@ impl Sampler {
             durations: metrics::Histogram::new(&metrics::SAMPLE_DURATION_BUCKETS),
             entries,
             http: None,
+            pass,
         };
         (sampler, rx)
     }
@@ -176,9 +188,10 @@ impl Sampler {
             self.fast.remove(&key);
         }
         for (key, t) in new {
+            let aligned = self.pass.as_ref().is_some_and(|p| p.loaded());
             let group = Group {
                 labels: t.labels.clone(),
-                phase: key.1,
+                phase: if aligned { 0 } else { key.1 },
                 slots: self.builder.fast_slots(false, &t.ctx),
                 ns: Some(Arc::clone(&t.ns)),
                 ctx: Arc::clone(&t.ctx),
@@ -215,6 +228,11 @@ impl Sampler {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         snap.taken = Some(std::time::Instant::now());
+        if let Some(pass) = &self.pass {
+            if self.fast.others_due() {
+                pass.refresh(start);
+            }
+        }
         // A source's panic is caught in its slot; this catches the rest (a visit to a
         // namespace), so that the sampler thread never dies with its series frozen.
         if catch_unwind(AssertUnwindSafe(|| self.fast.run(start))).is_err() {
@@ -235,6 +253,9 @@ impl Sampler {
         snap.push(&metrics::SAMPLE_INTERVAL, &[], self.interval.as_secs_f64());
         snap.push(&metrics::PEAK_WINDOW, &[], self.peaks.window().as_secs_f64());
         snap.push(&metrics::LAST_SAMPLE, &[], snap.taken_at);
+        if let Some(pass) = &self.pass {
+            pass.emit(snap);
+        }
         if self.fast.home.is_some() {
             snap.push(&metrics::NETNS_ROUNDS, &[], self.fast.rounds as f64);
             let entered = self.entries.done.load(Ordering::Relaxed);

@@ -171,6 +171,14 @@ impl Lane {
             .any(|g| g.settings_due(t) || g.slots.iter().any(|s| s.due(t, g.phase)))
     }
 
+    /// Whether another namespace's source is due at this tick, with the thread at home
+    /// to sample it.
+    pub fn others_due(&mut self) -> bool {
+        let t = self.ticks;
+        self.home.as_mut().is_some_and(Home::at_home)
+            && self.others.values().any(|g| g.slots.iter().any(|s| s.due(t, g.phase)))
+    }
+
     /// Appends every group's last output.
     pub fn append(&self, snap: &mut Snapshot) {
         self.own.append(snap);

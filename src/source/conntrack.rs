@@ -77,9 +77,40 @@ impl Conntrack {
         }
     }
 
-    fn via_netlink(&mut self) -> Result<CtGlobalStats, NetlinkError> {
+    /// This namespace's entries from the node pass (another namespace's, when the pass
+    /// serves conntrack counts), with the global limit.
+    fn read_pass(&self) -> Option<CtGlobalStats> {
+        if self.ctx.scope != crate::cadence::Scope::Other {
+            return None;
+        }
+        let ino = self.ctx.netns?.1;
+        let (rec, max) = self
+            .ctx
+            .node
+            .pass
+            .namespace(ino, crate::source::pass::Field::Conntrack)?;
+        Some(CtGlobalStats {
+            entries: Some(u64::from(rec.ct_count)),
+            max_entries: max,
+        })
+    }
+
+    /// GET_STATS unless the node pass gave `known`, and GET_STATS_CPU when the
+    /// counters are due.
+    fn via_netlink(&mut self, known: Option<CtGlobalStats>) -> Result<CtGlobalStats, NetlinkError> {
+        let counters_due = self.counters_every.due(Instant::now());
+        if let (Some(g), false) = (known, counters_due) {
+            return Ok(g);
+        }
         if matches!(self.netlink, Netlink::Closed) {
-            self.netlink = Netlink::Open(Ctnetlink::open()?);
+            match Ctnetlink::open() {
+                Ok(nl) => self.netlink = Netlink::Open(nl),
+                Err(e) => {
+                    // Due again when the lane retries inside the namespace.
+                    self.counters_every.reset();
+                    return Err(e);
+                }
+            }
         }
         let Netlink::Open(nl) = &mut self.netlink else {
             return Err(NetlinkError::Kernel {
@@ -87,8 +118,16 @@ impl Conntrack {
                 errno: libc::EOPNOTSUPP,
             });
         };
-        let global = nl.stats()?;
-        if self.counters_every.due(Instant::now()) {
+        let global = match known.map_or_else(|| nl.stats(), Ok) {
+            Ok(g) => g,
+            Err(e) => {
+                if counters_due {
+                    self.counters_every.reset();
+                }
+                return Err(e);
+            }
+        };
+        if counters_due {
             if let Err(e) = nl.stats_cpu(&mut self.cpus) {
                 self.counters_every.reset();
                 return Err(e);
@@ -152,9 +191,10 @@ impl Source for Conntrack {
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
         let mut global = None;
+        let from_pass = self.read_pass();
         if !matches!(self.netlink, Netlink::Refused) {
             let t = Instant::now();
-            match self.via_netlink() {
+            match self.via_netlink(from_pass) {
                 Ok(g) => {
                     self.netlink_status.record(NETLINK_PATH, Ok(()), t.elapsed());
                     global = Some(g);
@@ -172,7 +212,7 @@ impl Source for Conntrack {
                 }
             }
         }
-        let mut global = match global {
+        let mut global = match global.or(from_pass) {
             Some(g) => g,
             None => self.via_procfs()?,
         };

@@ -64,6 +64,10 @@ fn fold_reuseport(listeners: &mut Vec<Listener>) {
             return false;
         }
         kept.sockets += later.sockets;
+        // The node pass reads each socket's SYN queue: a group's is their sum.
+        if let Some(n) = later.syn_recv {
+            kept.syn_recv = Some(kept.syn_recv.unwrap_or(0) + n);
+        }
         if accept_fill(later.queue, later.limit) > accept_fill(kept.queue, kept.limit) {
             kept.queue = later.queue;
             kept.limit = later.limit;
@@ -124,6 +128,9 @@ pub struct SynShared {
     /// The smallest accept-queue limit among those listeners: the SYN queue of each is
     /// bounded by it, so the scan's tolerance is a share of it.
     pub smallest_backlog: Option<u32>,
+    /// The last sample took the listeners from the node pass, SYN queues included: the
+    /// scan has nothing to add.
+    pub from_pass: bool,
 }
 
 /// The fast part: the LISTEN dump every sample.
@@ -184,13 +191,47 @@ impl Listeners {
         Ok(())
     }
 
+    /// This namespace's listeners from the node pass, with their SYN queues, when it
+    /// serves them (another namespace's, with the pass in use): `false` otherwise.
+    fn take_from_pass(&mut self) -> bool {
+        if self.ctx.scope != crate::cadence::Scope::Other {
+            return false;
+        }
+        let Some(ino) = self.ctx.netns.map(|k| k.1) else {
+            return false;
+        };
+        let Self { ports, listeners, .. } = self;
+        listeners.clear();
+        let served = self.ctx.node.pass.listeners(ino, |r| {
+            if port_wanted(ports.as_deref(), r.port) {
+                listeners.push(Listener {
+                    addr: r.ip(),
+                    port: r.port,
+                    queue: r.queue,
+                    limit: r.limit,
+                    sockets: 1,
+                    syn_recv: Some(r.syn_queue),
+                    recent_queue: 0,
+                });
+            }
+        });
+        if served {
+            fold_reuseport(listeners);
+        }
+        served
+    }
+
     /// Tells the scan what this sample saw, and attributes the last scan's request
-    /// sockets to the listeners that own them.
-    fn exchange_with_scan(&mut self) {
+    /// sockets to the listeners that own them (unless the node pass read them).
+    fn exchange_with_scan(&mut self, from_pass: bool) {
         let mut shared = crate::sync::lock(&self.ctx.from_slow.syn);
         let any_v6 = self.listeners.iter().any(|l| l.addr.is_ipv6());
         shared.listeners = Some((self.listeners.len(), any_v6));
         shared.smallest_backlog = self.listeners.iter().map(|l| l.limit).min();
+        shared.from_pass = from_pass;
+        if from_pass {
+            return;
+        }
         let Some(counts) = shared.counts.as_ref() else { return };
         for l in &mut self.listeners {
             l.syn_recv = Some(0);
@@ -244,7 +285,13 @@ impl Source for SynScan {
     }
 
     fn want(&self) -> Want {
-        let smallest = crate::sync::lock(&self.ctx.from_slow.syn).smallest_backlog;
+        let (smallest, from_pass) = {
+            let shared = crate::sync::lock(&self.ctx.from_slow.syn);
+            (shared.smallest_backlog, shared.from_pass)
+        };
+        if from_pass {
+            return Want::Not;
+        }
         match (self.quiet_since, self.ctx.tcp_in_segs(), smallest) {
             (Some(then), Some(now), Some(backlog))
                 if now.wrapping_sub(then) < u64::from((backlog / SYN_EVIDENCE_SHARE).max(1)) =>
@@ -319,8 +366,11 @@ impl Source for Listeners {
     }
 
     fn sample(&mut self, out: &mut Snapshot) -> Result<(), SourceError> {
-        self.dump_listeners()?;
-        self.exchange_with_scan();
+        let from_pass = self.take_from_pass();
+        if !from_pass {
+            self.dump_listeners()?;
+        }
+        self.exchange_with_scan(from_pass);
         self.recent.update(&mut self.listeners, Instant::now(), self.window);
         let max_syn_backlog = self.ctx.settings().get(Sysctl::TcpMaxSynBacklog);
         let backlog = max_syn_backlog.map_or(0.0, |v| v as f64);

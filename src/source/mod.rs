@@ -7,6 +7,7 @@ pub mod drop_reasons;
 pub mod filefd;
 pub mod listeners;
 pub mod netstat;
+pub mod pass;
 pub mod process;
 pub mod processes;
 pub mod remotes;
@@ -201,6 +202,8 @@ pub struct Node {
     pub wake: Arc<Wake>,
     /// The node's drop counter.
     pub drops: Arc<drop_reasons::NodeDrops>,
+    /// The node pass: the other namespaces' conntrack counts and listeners in one run.
+    pub pass: Arc<pass::NodePass>,
 }
 
 /// What the slow lane leaves in a namespace's context for the fast lane's sources: the
