@@ -12,6 +12,7 @@ use netpressure_exporter::webconfig::live::Web;
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
+    netpressure_exporter::sys::fix_mmap_threshold();
     let mut args = std::env::args_os();
     match std::env::args_os().nth(1) {
         Some(a) if a == "conntrack-top" => return conntrack_top(args.by_ref().skip(2).collect()),

@@ -396,6 +396,21 @@ pub fn netns_cookie() -> io::Result<u64> {
     Ok(cookie)
 }
 
+/// Fixes glibc's mmap threshold at 128 KiB (its starting value). Left dynamic, the
+/// threshold rises to the size of the largest mmapped block freed, up to 32 MiB: after
+/// the first parse of the kernel's BTF (the drop counter's or the node pass's, tens of
+/// MB in large blocks), the second parse's blocks came from a thread's arena instead,
+/// and stayed resident there (an idle exporter with both programs held 24 MiB instead of
+/// 8). Call it at start, before any thread; large blocks are then always mapped and
+/// unmapped, which costs nothing in the steady state (a tick allocates nothing).
+pub fn fix_mmap_threshold() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; called before other threads.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// Returns the heap's free memory to the kernel (glibc's `malloc_trim`): after a
 /// one-time burst of allocations (the drop counter's load parses the kernel's whole BTF,
 /// about 35 MB, and frees it) the allocator would otherwise keep those pages resident.

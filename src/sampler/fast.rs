@@ -85,7 +85,7 @@ impl Sampler {
             _ => None,
         };
         let pass = match (&homes, cfg.node_pass) {
-            (Some((key, _, _)), true) => Some(Arc::new(NodePass::load(cfg, key.1))),
+            (Some((key, _, _)), true) => Some(Arc::new(NodePass::new(cfg, key.1))),
             (Some(_), false) => Some(Arc::new(NodePass::default())),
             (None, _) => None,
         };
@@ -297,6 +297,10 @@ impl Sampler {
     /// skips the ticks it missed (counted) instead of bunching them up.
     pub fn run(mut self, stop: StopReceiver) {
         stop.register();
+        // Loaded here, on this thread, before any other namespace is followed.
+        if let Some(pass) = &self.pass {
+            pass.loaded();
+        }
         let stopping = Arc::new(AtomicBool::new(false));
         let (first_tx, first_rx) = mpsc::channel();
         // One sample of the fast lane's sources before the slow lane's first round, so

@@ -69,6 +69,8 @@ pub struct NodePass(Mutex<State>);
 
 #[derive(Default)]
 struct State {
+    /// The kernel's BTF, until the program is loaded from it.
+    btf: Option<std::path::PathBuf>,
     program: Option<Box<PassProgram>>,
     /// Why the program is not loaded (logged once), or `None` while it is (or was never
     /// asked for).
@@ -94,12 +96,13 @@ struct State {
 }
 
 impl NodePass {
-    /// Loads the program at start, for the exporter whose namespace has inode
-    /// `own_ino`; `None` leaves every field on the per-namespace path (the reason is
-    /// logged here once).
-    pub fn load(cfg: &crate::config::Config, own_ino: u64) -> Self {
-        let mut s = State {
+    /// The pass for the exporter whose namespace has inode `own_ino`. The program is
+    /// loaded by the first [`NodePass::loaded`] or [`NodePass::refresh`], on the sampler's
+    /// thread (where the drop counter's load also parses the BTF: one arena to give back).
+    pub fn new(cfg: &crate::config::Config, own_ino: u64) -> Self {
+        Self(Mutex::new(State {
             own_ino: u32::try_from(own_ino).unwrap_or(0),
+            btf: Some(cfg.roots.sysfs.join("kernel/btf/vmlinux")),
             ct_count: Some(ProcFile::whole(cfg.roots.proc("sys/net/netfilter/nf_conntrack_count"))),
             ct_max: Some(ProcFile::whole(cfg.roots.proc("sys/net/netfilter/nf_conntrack_max"))),
             listen_dump: Some(TcpDump::new(
@@ -108,21 +111,16 @@ impl NodePass {
                 Filter::None,
             )),
             ..State::default()
-        };
-        let btf = cfg.roots.sysfs.join("kernel/btf/vmlinux");
-        match load(&btf) {
-            Ok(p) => s.program = Some(Box::new(p)),
-            Err(e) => {
-                log::info!("node pass: {e}; each namespace is read on its own");
-                s.down = Some(e);
-            }
-        }
-        Self(Mutex::new(s))
+        }))
     }
 
-    /// Whether the program is loaded (the other namespaces then run in one tick).
+    /// Whether the program is loaded (the other namespaces then run in one tick),
+    /// loading it the first time; `false` leaves every field on the per-namespace path
+    /// (the reason logged once).
     pub fn loaded(&self) -> bool {
-        crate::sync::lock(&self.0).program.is_some()
+        let mut s = crate::sync::lock(&self.0);
+        s.load_once();
+        s.program.is_some()
     }
 
     /// Runs a pass for the round of other namespaces about to be sampled, and compares
@@ -132,6 +130,7 @@ impl NodePass {
         let mut s = crate::sync::lock(&self.0);
         let s = &mut *s;
         s.fresh = false;
+        s.load_once();
         let Some(program) = s.program.as_mut() else { return };
         let check =
             s.misses.iter().any(|m| *m > 0) || s.checked.is_none_or(|t| now.saturating_duration_since(t) >= RECHECK);
@@ -219,6 +218,21 @@ fn load(btf: &std::path::Path) -> Result<PassProgram, String> {
 }
 
 impl State {
+    fn load_once(&mut self) {
+        let Some(btf) = self.btf.take() else { return };
+        let loaded = load(&btf);
+        // The load parsed the kernel's whole BTF (tens of MB of heap, all freed): give it
+        // back, as the drop counter does after its own load.
+        crate::sys::release_free_heap();
+        match loaded {
+            Ok(p) => self.program = Some(Box::new(p)),
+            Err(e) => {
+                log::info!("node pass: {e}; each namespace is read on its own");
+                self.down = Some(e);
+            }
+        }
+    }
+
     fn in_use(&self, field: Field) -> bool {
         matches!(self.used[field.index()], Some(Ok(())))
     }
