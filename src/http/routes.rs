@@ -334,7 +334,6 @@ mod tests {
         let mut snap = Snapshot::new();
         snap.taken = Some(std::time::Instant::now());
         snap.push(&crate::metrics::SAMPLER_OVERRUNS, &[], 3.0);
-        snap.finish();
         let (tx, state) = state(Some(Arc::new(snap)));
         let body = |r: Response| async move { axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap() };
         let first = body(metrics(State(state.clone()), HeaderMap::new()).await).await;
@@ -354,7 +353,6 @@ mod tests {
         let mut next = Snapshot::new();
         next.taken = Some(std::time::Instant::now());
         next.push(&crate::metrics::SAMPLER_OVERRUNS, &[], 4.0);
-        next.finish();
         tx.send_replace(Some(Arc::new(next)));
         let fresh = body(metrics(State(state.clone()), HeaderMap::new()).await).await;
         assert!(String::from_utf8_lossy(&fresh).contains("netpressure_sampler_overruns_total 4"));

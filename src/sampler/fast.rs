@@ -105,6 +105,7 @@ impl Sampler {
             settings_window: None,
             owner,
             addresses: None,
+            rendered: Snapshot::new(),
         };
         let (fast_home, slow_home, own_key) = match homes {
             Some((key, a, b)) => (
@@ -150,6 +151,8 @@ impl Sampler {
             breakdown,
             cfg,
         );
+        let mut fast = fast;
+        fast.runs_pass = pass.is_some();
         let sampler = Self {
             fast,
             slow: Some(slow),
@@ -199,12 +202,13 @@ impl Sampler {
                 settings_window: None,
                 owner: None,
                 addresses: None,
+                rendered: Snapshot::new(),
             };
             self.fast.others.insert(key, group);
         }
         for (key, labels) in relabelled {
             if let Some(g) = self.fast.others.get_mut(&key) {
-                g.labels = labels.to_string();
+                g.relabel(labels);
             }
         }
         self.followed = latest;
@@ -228,11 +232,6 @@ impl Sampler {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         snap.taken = Some(std::time::Instant::now());
-        if let Some(pass) = &self.pass {
-            if self.fast.others_due() {
-                pass.refresh(start);
-            }
-        }
         // A source's panic is caught in its slot; this catches the rest (a visit to a
         // namespace), so that the sampler thread never dies with its series frozen.
         if catch_unwind(AssertUnwindSafe(|| self.fast.run(start))).is_err() {
@@ -273,7 +272,6 @@ impl Sampler {
         );
         // The duration of the previous ticks: this one is not over.
         self.durations.emit(&metrics::SAMPLE_DURATION, snap);
-        snap.finish();
         let published = self.tx.send_replace(Some(Arc::clone(&self.spare)));
         // The previous snapshot becomes the spare; it is refilled next tick once no
         // scrape holds it.

@@ -229,7 +229,7 @@ impl SlowLane {
         for t in targets {
             match self.lane.others.get_mut(&t.key) {
                 Some(g) if g.labels != t.labels => {
-                    g.labels.clone_from(&t.labels);
+                    g.relabel(&t.labels);
                     if self.breakdown {
                         g.owner = Some(Arc::new(t.owner.clone()));
                     }
@@ -332,6 +332,7 @@ impl SlowLane {
             settings_window: None,
             owner: self.breakdown.then(|| Arc::new(t.owner.clone())),
             addresses: None,
+            rendered: crate::snapshot::Snapshot::new(),
         };
         self.lane.others.insert(t.key, group);
         true
