@@ -191,6 +191,8 @@ impl Sampler {
             self.fast.remove(&key);
         }
         for (key, t) in new {
+            // The pass is loaded here, when the first other namespace comes (a node
+            // without pods never pays for it).
             let aligned = self.pass.as_ref().is_some_and(|p| p.loaded());
             let group = Group {
                 labels: t.labels.clone(),
@@ -295,10 +297,6 @@ impl Sampler {
     /// skips the ticks it missed (counted) instead of bunching them up.
     pub fn run(mut self, stop: StopReceiver) {
         stop.register();
-        // Loaded here, on this thread, before any other namespace is followed.
-        if let Some(pass) = &self.pass {
-            pass.loaded();
-        }
         let stopping = Arc::new(AtomicBool::new(false));
         let (first_tx, first_rx) = mpsc::channel();
         // One sample of the fast lane's sources before the slow lane's first round, so

@@ -97,8 +97,9 @@ struct State {
 
 impl NodePass {
     /// The pass for the exporter whose namespace has inode `own_ino`. The program is
-    /// loaded by the first [`NodePass::loaded`] or [`NodePass::refresh`], on the sampler's
-    /// thread (where the drop counter's load also parses the BTF: one arena to give back).
+    /// loaded by the first [`NodePass::loaded`] or [`NodePass::refresh`]: when the first
+    /// other namespace is followed, on the sampler's thread (a node without pods never
+    /// loads it: 0.7 MiB of RSS).
     pub fn new(cfg: &crate::config::Config, own_ino: u64) -> Self {
         Self(Mutex::new(State {
             own_ino: u32::try_from(own_ino).unwrap_or(0),
