@@ -659,11 +659,11 @@ pub static NETNS_ENTER_ERRORS: Desc = counter(
 );
 pub static NODE_PASS_UP: Desc = gauge(
     "netpressure_node_pass_up",
-    "1 if the node pass (one BPF program reading every namespace's conntrack count and every listener's queues) is loaded; 0 if every namespace is read on its own (a kernel before 5.17, no BTF, no CAP_BPF and CAP_PERFMON, --no-netns.node-pass).",
+    "1 if the node pass (one BPF program reading every namespace's conntrack and TIME_WAIT counts and every listener's queues) is loaded; 0 if every namespace is read on its own (a kernel before 5.17, no BTF, no CAP_BPF and CAP_PERFMON, --no-netns.node-pass).",
 );
 pub static NODE_PASS_USED: Desc = gauge(
     "netpressure_node_pass_used",
-    "1 if the other namespaces' field is read by the node pass, 0 if per namespace (the pass disagreed with the kernel's own interfaces in the exporter's namespace, or was not yet compared).",
+    "1 if the other namespaces' field (conntrack, listeners, time_wait) is read by the node pass, 0 if per namespace (the pass disagreed with the kernel's own interfaces in the exporter's namespace, or was not yet compared).",
 );
 pub static NODE_PASS_RUNS: Desc = counter(
     "netpressure_node_pass_runs_total",

@@ -63,6 +63,12 @@ sys.stdin.read()
     Killed(child)
 }
 
+/// The kernel's own count of `ns`'s TIME_WAIT sockets (sockstat's `tw`).
+fn pod_tw(ns: &Netns) -> f64 {
+    let out = ns.sh("awk '/^TCP:/ { for (i = 2; i < NF; i++) if ($i == \"tw\") print $(i + 1) }' /proc/net/sockstat");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
 /// The kernel's own count of `ns`'s request sockets for a local port (`ss`).
 fn ss_syn_recv(ns: &Netns, port: u16) -> f64 {
     let out = ns.sh(&format!("ss -Htn state syn-recv sport = :{port} | wc -l"));
@@ -73,6 +79,8 @@ fn ss_syn_recv(ns: &Netns, port: u16) -> f64 {
 fn one_pass_serves_every_namespace_as_the_kernel_counts_it() {
     let pod = Netns::with_conntrack("passpod");
     let _flows = Flows::open(&pod, 8080, 20, Duration::from_secs(2));
+    pod.sh("sysctl -qw net.ipv4.tcp_tw_reuse=0");
+    pod.enter(|| common::client_closed_connections(7404, 30));
     let _held = listeners(&pod);
     assert_eq!(ss_syn_recv(&pod, 7402), 5.0, "five request sockets in the SYN queue");
 
@@ -85,10 +93,13 @@ fn one_pass_serves_every_namespace_as_the_kernel_counts_it() {
     let body = scrape_until(&exp, "the pass in use and the pod's listeners served", |b| {
         used(b, "conntrack") == Some(1.0)
             && used(b, "listeners") == Some(1.0)
+            && used(b, "time_wait") == Some(1.0)
+            && metric(b, "netpressure_tcp_time_wait_sockets", &pod.label("")) == Some(pod_tw(&pod))
             && metric(b, "netpressure_tcp_syn_recv_sockets", &v6).is_some()
             && metric(b, "netpressure_conntrack_entries", &pod.label("")) == Some(pod.conntrack_count() as f64)
     });
     assert_eq!(metric(&body, "netpressure_node_pass_up", ""), Some(1.0));
+    assert!(pod_tw(&pod) >= 20.0, "the pod's TIME_WAIT sockets are there");
     // The SYN queue, exact against ss, with no SYN_RECV scan run in ten minutes.
     assert_eq!(
         metric(&body, "netpressure_tcp_syn_recv_sockets", &v6),
@@ -131,4 +142,7 @@ fn one_pass_serves_every_namespace_as_the_kernel_counts_it() {
     );
     assert_eq!(metric(&body, "netpressure_tcp_listen_queue_length", &v4), Some(3.0));
     assert_eq!(metric(&body, "netpressure_tcp_listen_sockets", &group), Some(3.0));
+    scrape_until(&off, "the pod's TIME_WAIT read per namespace as sockstat says", |b| {
+        metric(b, "netpressure_tcp_time_wait_sockets", &pod.label("")) == Some(pod_tw(&pod))
+    });
 }

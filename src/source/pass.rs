@@ -44,15 +44,19 @@ pub enum Field {
     Conntrack,
     /// The listeners' queues and SYN queues (sock_diag LISTEN and SYN_RECV dumps).
     Listeners,
+    /// `netpressure_tcp_time_wait_sockets` (sockstat; the namespace's other sockstat
+    /// counts are then read at the counter cadence).
+    TimeWait,
 }
 
 impl Field {
-    const ALL: [Self; 2] = [Self::Conntrack, Self::Listeners];
+    const ALL: [Self; 3] = [Self::Conntrack, Self::Listeners, Self::TimeWait];
 
     fn name(self) -> &'static str {
         match self {
             Self::Conntrack => "conntrack",
             Self::Listeners => "listeners",
+            Self::TimeWait => "time_wait",
         }
     }
 
@@ -79,13 +83,15 @@ struct State {
     /// The last pass ran fine in the current round of other namespaces.
     fresh: bool,
     /// Per field: in use, or why not; `None` until first compared.
-    used: [Option<Result<(), String>>; 2],
+    used: [Option<Result<(), String>>; 3],
     checked: Option<Instant>,
     /// Per field: comparisons in a row that disagreed.
-    misses: [usize; 2],
+    misses: [usize; 3],
     own_ino: u32,
     ct_count: Option<ProcFile>,
     ct_max: Option<ProcFile>,
+    /// The own namespace's sockstat, for the TIME_WAIT comparison.
+    sockstat: Option<ProcFile>,
     /// `nf_conntrack_max` as read at the last pass (global: the same in every namespace).
     max: Option<u64>,
     diag: LazySockDiag,
@@ -106,6 +112,7 @@ impl NodePass {
             btf: Some(cfg.roots.sysfs.join("kernel/btf/vmlinux")),
             ct_count: Some(ProcFile::whole(cfg.roots.proc("sys/net/netfilter/nf_conntrack_count"))),
             ct_max: Some(ProcFile::whole(cfg.roots.proc("sys/net/netfilter/nf_conntrack_max"))),
+            sockstat: Some(ProcFile::whole(cfg.roots.proc_net("sockstat"))),
             listen_dump: Some(TcpDump::new(
                 "sock_diag LISTEN",
                 state::bit(state::LISTEN),
@@ -132,15 +139,14 @@ impl NodePass {
         let s = &mut *s;
         s.fresh = false;
         s.load_once();
-        let Some(program) = s.program.as_mut() else { return };
+        if s.program.is_none() {
+            return;
+        }
         let check =
             s.misses.iter().any(|m| *m > 0) || s.checked.is_none_or(|t| now.saturating_duration_since(t) >= RECHECK);
-        let before = if check {
-            s.ct_count.as_mut().and_then(|f| f.read_u64().ok())
-        } else {
-            None
-        };
+        let before = if check { s.own_counts() } else { (None, None) };
         let started = Instant::now();
+        let Some(program) = s.program.as_mut() else { return };
         let ran = program.run(&mut s.out);
         s.seconds += started.elapsed().as_secs_f64();
         s.runs += 1;
@@ -151,7 +157,7 @@ impl NodePass {
         }
         s.max = s.ct_max.as_mut().and_then(|f| f.read_u64_opt().ok().flatten());
         if check {
-            let after = s.ct_count.as_mut().and_then(|f| f.read_u64().ok());
+            let after = s.own_counts();
             s.compare(before, after);
             s.checked = Some(now);
         }
@@ -240,8 +246,25 @@ impl State {
 
     /// Compares the last pass with the kernel's own answers in the exporter's
     /// namespace, and sets which fields are used.
-    fn compare(&mut self, before: Option<u64>, after: Option<u64>) {
-        let verdicts = [self.compare_conntrack(before, after), self.compare_listeners()];
+    /// The own namespace's conntrack entries and TIME_WAIT sockets, as the kernel's
+    /// own files say.
+    fn own_counts(&mut self) -> (Option<u64>, Option<u64>) {
+        let ct = self.ct_count.as_mut().and_then(|f| f.read_u64().ok());
+        let mut st = crate::procfs::net::SockStat::default();
+        let tw = self
+            .sockstat
+            .as_mut()
+            .and_then(|f| f.read_with(|b| crate::procfs::net::parse_sockstat(b, &mut st)).ok())
+            .and(st.tcp_tw);
+        (ct, tw)
+    }
+
+    fn compare(&mut self, before: (Option<u64>, Option<u64>), after: (Option<u64>, Option<u64>)) {
+        let verdicts = [
+            self.compare_conntrack(before.0, after.0),
+            self.compare_listeners(),
+            self.compare_time_wait(before.1, after.1),
+        ];
         for (f, verdict) in Field::ALL.into_iter().zip(verdicts) {
             let i = f.index();
             // A disagreement is taken once it repeats: a count moves between the reads.
@@ -272,15 +295,15 @@ impl State {
             return Err("conntrack's per-namespace data was not found (nf_conntrack not loaded?)".into());
         }
         let own = self.own().ok_or("the exporter's own namespace is not in the pass")?;
-        let (lo, hi) = (before.min(after), before.max(after));
-        let slack = (hi - lo).max(2);
-        let got = u64::from(own.ct_count);
-        if got + slack < lo || got > hi + slack {
-            return Err(format!(
-                "the pass counted {got} entries, nf_conntrack_count {before} then {after}"
-            ));
-        }
-        Ok(())
+        within("conntrack entries", u64::from(own.ct_count), before, after)
+    }
+
+    fn compare_time_wait(&self, before: Option<u64>, after: Option<u64>) -> Result<(), String> {
+        let (Some(before), Some(after)) = (before, after) else {
+            return Err("sockstat cannot be read to compare".into());
+        };
+        let own = self.own().ok_or("the exporter's own namespace is not in the pass")?;
+        within("TIME_WAIT sockets", u64::from(own.time_wait), before, after)
     }
 
     fn compare_listeners(&mut self) -> Result<(), String> {
@@ -326,4 +349,17 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// Whether the pass's count `got` lies within the kernel's own counts read just
+/// `before` and `after` it, give or take their difference (at least 2).
+fn within(what: &str, got: u64, before: u64, after: u64) -> Result<(), String> {
+    let (lo, hi) = (before.min(after), before.max(after));
+    let slack = (hi - lo).max(2);
+    if got + slack < lo || got > hi + slack {
+        return Err(format!(
+            "the pass counted {got} {what}, the kernel's file {before} then {after}"
+        ));
+    }
+    Ok(())
 }

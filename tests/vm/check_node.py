@@ -360,12 +360,13 @@ def main():
     up = value('netpressure_node_pass_up')
     used = {l['field']: v for l, v in series('netpressure_node_pass_used')}
     if version >= (5, 17):
-        check(f'the node pass serves conntrack and listeners on {kernel} ({used})',
-              up == 1 and used.get('conntrack') == 1 and used.get('listeners') == 1, (up, used))
+        check(f'the node pass serves conntrack, listeners and TIME_WAIT on {kernel} ({used})',
+              up == 1 and all(used.get(f) == 1 for f in ('conntrack', 'listeners', 'time_wait')), (up, used))
     else:
         check(f'each namespace read on its own on {kernel}, before bpf_loop (node pass up {up})', up == 0, up)
     pass_path = (f'node pass (conntrack {"pass" if used.get("conntrack") == 1 else "per namespace"}, '
-                 f'listeners {"pass" if used.get("listeners") == 1 else "per namespace"}), '
+                 f'listeners {"pass" if used.get("listeners") == 1 else "per namespace"}, '
+                 f'TIME_WAIT {"pass" if used.get("time_wait") == 1 else "per namespace"}), '
                  f'{value("netpressure_node_pass_runs_total")} runs, '
                  f'{(value("netpressure_node_pass_seconds_total") or 0) * 1000:.1f} ms in all') if up == 1 else 'each namespace on its own'
 
