@@ -80,15 +80,7 @@ impl Conntrack {
     /// This namespace's entries from the node pass (another namespace's, when the pass
     /// serves conntrack counts), with the global limit.
     fn read_pass(&self) -> Option<CtGlobalStats> {
-        if self.ctx.scope != crate::cadence::Scope::Other {
-            return None;
-        }
-        let ino = self.ctx.netns?.1;
-        let (rec, max) = self
-            .ctx
-            .node
-            .pass
-            .namespace(ino, crate::source::pass::Field::Conntrack)?;
+        let (rec, max) = self.ctx.from_pass(crate::source::pass::Field::Conntrack)?;
         Some(CtGlobalStats {
             entries: Some(u64::from(rec.ct_count)),
             max_entries: max,

@@ -194,15 +194,11 @@ impl Listeners {
     /// This namespace's listeners from the node pass, with their SYN queues, when it
     /// serves them (another namespace's, with the pass in use): `false` otherwise.
     fn take_from_pass(&mut self) -> bool {
-        if self.ctx.scope != crate::cadence::Scope::Other {
-            return false;
-        }
-        let Some(ino) = self.ctx.netns.map(|k| k.1) else {
-            return false;
-        };
-        let Self { ports, listeners, .. } = self;
+        let Self {
+            ports, listeners, ctx, ..
+        } = self;
         listeners.clear();
-        let served = self.ctx.node.pass.listeners(ino, |r| {
+        let served = ctx.pass_listeners(|r| {
             if port_wanted(ports.as_deref(), r.port) {
                 listeners.push(Listener {
                     addr: r.ip(),

@@ -300,6 +300,24 @@ impl NsContext {
         }
     }
 
+    /// This namespace's record from the node pass, where the pass serves `field` for it
+    /// (another namespace, the field in use), with `nf_conntrack_max`.
+    pub fn from_pass(&self, field: pass::Field) -> Option<(crate::bpf::pass::NsRecord, Option<u64>)> {
+        if self.scope != Scope::Other {
+            return None;
+        }
+        self.node.pass.namespace(self.netns?.1, field)
+    }
+
+    /// Calls `f` with this namespace's listeners from the node pass, where it serves
+    /// them (another namespace, the field in use); `false` otherwise.
+    pub fn pass_listeners(&self, f: impl FnMut(&crate::bpf::pass::ListenerRecord)) -> bool {
+        match self.netns {
+            Some((_, ino)) if self.scope == Scope::Other => self.node.pass.listeners(ino, f),
+            _ => false,
+        }
+    }
+
     pub fn conntrack_fill(&self) -> Option<(u64, u64)> {
         *crate::sync::lock(&self.evidence.conntrack_fill)
     }

@@ -42,15 +42,7 @@ impl Sockstat {
     /// This namespace's TIME_WAIT sockets from the node pass (another namespace's, when
     /// the pass serves them).
     fn time_wait_from_pass(&self) -> Option<u64> {
-        if self.ctx.scope != crate::cadence::Scope::Other {
-            return None;
-        }
-        let ino = self.ctx.netns?.1;
-        let (rec, _) = self
-            .ctx
-            .node
-            .pass
-            .namespace(ino, crate::source::pass::Field::TimeWait)?;
+        let (rec, _) = self.ctx.from_pass(crate::source::pass::Field::TimeWait)?;
         Some(u64::from(rec.time_wait))
     }
 
