@@ -3,7 +3,8 @@
 //!
 //! Layout (`docs/architecture.md`): kernel I/O happens in `netlink/` (sockets),
 //! `procfs/` (files under `/proc`), `sys`, `netns` and `bpf` (system calls, namespace
-//! handles, the BPF program and its map), each decoding into plain records; `source/`
+//! handles, the BPF programs: the drop counter and the node pass), each decoding into
+//! plain records; `source/`
 //! turns records into series; `sampler` runs the clock and publishes immutable
 //! [`snapshot::Snapshot`]s; `http` encodes the latest one per scrape and never touches
 //! the kernel. `webconfig` and `doctor` read their files through `procfs::read` for its
