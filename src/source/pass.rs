@@ -76,9 +76,6 @@ struct State {
     /// The kernel's BTF, until the program is loaded from it.
     btf: Option<std::path::PathBuf>,
     program: Option<Box<PassProgram>>,
-    /// Why the program is not loaded (logged once), or `None` while it is (or was never
-    /// asked for).
-    down: Option<String>,
     out: PassOutput,
     /// The last pass ran fine in the current round of other namespaces.
     fresh: bool,
@@ -183,7 +180,7 @@ impl NodePass {
         let s = crate::sync::lock(&self.0);
         // A listener left out, or a chain not followed to its end: any namespace's list
         // may be short.
-        if !s.fresh || !s.in_use(Field::Listeners) || s.out.meta.listeners_lost > 0 || s.out.meta.trouble & 0b110 != 0 {
+        if !s.fresh || !s.in_use(Field::Listeners) || s.out.meta.listeners_lost > 0 || !s.hash_walked_whole() {
             return false;
         }
         let Ok(ino) = u32::try_from(ino) else { return false };
@@ -225,6 +222,12 @@ fn load(btf: &std::path::Path) -> Result<PassProgram, String> {
 }
 
 impl State {
+    /// The last pass followed every chain of the listening hash to its end, with
+    /// buckets of the size it reads (`Meta::trouble` bits 1 and 2).
+    fn hash_walked_whole(&self) -> bool {
+        self.out.meta.trouble & 0b110 == 0
+    }
+
     fn load_once(&mut self) {
         let Some(btf) = self.btf.take() else { return };
         let loaded = load(&btf);
@@ -233,10 +236,7 @@ impl State {
         crate::sys::release_free_heap();
         match loaded {
             Ok(p) => self.program = Some(Box::new(p)),
-            Err(e) => {
-                log::info!("node pass: {e}; each namespace is read on its own");
-                self.down = Some(e);
-            }
+            Err(e) => log::info!("node pass: {e}; each namespace is read on its own"),
         }
     }
 
@@ -307,7 +307,7 @@ impl State {
     }
 
     fn compare_listeners(&mut self) -> Result<(), String> {
-        if self.out.meta.trouble & 0b110 != 0 {
+        if !self.hash_walked_whole() {
             return Err(format!(
                 "the listening hash was not walked whole (trouble {:#x})",
                 self.out.meta.trouble
