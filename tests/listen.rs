@@ -248,7 +248,9 @@ fn a_flood_from_one_client_or_to_one_address_closes_its_own_connections_first() 
                 http_exchange(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             });
             match got {
-                Ok(r) if r.status == 200 => {}
+                Ok(r) if r.status == 200 => {
+                    common::checked(String::from_utf8(r.body).unwrap());
+                }
                 Ok(r) => failed.push(format!("scrape {i}: status {}", r.status)),
                 Err(e) => failed.push(format!("scrape {i}: {e}")),
             }
